@@ -1,0 +1,546 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// parser applies one decoded document to a Config, collecting every error.
+type parser struct {
+	cfg   *Config
+	data  []byte
+	file  string
+	lines map[string]int
+	errs  Errors
+
+	// The key being applied, for errors and warnings raised by setters.
+	key string
+	// Keys seen, by name, for the checks that relate several keys.
+	seen map[string]bool
+}
+
+func newParser(c *Config, data []byte, file string) *parser {
+	return &parser{cfg: c, data: data, file: file, seen: make(map[string]bool)}
+}
+
+func (p *parser) run() {
+	// The document is decoded by go-toml first, so that TOML's own rules
+	// (syntax, duplicate keys, redefined tables) are go-toml's, not ours.
+	var doc map[string]any
+	if err := toml.Unmarshal(p.data, &doc); err != nil {
+		p.tomlError(err)
+		return
+	}
+	p.lines = keyLines(p.data)
+
+	for _, k := range sortedKeys(doc) {
+		v := doc[k]
+		if fields, ok := sections[k]; ok {
+			tbl, ok := v.(map[string]any)
+			if !ok {
+				p.errorf(k, "must be a table ([%s]), not %s", k, typeName(v))
+				continue
+			}
+			for _, sk := range sortedKeys(tbl) {
+				p.apply(k, sk, fields, tbl[sk])
+			}
+			continue
+		}
+		p.apply("", k, topLevel, v)
+	}
+	p.finish()
+}
+
+// tomlError reports a document go-toml could not decode. Decoding stops at
+// the first such error, so there is only ever one.
+func (p *parser) tomlError(err error) {
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		line, _ := de.Position()
+		p.errs = append(p.errs, Error{
+			File: p.file,
+			Line: line,
+			Key:  keyName(de.Key()),
+			Msg:  strings.TrimPrefix(de.Error(), "toml: "),
+		})
+		return
+	}
+	p.errs = append(p.errs, Error{File: p.file, Msg: err.Error()})
+}
+
+func (p *parser) apply(section, k string, fields map[string]setter, v any) {
+	name := keyName([]string{k})
+	if section != "" {
+		name = section + "." + name
+	}
+	set, ok := fields[k]
+	if !ok {
+		p.errorf(name, "%s", unknownKeyMsg(section, k))
+		return
+	}
+	p.key = name
+	p.seen[name] = true
+	if err := set(p, v); err != nil {
+		p.errorf(name, "%v", err)
+	}
+}
+
+func (p *parser) line(key string) int {
+	return p.lines[key]
+}
+
+func (p *parser) errorf(key, format string, args ...any) {
+	p.errorAt(p.line(key), key, fmt.Sprintf(format, args...))
+}
+
+func (p *parser) errorAt(line int, key, msg string) {
+	p.errs = append(p.errs, Error{File: p.file, Line: line, Key: key, Msg: msg})
+}
+
+// warnf records a note about the key being applied.
+func (p *parser) warnf(format string, args ...any) {
+	e := Error{File: p.file, Line: p.line(p.key), Key: p.key, Msg: fmt.Sprintf(format, args...)}
+	p.cfg.Warnings = append(p.cfg.Warnings, e.Error())
+}
+
+// finish runs the checks that involve several keys, and resolves paths.
+func (p *parser) finish() {
+	c := p.cfg
+	switch {
+	case c.TLSCert != "" && c.TLSKey == "":
+		p.errorf("tls_cert", "is set but tls_key is not; set both or neither")
+	case c.TLSKey != "" && c.TLSCert == "":
+		p.errorf("tls_key", "is set but tls_cert is not; set both or neither")
+	}
+
+	if p.file != "" {
+		dir := filepath.Dir(p.file)
+		for _, f := range []struct {
+			key  string
+			path *string
+		}{
+			{"data_dir", &c.DataDir},
+			{"access_map", &c.AccessMap},
+			{"hosts_allow", &c.HostsAllow},
+			{"hosts_deny", &c.HostsDeny},
+			{"tls_cert", &c.TLSCert},
+			{"tls_key", &c.TLSKey},
+			{"control", &c.Control},
+			{"trust_file", &c.TrustFile},
+			{"deny_file", &c.DenyFile},
+		} {
+			if p.seen[f.key] && *f.path != "" && !filepath.IsAbs(*f.path) {
+				*f.path = filepath.Join(dir, *f.path)
+			}
+		}
+	}
+	c.deriveDataPaths()
+}
+
+// A setter checks one value and stores it in the Config. Its error text
+// becomes the message after "FILE:LINE: key: ".
+type setter func(p *parser, v any) error
+
+// topLevel and sections are the schema: every key the file may contain.
+// They are read-only after initialisation.
+var topLevel = map[string]setter{
+	"hostname": stringVal(func(c *Config) *string { return &c.Hostname }, func(s string) (string, error) {
+		if !isHostname(s) {
+			return "", fmt.Errorf("invalid host name %q", s)
+		}
+		return s, nil
+	}),
+	"listen":           setListen,
+	"data_dir":         stringVal(func(c *Config) *string { return &c.DataDir }, nonEmpty),
+	"local_domains":    setLocalDomains,
+	"trusted_networks": setTrustedNetworks,
+	"resolver": stringVal(func(c *Config) *string { return &c.Resolver }, func(s string) (string, error) {
+		if s == "" {
+			return "", nil
+		}
+		return normalizeResolver(s)
+	}),
+	"access_map":   pathVal(func(c *Config) *string { return &c.AccessMap }),
+	"hosts_allow":  pathVal(func(c *Config) *string { return &c.HostsAllow }),
+	"hosts_deny":   pathVal(func(c *Config) *string { return &c.HostsDeny }),
+	"tls_cert":     pathVal(func(c *Config) *string { return &c.TLSCert }),
+	"tls_key":      pathVal(func(c *Config) *string { return &c.TLSKey }),
+	"control":      pathVal(func(c *Config) *string { return &c.Control }),
+	"trust_file":   pathVal(func(c *Config) *string { return &c.TrustFile }),
+	"deny_file":    pathVal(func(c *Config) *string { return &c.DenyFile }),
+	"delay_checks": boolVal(func(c *Config) *bool { return &c.DelayChecks }),
+}
+
+var sections = map[string]map[string]setter{
+	"limits": {
+		"max_daemon_children":         intVal(func(c *Config) *int { return &c.Limits.MaxDaemonChildren }),
+		"connection_rate_throttle":    intVal(func(c *Config) *int { return &c.Limits.ConnectionRateThrottle }),
+		"connection_rate_window_size": durationVal(func(c *Config) *time.Duration { return &c.Limits.ConnectionRateWindowSize }, time.Second),
+		"client_rate":                 intVal(func(c *Config) *int { return &c.Limits.ClientRate }),
+		"client_conn":                 intVal(func(c *Config) *int { return &c.Limits.ClientConn }),
+		"terminate":                   boolVal(func(c *Config) *bool { return &c.Limits.Terminate }),
+		"greet_pause":                 setGreetPause,
+		"bad_rcpt_throttle":           intVal(func(c *Config) *int { return &c.Limits.BadRcptThrottle }),
+		"max_rcpts_per_message":       intVal(func(c *Config) *int { return &c.Limits.MaxRcptsPerMessage }),
+		"max_message_size":            setMaxMessageSize,
+	},
+	"timeouts": {
+		"command":   durationVal(func(c *Config) *time.Duration { return &c.Timeouts.Command }, time.Second),
+		"helo":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Helo }),
+		"mail":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Mail }),
+		"rcpt":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Rcpt }),
+		"datainit":  timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.DataInit }),
+		"datablock": timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.DataBlock }),
+		"datafinal": timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.DataFinal }),
+		"rset":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Rset }),
+		"quit":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Quit }),
+		"misc":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Misc }),
+		"starttls":  timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.StartTLS }),
+		"auth":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Auth }),
+		"connect":   timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Connect }),
+		"iconnect":  timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.IConnect }),
+		"aconnect":  timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.AConnect }),
+		"initial":   timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Initial }),
+		"lhlo":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.LHLO }),
+		"control":   timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Control }),
+	},
+	"delivery": {
+		"relay": stringVal(func(c *Config) *string { return &c.Delivery.Relay }, func(s string) (string, error) {
+			_, err := parseRelay(s)
+			return s, err
+		}),
+		"queue_lifetime": durationVal(func(c *Config) *time.Duration { return &c.Delivery.QueueLifetime }, time.Minute),
+	},
+	"fleet": {
+		"redis": stringVal(func(c *Config) *string { return &c.Fleet.Redis }, func(s string) (string, error) {
+			if s == "" {
+				return "", nil
+			}
+			return s, checkRedis(s)
+		}),
+		"key_prefix": stringVal(func(c *Config) *string { return &c.Fleet.KeyPrefix }, nil),
+		"on_redis_error": stringVal(func(c *Config) *string { return &c.Fleet.OnRedisError }, func(s string) (string, error) {
+			if s != OnRedisErrorLocal && s != OnRedisErrorTempfail {
+				return "", fmt.Errorf("must be %q or %q, not %q", OnRedisErrorLocal, OnRedisErrorTempfail, s)
+			}
+			return s, nil
+		}),
+	},
+}
+
+// typeName names a decoded TOML value's type as the TOML spec does.
+func typeName(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case int64:
+		return "an integer"
+	case float64:
+		return "a float"
+	case bool:
+		return "a boolean"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	default:
+		return "a date/time"
+	}
+}
+
+func nonEmpty(s string) (string, error) {
+	if s == "" {
+		return "", errors.New("must not be empty")
+	}
+	return s, nil
+}
+
+func stringVal(field func(*Config) *string, check func(string) (string, error)) setter {
+	return func(p *parser, v any) error {
+		s, ok := v.(string)
+		if !ok {
+			return fmt.Errorf("must be a string, not %s", typeName(v))
+		}
+		if check != nil {
+			var err error
+			if s, err = check(s); err != nil {
+				return err
+			}
+		}
+		*field(p.cfg) = s
+		return nil
+	}
+}
+
+func pathVal(field func(*Config) *string) setter {
+	return stringVal(field, func(s string) (string, error) {
+		if strings.IndexByte(s, 0) >= 0 {
+			return "", errors.New("path contains a NUL byte")
+		}
+		return s, nil
+	})
+}
+
+func boolVal(field func(*Config) *bool) setter {
+	return func(p *parser, v any) error {
+		b, ok := v.(bool)
+		if !ok {
+			return fmt.Errorf("must be true or false, not %s", typeName(v))
+		}
+		*field(p.cfg) = b
+		return nil
+	}
+}
+
+func intVal(field func(*Config) *int) setter {
+	return func(p *parser, v any) error {
+		n, ok := v.(int64)
+		if !ok {
+			return fmt.Errorf("must be an integer, not %s", typeName(v))
+		}
+		if n < 0 {
+			return fmt.Errorf("must not be negative (0 means no limit), not %d", n)
+		}
+		if n > math.MaxInt32 {
+			return fmt.Errorf("%d is too large", n)
+		}
+		*field(p.cfg) = int(n)
+		return nil
+	}
+}
+
+// durationString extracts a duration from a TOML value. Durations are
+// strings so that the unit is always written down; a bare 0 is accepted
+// because it needs none.
+func durationString(v any) (time.Duration, error) {
+	switch v := v.(type) {
+	case string:
+		return ParseDuration(v)
+	case int64:
+		if v == 0 {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("must be a duration string with a unit, e.g. \"%ds\", not a bare number", v)
+	}
+	return 0, fmt.Errorf("must be a duration string like \"30s\", not %s", typeName(v))
+}
+
+// durationVal sets a duration that must be at least min (so never 0).
+func durationVal(field func(*Config) *time.Duration, min time.Duration) setter {
+	return func(p *parser, v any) error {
+		d, err := durationString(v)
+		if err != nil {
+			return err
+		}
+		if d < min {
+			return fmt.Errorf("must be at least %s", FormatDuration(min))
+		}
+		*field(p.cfg) = d
+		return nil
+	}
+}
+
+// timeoutVal sets a per-phase timeout, where 0 means "as command".
+func timeoutVal(field func(*Config) *time.Duration) setter {
+	return func(p *parser, v any) error {
+		d, err := durationString(v)
+		if err != nil {
+			return err
+		}
+		if d != 0 && d < time.Second {
+			return fmt.Errorf("%s is too short to be meant; timeouts are at least 1s (0 means as command)", FormatDuration(d))
+		}
+		*field(p.cfg) = d
+		return nil
+	}
+}
+
+func setGreetPause(p *parser, v any) error {
+	d, err := durationString(v)
+	if err != nil {
+		return err
+	}
+	if d > MaxGreetPause {
+		p.warnf("%s exceeds the RFC 5321 greeting timeout; using %s", FormatDuration(d), FormatDuration(MaxGreetPause))
+		d = MaxGreetPause
+	}
+	p.cfg.Limits.GreetPause = d
+	return nil
+}
+
+func setMaxMessageSize(p *parser, v any) error {
+	var n int64
+	switch v := v.(type) {
+	case int64:
+		if v < 0 {
+			return fmt.Errorf("must not be negative (0 means no limit), not %d", v)
+		}
+		n = v
+	case string:
+		var err error
+		if n, err = ParseSize(v); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("must be a size like \"25MiB\" or a byte count, not %s", typeName(v))
+	}
+	p.cfg.Limits.MaxMessageSize = n
+	return nil
+}
+
+// stringList extracts an array of strings, reporting each bad element on
+// its own line.
+func stringList(p *parser, v any, each func(i int, s string) error) (ok bool, err error) {
+	list, isList := v.([]any)
+	if !isList {
+		if _, isString := v.(string); isString {
+			return false, fmt.Errorf("must be an array of strings; write [%q]", v)
+		}
+		return false, fmt.Errorf("must be an array of strings, not %s", typeName(v))
+	}
+	ok = true
+	for i, e := range list {
+		elem := p.key + "[" + strconv.Itoa(i) + "]"
+		line := p.line(elem)
+		if line == 0 {
+			line = p.line(p.key)
+		}
+		s, isString := e.(string)
+		if !isString {
+			p.errorAt(line, p.key, fmt.Sprintf("element %d must be a string, not %s", i+1, typeName(e)))
+			ok = false
+			continue
+		}
+		if err := each(i, s); err != nil {
+			p.errorAt(line, p.key, err.Error())
+			ok = false
+		}
+	}
+	return ok, nil
+}
+
+func setListen(p *parser, v any) error {
+	var addrs []string
+	ok, err := stringList(p, v, func(_ int, s string) error {
+		if err := checkHostPort(s, true, true); err != nil {
+			return err
+		}
+		if slices.Contains(addrs, s) {
+			return fmt.Errorf("%q is listed twice", s)
+		}
+		addrs = append(addrs, s)
+		return nil
+	})
+	if err != nil || !ok {
+		return err
+	}
+	if len(addrs) == 0 {
+		return errors.New("must list at least one address")
+	}
+	p.cfg.Listen = addrs
+	return nil
+}
+
+func setLocalDomains(p *parser, v any) error {
+	var domains []string
+	ok, err := stringList(p, v, func(_ int, s string) error {
+		d, err := normalizeDomain(s)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(domains, d) {
+			domains = append(domains, d)
+		}
+		return nil
+	})
+	if err != nil || !ok {
+		return err
+	}
+	if len(domains) == 0 {
+		return errors.New("must list at least one domain")
+	}
+	p.cfg.LocalDomains = domains
+	return nil
+}
+
+func setTrustedNetworks(p *parser, v any) error {
+	nets := []netip.Prefix{}
+	ok, err := stringList(p, v, func(_ int, s string) error {
+		n, err := ParsePrefix(s)
+		if err != nil {
+			return err
+		}
+		nets = append(nets, n)
+		return nil
+	})
+	if err != nil || !ok {
+		return err
+	}
+	p.cfg.TrustedNetworks = nets
+	return nil
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// unknownKeyMsg explains an unknown key, suggesting the known key it most
+// likely means: the same name in another section, or the sendmail option
+// name (confMAX_DAEMON_CHILDREN, confTO_COMMAND) translated.
+func unknownKeyMsg(section, k string) string {
+	norm := strings.ToLower(strings.ReplaceAll(k, "-", "_"))
+	norm = strings.TrimPrefix(norm, "conf")
+	norm = strings.TrimPrefix(norm, "_")
+	candidates := []string{norm}
+	if t, ok := strings.CutPrefix(norm, "to_"); ok {
+		candidates = append(candidates, t)
+	}
+	where := func(sec, key string) string {
+		if sec == "" {
+			return key + " (at the top level, before any [table])"
+		}
+		if sec == section {
+			return key
+		}
+		return "[" + sec + "] " + key
+	}
+	for _, cand := range candidates {
+		if _, ok := topLevel[cand]; ok && !(section == "" && cand == k) {
+			return "unknown key; did you mean " + where("", cand) + "?"
+		}
+		for _, sec := range sortedSections() {
+			if _, ok := sections[sec][cand]; ok && !(section == sec && cand == k) {
+				return "unknown key; did you mean " + where(sec, cand) + "?"
+			}
+		}
+	}
+	if section == "" {
+		if _, ok := sections[norm]; ok {
+			return "unknown table; did you mean [" + norm + "]?"
+		}
+	}
+	return "unknown key"
+}
+
+func sortedSections() []string {
+	names := make([]string, 0, len(sections))
+	for s := range sections {
+		names = append(names, s)
+	}
+	slices.Sort(names)
+	return names
+}

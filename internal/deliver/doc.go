@@ -1,0 +1,73 @@
+// Package deliver takes messages out of mxguard's spool and hands them on:
+// into Maildir directories on this host, or to a downstream MTA over SMTP or
+// LMTP. It retries temporary failures with exponential back-off and, when a
+// recipient fails for good or the message outlives the queue lifetime,
+// returns an RFC 3464 delivery status notification to the sender.
+//
+// The spool is the only record of what is left to do. After each attempt
+// the per-recipient state is written back with Spool.Update before anything
+// else happens, so a restart resumes where the last run stopped and never
+// hands a recipient that is already done to the downstream again. Maildir
+// delivery goes one step further: its file names are derived from the spool
+// ID and the recipient's index, so a crash between the Maildir rename and the
+// spool update is noticed on the next attempt and causes no duplicate.
+//
+// Bounces are ordinary spooled messages with the null sender; they take the
+// same path as any other message and are never bounced themselves.
+package deliver
+
+import (
+	"context"
+	"io"
+	"strconv"
+
+	"github.com/mxguard/mxguard/internal/spool"
+)
+
+// A Deliverer hands one message to its destination for some of its
+// recipients.
+//
+// rcpts holds indices into env.Rcpts; the returned slice has one Result per
+// element of rcpts, in the same order. body opens a fresh reader over the
+// message (CRLF line endings, no dot-stuffing) each time it is called, so an
+// implementation may read the body more than once. Deliver must honour ctx:
+// when it ends, recipients not yet decided are reported as Deferred.
+type Deliverer interface {
+	Deliver(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), rcpts []int) []Result
+}
+
+// Status is what became of one recipient in one delivery attempt.
+type Status int
+
+const (
+	// Deferred is a temporary failure (a 4xx reply, a broken connection, a
+	// local I/O error): the recipient is tried again later.
+	Deferred Status = iota
+	// Delivered means the destination took responsibility for the message.
+	Delivered
+	// Failed is a permanent failure (a 5xx reply, an unusable address): the
+	// recipient is bounced to the sender.
+	Failed
+)
+
+func (s Status) String() string {
+	switch s {
+	case Deferred:
+		return "deferred"
+	case Delivered:
+		return "delivered"
+	case Failed:
+		return "failed"
+	}
+	return "Status(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Result is the outcome for one recipient.
+type Result struct {
+	Status Status
+	// Reply is the SMTP reply that decided the outcome, on one line
+	// ("550 5.1.1 <bob@example.org>: unknown user"). Local outcomes are
+	// phrased as replies too, so that the text can go into a DSN's
+	// Diagnostic-Code and be parsed back from the spool.
+	Reply string
+}

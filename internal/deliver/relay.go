@@ -1,0 +1,540 @@
+package deliver
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/spool"
+)
+
+// Timeouts bound each wait of the relay client, named as in the [timeouts]
+// section of the configuration (sendmail's Timeout.* options). A zero field
+// takes the default given beside it, which is RFC 5321 §4.5.3.2's minimum
+// where the RFC names one.
+type Timeouts struct {
+	Connect   time.Duration // TCP or unix-socket connect; default 30s
+	Initial   time.Duration // the 220 greeting; default 5m
+	Helo      time.Duration // reply to EHLO/HELO; default 5m
+	Lhlo      time.Duration // reply to LHLO; default 5m
+	StartTLS  time.Duration // STARTTLS reply and TLS handshake; default 1m
+	Mail      time.Duration // reply to MAIL; default 5m
+	Rcpt      time.Duration // reply to each RCPT; default 5m
+	DataInit  time.Duration // reply to DATA; default 2m
+	DataBlock time.Duration // each write of the body; default 3m
+	DataFinal time.Duration // reply to the final dot (each reply, for LMTP); default 10m
+	Quit      time.Duration // reply to QUIT; default 1m
+}
+
+func (t Timeouts) withDefaults() Timeouts {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&t.Connect, 30*time.Second)
+	def(&t.Initial, 5*time.Minute)
+	def(&t.Helo, 5*time.Minute)
+	def(&t.Lhlo, 5*time.Minute)
+	def(&t.StartTLS, time.Minute)
+	def(&t.Mail, 5*time.Minute)
+	def(&t.Rcpt, 5*time.Minute)
+	def(&t.DataInit, 2*time.Minute)
+	def(&t.DataBlock, 3*time.Minute)
+	def(&t.DataFinal, 10*time.Minute)
+	def(&t.Quit, time.Minute)
+	return t
+}
+
+// Relay delivers to one downstream SMTP or LMTP server. It opens a new
+// connection for each Deliver call, so it is safe for concurrent use.
+//
+// When a TCP downstream offers STARTTLS, Relay uses it without verifying the
+// certificate (opportunistic TLS, RFC 7435: the relay target is named by the
+// operator, and refusing to deliver over a self-signed certificate would
+// only push mail back to plaintext). If the TLS handshake fails, the same
+// attempt is repeated once in plaintext.
+type Relay struct {
+	url      string
+	network  string // "tcp" or "unix"
+	addr     string
+	host     string // for TLS SNI
+	lmtp     bool
+	hostname string
+	t        Timeouts
+	logger   *slog.Logger
+}
+
+// NewRelay returns a Relay for rawURL, which is smtp://host[:port] (port 25
+// by default), lmtp://host:port (port 24 by default) or lmtp+unix:///path.
+// hostname is what the client announces in EHLO or LHLO.
+func NewRelay(rawURL, hostname string, t Timeouts, logger *slog.Logger) (*Relay, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("relay %q: %w", rawURL, err)
+	}
+	if hostname == "" {
+		return nil, errors.New("relay: empty client host name")
+	}
+	r := &Relay{url: rawURL, hostname: hostname, t: t.withDefaults(), logger: logger}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("relay %q: user, query and fragment are not supported", rawURL)
+	}
+	switch u.Scheme {
+	case "smtp", "lmtp":
+		if u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return nil, fmt.Errorf("relay %q: want %s://host:port", rawURL, u.Scheme)
+		}
+		port := u.Port()
+		if port == "" {
+			port = map[string]string{"smtp": "25", "lmtp": "24"}[u.Scheme]
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("relay %q: bad port %q", rawURL, port)
+		}
+		r.network, r.host = "tcp", u.Hostname()
+		r.addr = net.JoinHostPort(r.host, port)
+		r.lmtp = u.Scheme == "lmtp"
+	case "lmtp+unix":
+		if u.Host != "" || u.Path == "" {
+			return nil, fmt.Errorf("relay %q: want lmtp+unix:///path", rawURL)
+		}
+		r.network, r.addr, r.lmtp = "unix", u.Path, true
+	default:
+		return nil, fmt.Errorf("relay %q: unknown scheme %q (want smtp, lmtp or lmtp+unix)", rawURL, u.Scheme)
+	}
+	return r, nil
+}
+
+// String returns the relay's URL, for logs.
+func (r *Relay) String() string { return r.url }
+
+// errTLS marks a failed STARTTLS negotiation, after which the attempt is
+// repeated without TLS.
+var errTLS = errors.New("STARTTLS failed")
+
+// Deliver implements Deliverer.
+func (r *Relay) Deliver(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), rcpts []int) []Result {
+	t := newTxn(env, rcpts)
+	err := r.attempt(ctx, t, body, true)
+	if errors.Is(err, errTLS) && !t.started {
+		r.logger.Warn("relay: STARTTLS failed, retrying in plaintext", "id", env.ID, "relay", r.url, "err", err)
+		err = r.attempt(ctx, t, body, false)
+	}
+	t.finish(err)
+	return t.res
+}
+
+// txn tracks the recipients of one Deliver call through one or two attempts.
+type txn struct {
+	env     *spool.Envelope
+	rcpts   []int
+	res     []Result
+	decided []bool
+	started bool // MAIL was sent: no second attempt within this call
+}
+
+func newTxn(env *spool.Envelope, rcpts []int) *txn {
+	return &txn{env: env, rcpts: rcpts, res: make([]Result, len(rcpts)), decided: make([]bool, len(rcpts))}
+}
+
+func (t *txn) set(i int, rep reply) {
+	st := Deferred
+	switch rep.class() {
+	case 2:
+		st = Delivered
+	case 5:
+		st = Failed
+	}
+	t.res[i], t.decided[i] = Result{Status: st, Reply: rep.String()}, true
+}
+
+func (t *txn) setAll(rep reply) {
+	for i := range t.res {
+		if !t.decided[i] {
+			t.set(i, rep)
+		}
+	}
+}
+
+// finish defers every recipient still undecided, citing err.
+func (t *txn) finish(err error) {
+	msg := "connection lost"
+	if err != nil {
+		msg = err.Error()
+	}
+	for i := range t.res {
+		if !t.decided[i] {
+			t.res[i] = Result{Status: Deferred, Reply: localReply(451, "4.4.2", msg)}
+		}
+	}
+}
+
+// localReply phrases a failure found on this side as an SMTP reply.
+func localReply(code int, enhanced, text string) string {
+	return reply{code: code, lines: []string{enhanced + " " + text}}.String()
+}
+
+// conn is one client connection. Every wait sets its own deadline, clamped
+// by the context; cancelling the context interrupts whatever wait is
+// running.
+type conn struct {
+	nc  net.Conn
+	br  *bufio.Reader
+	bw  *bufio.Writer
+	ctx context.Context
+
+	mu           sync.Mutex // orders deadline changes against cancellation
+	writeTimeout time.Duration
+}
+
+func (c *conn) deadline(d time.Duration) time.Time {
+	dl := time.Now().Add(d)
+	if cd, ok := c.ctx.Deadline(); ok && cd.Before(dl) {
+		dl = cd
+	}
+	return dl
+}
+
+func (c *conn) setReadDeadline(d time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.ctx.Err(); err != nil {
+		return err
+	}
+	return c.nc.SetReadDeadline(c.deadline(d))
+}
+
+// Write lets bufio.Writer flush through the connection with a fresh
+// deadline for every block, which is what Timeout.datablock means.
+func (c *conn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if err := c.ctx.Err(); err != nil {
+		c.mu.Unlock()
+		return 0, err
+	}
+	err := c.nc.SetWriteDeadline(c.deadline(c.writeTimeout))
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return c.nc.Write(p)
+}
+
+func (c *conn) interrupt() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nc.SetDeadline(time.Unix(1, 0))
+}
+
+func (c *conn) read(d time.Duration) (reply, error) {
+	if err := c.setReadDeadline(d); err != nil {
+		return reply{}, err
+	}
+	return readReply(c.br)
+}
+
+// send writes commands (unflushed, so that pipelined ones go out in one
+// write) with the write timeout d.
+func (c *conn) send(d time.Duration, lines ...string) {
+	c.writeTimeout = d
+	for _, l := range lines {
+		c.bw.WriteString(l)
+		c.bw.WriteString("\r\n")
+	}
+}
+
+func (c *conn) flush() error { return c.bw.Flush() }
+
+// cmd sends one command and waits up to d for its reply.
+func (c *conn) cmd(d time.Duration, line string) (reply, error) {
+	c.send(d, line)
+	if err := c.flush(); err != nil {
+		return reply{}, err
+	}
+	return c.read(d)
+}
+
+// attempt runs one connection's worth of the delivery, recording each
+// recipient's fate in t as soon as it is known.
+func (r *Relay) attempt(ctx context.Context, t *txn, body func() (io.ReadCloser, error), useTLS bool) error {
+	d := net.Dialer{Timeout: r.t.Connect}
+	nc, err := d.DialContext(ctx, r.network, r.addr)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", r.url, err)
+	}
+	c := &conn{nc: nc, ctx: ctx}
+	c.br = bufio.NewReader(nc)
+	c.bw = bufio.NewWriterSize(c, 32<<10)
+	stop := context.AfterFunc(ctx, c.interrupt)
+	defer func() {
+		stop()
+		c.nc.Close()
+	}()
+
+	greet, err := c.read(r.t.Initial)
+	if err != nil {
+		return fmt.Errorf("%s: reading greeting: %w", r.url, err)
+	}
+	if greet.class() != 2 {
+		// A server refusing to talk (even with 554) is treated as a
+		// temporary condition, as Postfix does by default
+		// (smtp_skip_5xx_greeting): it is the whole host, not the message.
+		return fmt.Errorf("%s: greeting: %s", r.url, greet)
+	}
+	ext, err := r.hello(c)
+	if err != nil {
+		return err
+	}
+	if _, ok := ext["STARTTLS"]; ok && useTLS && r.network == "tcp" {
+		if ext, err = r.startTLS(c); err != nil {
+			return err
+		}
+	}
+	err = r.transaction(c, t, ext, body)
+	if err == nil {
+		// Best effort: everything is decided, a failing QUIT changes nothing.
+		c.cmd(r.t.Quit, "QUIT")
+	}
+	return err
+}
+
+// hello sends LHLO, or EHLO falling back to HELO, and returns the
+// extensions the server announced.
+func (r *Relay) hello(c *conn) (map[string]string, error) {
+	if r.lmtp {
+		rep, err := c.cmd(r.t.Lhlo, "LHLO "+r.hostname)
+		if err != nil {
+			return nil, fmt.Errorf("%s: LHLO: %w", r.url, err)
+		}
+		if rep.class() != 2 {
+			return nil, fmt.Errorf("%s: LHLO: %s", r.url, rep)
+		}
+		return rep.extensions(), nil
+	}
+	rep, err := c.cmd(r.t.Helo, "EHLO "+r.hostname)
+	if err != nil {
+		return nil, fmt.Errorf("%s: EHLO: %w", r.url, err)
+	}
+	if rep.class() == 2 {
+		return rep.extensions(), nil
+	}
+	if rep.class() == 5 {
+		rep, err = c.cmd(r.t.Helo, "HELO "+r.hostname)
+		if err != nil {
+			return nil, fmt.Errorf("%s: HELO: %w", r.url, err)
+		}
+		if rep.class() == 2 {
+			return map[string]string{}, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: EHLO: %s", r.url, rep)
+}
+
+func (r *Relay) startTLS(c *conn) (map[string]string, error) {
+	rep, err := c.cmd(r.t.StartTLS, "STARTTLS")
+	if err != nil {
+		return nil, fmt.Errorf("%s: STARTTLS: %w", r.url, err)
+	}
+	if rep.code != 220 {
+		return nil, fmt.Errorf("%w: %s: %s", errTLS, r.url, rep)
+	}
+	cfg := &tls.Config{
+		// Opportunistic: see the Relay doc comment.
+		InsecureSkipVerify: true,
+		ServerName:         r.host,
+		MinVersion:         tls.VersionTLS12,
+	}
+	tc := tls.Client(c.nc, cfg)
+	c.mu.Lock()
+	c.nc.SetDeadline(c.deadline(r.t.StartTLS))
+	c.nc = tc
+	c.mu.Unlock()
+	if err := tc.HandshakeContext(c.ctx); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", errTLS, r.url, err)
+	}
+	c.br.Reset(tc)
+	c.bw.Reset(c)
+	return r.hello(c)
+}
+
+// transaction sends MAIL, RCPT, DATA and the body. With PIPELINING the
+// envelope and DATA go out in one write (RFC 2920); without it each command
+// waits for its reply, and DATA is sent only if a recipient was accepted.
+func (r *Relay) transaction(c *conn, t *txn, ext map[string]string, body func() (io.ReadCloser, error)) error {
+	env := t.env
+	if limit, err := strconv.ParseInt(ext["SIZE"], 10, 64); err == nil && limit > 0 && env.Size > limit {
+		t.setAll(reply{code: 552, lines: []string{fmt.Sprintf("5.3.4 message size %d exceeds the limit of %s (%d)", env.Size, r.url, limit)}})
+		return nil
+	}
+	mail := "MAIL FROM:<" + env.From + ">"
+	if _, ok := ext["SIZE"]; ok && env.Size > 0 {
+		mail += " SIZE=" + strconv.FormatInt(env.Size, 10)
+	}
+	if env.SMTPUTF8 {
+		if _, ok := ext["SMTPUTF8"]; ok {
+			mail += " SMTPUTF8"
+		} else if !isASCII(env.From) || t.anyNonASCII() {
+			t.setAll(reply{code: 553, lines: []string{"5.6.7 " + r.url + " does not support SMTPUTF8, needed for this message"}})
+			return nil
+		}
+	}
+	if !validAddr(env.From) {
+		t.setAll(reply{code: 553, lines: []string{"5.1.7 unusable sender address"}})
+		return nil
+	}
+	// Only recipients that can be sent are; sent[k] is the index into
+	// t.rcpts of the k-th RCPT command.
+	var sent []int
+	var rcptCmds []string
+	for i, ri := range t.rcpts {
+		addr := env.Rcpts[ri].Addr
+		if !validAddr(addr) || addr == "" {
+			t.set(i, reply{code: 553, lines: []string{"5.1.3 unusable recipient address"}})
+			continue
+		}
+		sent = append(sent, i)
+		rcptCmds = append(rcptCmds, "RCPT TO:<"+addr+">")
+	}
+	if len(sent) == 0 {
+		return nil
+	}
+	_, pipelining := ext["PIPELINING"]
+	t.started = true
+
+	c.send(r.t.Mail, mail)
+	if pipelining {
+		c.send(r.t.Mail, rcptCmds...)
+		c.send(r.t.Mail, "DATA")
+	}
+	if err := c.flush(); err != nil {
+		return fmt.Errorf("%s: sending MAIL: %w", r.url, err)
+	}
+	rep, err := c.read(r.t.Mail)
+	if err != nil {
+		return fmt.Errorf("%s: MAIL: %w", r.url, err)
+	}
+	if rep.class() != 2 {
+		// Pipelined replies to RCPT and DATA may follow; the connection
+		// is closed without reading them.
+		t.setAll(rep)
+		return nil
+	}
+
+	var accepted []int // indices into t.rcpts, in RCPT order
+	for k, cmd := range rcptCmds {
+		i := sent[k]
+		if !pipelining {
+			c.send(r.t.Rcpt, cmd)
+			if err := c.flush(); err != nil {
+				return fmt.Errorf("%s: sending RCPT: %w", r.url, err)
+			}
+		}
+		rep, err := c.read(r.t.Rcpt)
+		if err != nil {
+			return fmt.Errorf("%s: RCPT: %w", r.url, err)
+		}
+		if rep.class() == 2 {
+			accepted = append(accepted, i)
+		} else {
+			t.set(i, rep)
+		}
+	}
+	if len(accepted) == 0 && !pipelining {
+		return nil
+	}
+	if !pipelining {
+		c.send(r.t.DataInit, "DATA")
+		if err := c.flush(); err != nil {
+			return fmt.Errorf("%s: sending DATA: %w", r.url, err)
+		}
+	}
+	rep, err = c.read(r.t.DataInit)
+	if err != nil {
+		return fmt.Errorf("%s: DATA: %w", r.url, err)
+	}
+	if rep.code != 354 {
+		for _, i := range accepted {
+			t.set(i, rep)
+		}
+		return nil
+	}
+	if len(accepted) == 0 {
+		// The server let DATA through with no recipient; RFC 2920 §3.1
+		// says to end it with an empty message.
+		c.send(r.t.DataFinal, ".")
+		c.flush()
+		c.read(r.t.DataFinal)
+		return nil
+	}
+
+	rc, err := body()
+	if err != nil {
+		return fmt.Errorf("opening spooled body: %w", err)
+	}
+	c.writeTimeout = r.t.DataBlock
+	err = copyDotStuffed(c.bw, rc)
+	rc.Close()
+	if err == nil {
+		err = c.flush()
+	}
+	if err != nil {
+		// Closing the connection without the final dot makes the server
+		// discard what it got.
+		return fmt.Errorf("%s: sending body: %w", r.url, err)
+	}
+
+	if !r.lmtp {
+		rep, err := c.read(r.t.DataFinal)
+		if err != nil {
+			return fmt.Errorf("%s: reply to end of data: %w", r.url, err)
+		}
+		for _, i := range accepted {
+			t.set(i, rep)
+		}
+		return nil
+	}
+	// LMTP (RFC 2033 §4.2): one reply per accepted recipient, in order.
+	for _, i := range accepted {
+		rep, err := c.read(r.t.DataFinal)
+		if err != nil {
+			return fmt.Errorf("%s: LMTP reply for <%s>: %w", r.url, env.Rcpts[t.rcpts[i]].Addr, err)
+		}
+		t.set(i, rep)
+	}
+	return nil
+}
+
+func (t *txn) anyNonASCII() bool {
+	for _, ri := range t.rcpts {
+		if !isASCII(t.env.Rcpts[ri].Addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// validAddr reports whether an address can be put in a MAIL or RCPT
+// command as it is: no control characters, no angle brackets.
+func validAddr(s string) bool {
+	return !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '<' || r == '>' })
+}

@@ -1,0 +1,175 @@
+package limit
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Policy says what Failover does when its primary Limiter fails.
+type Policy string
+
+const (
+	// PolicyLocal counts with the fallback Limiter instead, and logs the
+	// outage once. A fleet then limits per node until Redis returns.
+	PolicyLocal Policy = "local"
+	// PolicyTempfail returns an error wrapping ErrUnavailable; the caller
+	// refuses the connection with a temporary failure.
+	PolicyTempfail Policy = "tempfail"
+)
+
+// ParsePolicy checks a policy name from the configuration.
+func ParsePolicy(s string) (Policy, error) {
+	switch p := Policy(s); p {
+	case PolicyLocal, PolicyTempfail:
+		return p, nil
+	}
+	return "", fmt.Errorf("limit: unknown policy %q (want %q or %q)", s, PolicyLocal, PolicyTempfail)
+}
+
+// retryInterval is how long Failover leaves a failed primary alone before
+// trying it again. Meanwhile connections do not wait for its timeout.
+const retryInterval = time.Second
+
+// Failover is a Limiter that uses a primary Limiter (Redis) and, when the
+// primary fails, applies a Policy.
+//
+// The fallback (Memory) counts every connection, even while the primary
+// works, so that on an outage the local counts are already warm: a client
+// does not get a fresh allowance because Redis went away. After a failure
+// the primary is tried again at most once per second; other calls in that
+// time take the policy's answer at once.
+type Failover struct {
+	primary, fallback Limiter
+	policy            Policy
+	logger            *slog.Logger
+	now               func() time.Time
+
+	down atomic.Bool // fast path: false while the primary works
+
+	mu        sync.Mutex
+	lastErr   error
+	nextProbe time.Time
+}
+
+// NewFailover returns a Failover. An unknown policy is taken as
+// PolicyLocal, the documented default; use ParsePolicy to reject it
+// earlier.
+func NewFailover(primary, fallback Limiter, policy Policy, logger *slog.Logger) *Failover {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if policy != PolicyTempfail {
+		policy = PolicyLocal
+	}
+	return &Failover{
+		primary:  primary,
+		fallback: fallback,
+		policy:   policy,
+		logger:   logger,
+		now:      time.Now,
+	}
+}
+
+// Rate implements Limiter.
+func (f *Failover) Rate(ctx context.Context, key string, window time.Duration, limit int) (int, error) {
+	local, lerr := f.fallback.Rate(ctx, key, window, limit)
+	if err := f.skip(); err != nil {
+		return f.rateFallback(local, lerr, err)
+	}
+	n, err := f.primary.Rate(ctx, key, window, limit)
+	if err == nil {
+		f.succeeded()
+		return n, nil
+	}
+	if ctx.Err() != nil {
+		return 0, err // the caller gave up; the primary is not at fault
+	}
+	f.failed(err)
+	return f.rateFallback(local, lerr, err)
+}
+
+func (f *Failover) rateFallback(local int, lerr, perr error) (int, error) {
+	if f.policy == PolicyTempfail {
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, perr)
+	}
+	return local, lerr
+}
+
+// Acquire implements Limiter. The release function it returns is
+// idempotent.
+func (f *Failover) Acquire(ctx context.Context, key string) (int, func(), error) {
+	local, lrelease, lerr := f.fallback.Acquire(ctx, key)
+	if lerr != nil {
+		lrelease = func() {}
+	}
+	if err := f.skip(); err != nil {
+		return f.acquireFallback(local, lrelease, lerr, err)
+	}
+	n, prelease, err := f.primary.Acquire(ctx, key)
+	if err == nil {
+		f.succeeded()
+		return n, once(func() { prelease(); lrelease() }), nil
+	}
+	if ctx.Err() != nil {
+		lrelease()
+		return 0, nil, err
+	}
+	f.failed(err)
+	return f.acquireFallback(local, lrelease, lerr, err)
+}
+
+func (f *Failover) acquireFallback(local int, lrelease func(), lerr, perr error) (int, func(), error) {
+	if f.policy == PolicyTempfail || lerr != nil {
+		lrelease()
+		if lerr != nil {
+			return 0, nil, lerr
+		}
+		return 0, nil, fmt.Errorf("%w: %w", ErrUnavailable, perr)
+	}
+	return local, once(lrelease), nil
+}
+
+// skip returns the last error when the primary is down and not yet due
+// for another try. The first caller after the retry interval probes it.
+func (f *Failover) skip() error {
+	if !f.down.Load() {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	if now.Before(f.nextProbe) {
+		return f.lastErr
+	}
+	f.nextProbe = now.Add(retryInterval)
+	return nil
+}
+
+func (f *Failover) failed(err error) {
+	f.mu.Lock()
+	f.lastErr = err
+	f.nextProbe = f.now().Add(retryInterval)
+	f.mu.Unlock()
+	if !f.down.Swap(true) {
+		f.logger.Warn("limit: shared counters unreachable", "policy", string(f.policy), "err", err)
+	}
+}
+
+func (f *Failover) succeeded() {
+	if f.down.Load() && f.down.Swap(false) {
+		f.logger.Info("limit: shared counters reachable again")
+	}
+}
+
+func once(fn func()) func() {
+	var done atomic.Bool
+	return func() {
+		if !done.Swap(true) {
+			fn()
+		}
+	}
+}

@@ -1,0 +1,369 @@
+package limit
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// Defaults for RedisOptions.
+const (
+	DefaultKeyPrefix = "mxguard:"
+	DefaultLeaseTTL  = 30 * time.Second
+	DefaultTimeout   = 100 * time.Millisecond
+)
+
+// RedisOptions configures a Redis limiter.
+type RedisOptions struct {
+	// URL is a redis:// or rediss:// URL (see redis.ParseURL). When empty,
+	// Addr is used.
+	URL string
+	// Addr is the server's host:port.
+	Addr string
+	// KeyPrefix starts every key this limiter writes; DefaultKeyPrefix when
+	// empty. Nodes that share counters must share it.
+	KeyPrefix string
+	// NodeID names this node in its connection leases; the host name when
+	// empty. A random suffix is added per process, so that a restarted
+	// node never mistakes its predecessor's leases for its own.
+	NodeID string
+	// LeaseTTL is how long an open connection is counted without news from
+	// its node: a node renews its leases every LeaseTTL/3, so the counts
+	// of a node that dies fall back within LeaseTTL. DefaultLeaseTTL when
+	// zero.
+	LeaseTTL time.Duration
+	// Timeout bounds each call to Redis, so that an unreachable server
+	// costs a connection at most this much; DefaultTimeout when zero.
+	Timeout time.Duration
+	// Now, when set, stamps connections with this clock instead of the
+	// Redis server's (TIME). Every node of a fleet must use the same
+	// clock, which the server's is; Now is for tests.
+	Now func() time.Time
+}
+
+// Redis is a Limiter that keeps its counters in a Redis server, shared by
+// every node that uses the same server and key prefix.
+//
+// Each operation is one Lua script, run atomically by the server. The rate
+// log of a key is a sorted set of connection times; the open connections of
+// a key are a sorted set of leases (node and connection, scored by expiry),
+// which this node renews in the background while the connections last.
+// Every key expires on its own once unused.
+type Redis struct {
+	client   *redis.Client
+	logger   *slog.Logger
+	prefix   string
+	instance string // NodeID plus the per-process suffix
+	leaseTTL time.Duration
+	timeout  time.Duration
+	now      func() time.Time
+
+	seq atomic.Uint64 // numbers rate log members and leases
+
+	mu     sync.Mutex
+	leases map[uint64]lease // this node's open connections
+
+	stop      context.CancelFunc
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+type lease struct {
+	key, member string
+}
+
+// The scripts take the time as ARGV[1] in milliseconds, or "" to read the
+// server's clock. Milliseconds keep scores well inside a double's exact
+// integers.
+const scriptNow = `
+local now = tonumber(ARGV[1])
+if now == nil then
+	local t = redis.call('TIME')
+	now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`
+
+// rateScript: KEYS[1] the rate log; ARGV: now, window (ms), keep (limit+1),
+// member. Returns the number of connections in the window.
+var rateScript = redis.NewScript(scriptNow + `
+local window = tonumber(ARGV[2])
+local keep = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(keep + 1))
+local n = redis.call('ZCARD', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], window)
+return n
+`)
+
+// A lease set lives as long as its longest lease; nodes may have different
+// TTLs, so one never shortens another's.
+const scriptExpire = `
+if redis.call('PTTL', KEYS[1]) < ttl then
+	redis.call('PEXPIRE', KEYS[1], ttl)
+end
+`
+
+// acquireScript: KEYS[1] the lease set; ARGV: now, ttl (ms), member.
+// Returns the number of live leases.
+var acquireScript = redis.NewScript(scriptNow + `
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+local n = redis.call('ZCARD', KEYS[1])
+` + scriptExpire + `
+return n
+`)
+
+// renewScript: KEYS[1] the lease set; ARGV: now, ttl (ms), members...
+// It adds leases that are missing too: after Redis restarts empty, the
+// connections still open are counted again at the next renewal.
+var renewScript = redis.NewScript(scriptNow + `
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+for i = 3, #ARGV do
+	redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+end
+` + scriptExpire + `
+return 0
+`)
+
+// NewRedis returns a Redis limiter and starts its lease renewal; Close
+// stops it. It does not contact the server: a server that is down at start
+// is the same outage as one that goes down later.
+func NewRedis(opts RedisOptions, logger *slog.Logger) (*Redis, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.LeaseTTL == 0 {
+		opts.LeaseTTL = DefaultLeaseTTL
+	}
+	if opts.KeyPrefix == "" {
+		opts.KeyPrefix = DefaultKeyPrefix
+	}
+	switch {
+	case opts.Timeout < 0:
+		return nil, fmt.Errorf("limit: redis timeout %v is negative", opts.Timeout)
+	case opts.LeaseTTL < 3*time.Millisecond:
+		return nil, fmt.Errorf("limit: redis lease TTL %v is too short", opts.LeaseTTL)
+	}
+
+	var ropts *redis.Options
+	switch {
+	case opts.URL != "":
+		var err error
+		if ropts, err = redis.ParseURL(opts.URL); err != nil {
+			return nil, fmt.Errorf("limit: redis URL: %w", err)
+		}
+	case opts.Addr != "":
+		ropts = &redis.Options{Addr: opts.Addr}
+	default:
+		return nil, errors.New("limit: redis: neither URL nor Addr given")
+	}
+	// Every wait is bounded by Timeout: an unreachable Redis must cost a
+	// connection a short delay, never a stall.
+	ropts.DialTimeout = opts.Timeout
+	ropts.ReadTimeout = opts.Timeout
+	ropts.WriteTimeout = opts.Timeout
+	ropts.PoolTimeout = opts.Timeout
+	ropts.ContextTimeoutEnabled = true
+	ropts.MaxRetries = 1 // a pooled connection may be dead after a restart
+	ropts.DisableIdentity = true
+	ropts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+
+	nodeID := opts.NodeID
+	if nodeID == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			h = "node"
+		}
+		nodeID = h
+	}
+	var suffix [6]byte
+	_, _ = rand.Read(suffix[:]) // never fails (crypto/rand)
+
+	ctx, stop := context.WithCancel(context.Background())
+	r := &Redis{
+		client:   redis.NewClient(ropts),
+		logger:   logger,
+		prefix:   opts.KeyPrefix,
+		instance: nodeID + "/" + hex.EncodeToString(suffix[:]),
+		leaseTTL: opts.LeaseTTL,
+		timeout:  opts.Timeout,
+		now:      opts.Now,
+		leases:   make(map[uint64]lease),
+		stop:     stop,
+		done:     make(chan struct{}),
+	}
+	go r.renewLoop(ctx)
+	return r, nil
+}
+
+// Close stops lease renewal, removes this node's remaining leases (best
+// effort: they would expire anyway) and closes the connections to Redis.
+func (r *Redis) Close() {
+	r.closeOnce.Do(func() {
+		r.stop()
+		<-r.done
+		r.mu.Lock()
+		leases := r.leases
+		r.leases = make(map[uint64]lease)
+		r.mu.Unlock()
+		if len(leases) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+			pipe := r.client.Pipeline()
+			for _, l := range leases {
+				pipe.ZRem(ctx, l.key, l.member)
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				r.logger.Debug("limit: redis: removing leases at close", "err", err)
+			}
+			cancel()
+		}
+		_ = r.client.Close()
+	})
+}
+
+// Rate implements Limiter.
+func (r *Redis) Rate(ctx context.Context, key string, window time.Duration, limit int) (int, error) {
+	if err := checkRate(window, limit); err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	n, err := rateScript.Run(ctx, r.client,
+		[]string{r.prefix + "rate:" + key},
+		r.nowArg(), ceilMillis(window), limit+1, r.member(r.seq.Add(1)),
+	).Int()
+	if err != nil {
+		return 0, fmt.Errorf("limit: redis rate: %w", err)
+	}
+	return n, nil
+}
+
+// Acquire implements Limiter. The release function is idempotent; it
+// removes the lease with one call to Redis, bounded by the timeout, and
+// leaves it to expire if that fails.
+func (r *Redis) Acquire(ctx context.Context, key string) (int, func(), error) {
+	id := r.seq.Add(1)
+	l := lease{key: r.prefix + "conn:" + key, member: r.member(id)}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	n, err := acquireScript.Run(ctx, r.client, []string{l.key},
+		r.nowArg(), r.leaseTTL.Milliseconds(), l.member,
+	).Int()
+	if err != nil {
+		// The script may have run all the same; unrenewed, that lease
+		// expires after LeaseTTL.
+		return 0, nil, fmt.Errorf("limit: redis acquire: %w", err)
+	}
+	r.mu.Lock()
+	r.leases[id] = l
+	r.mu.Unlock()
+
+	var released atomic.Bool
+	release := func() {
+		if released.Swap(true) {
+			return
+		}
+		r.mu.Lock()
+		delete(r.leases, id)
+		r.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+		defer cancel()
+		if err := r.client.ZRem(ctx, l.key, l.member).Err(); err != nil {
+			r.logger.Debug("limit: redis release failed; lease will expire",
+				"key", key, "ttl", r.leaseTTL, "err", err)
+		}
+	}
+	return n, release, nil
+}
+
+func (r *Redis) member(id uint64) string {
+	return r.instance + ":" + strconv.FormatUint(id, 10)
+}
+
+func (r *Redis) nowArg() string {
+	if r.now == nil {
+		return ""
+	}
+	return strconv.FormatInt(r.now().UnixMilli(), 10)
+}
+
+func ceilMillis(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+func (r *Redis) renewLoop(ctx context.Context) {
+	defer close(r.done)
+	t := time.NewTicker(r.leaseTTL / 3)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := r.renew(ctx)
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			r.logger.Warn("limit: redis: cannot renew connection leases", "err", err)
+			failing = true
+		case err == nil && failing:
+			r.logger.Info("limit: redis: connection leases renewed again")
+			failing = false
+		}
+	}
+}
+
+// renew extends this node's leases, one script call per key, pipelined.
+// A connection released while a renewal is in flight may have its lease put
+// back; it is then counted until it expires, one LeaseTTL at most.
+func (r *Redis) renew(ctx context.Context) error {
+	r.mu.Lock()
+	byKey := make(map[string][]any, len(r.leases))
+	for _, l := range r.leases {
+		byKey[l.key] = append(byKey[l.key], l.member)
+	}
+	r.mu.Unlock()
+	if len(byKey) == 0 {
+		return nil
+	}
+
+	// Renewal is not on any connection's path; give it the renewal period.
+	ctx, cancel := context.WithTimeout(ctx, max(r.leaseTTL/3, r.timeout))
+	defer cancel()
+	run := func() error {
+		pipe := r.client.Pipeline()
+		for key, members := range byKey {
+			args := append([]any{r.nowArg(), r.leaseTTL.Milliseconds()}, members...)
+			renewScript.EvalSha(ctx, pipe, []string{key}, args...)
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	err := run()
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// A restarted server has forgotten the script.
+		if err := renewScript.Load(ctx, r.client).Err(); err != nil {
+			return err
+		}
+		err = run()
+	}
+	return err
+}

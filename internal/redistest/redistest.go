@@ -1,0 +1,218 @@
+// Package redistest runs a real, throw-away redis-server for tests.
+//
+// Each server listens on a free port of 127.0.0.1, keeps nothing on disk
+// (no RDB snapshots, no append-only file) and lives in its own temporary
+// directory; it is killed when the test ends. Stop, Restart, Pause and Resume
+// let a test simulate a crashed, restarted or hung Redis.
+//
+// When redis-server is not installed the test is skipped, except when the
+// environment variable CI is set: there a missing server is a failure, so
+// that the Redis tests cannot silently stop running.
+package redistest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// startTimeout bounds how long a server may take to answer its first PING.
+const startTimeout = 10 * time.Second
+
+// Server is one running redis-server. Its methods must be called from the
+// test's goroutine, like t.Fatal.
+type Server struct {
+	// Addr is the server's host:port on 127.0.0.1. It stays the same across
+	// Restart, as a real server's address would.
+	Addr string
+
+	t       testing.TB
+	bin     string
+	dir     string
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when cmd has been waited for
+	waitErr error         // set before exited is closed
+}
+
+// Start starts a redis-server and returns its address.
+func Start(t testing.TB) (addr string) {
+	t.Helper()
+	return StartServer(t).Addr
+}
+
+// StartServer starts a redis-server and returns a handle to stop, restart,
+// pause and resume it. The server is killed in t.Cleanup.
+func StartServer(t testing.TB) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("redistest: redis-server not found and CI is set: %v", err)
+		}
+		t.Skipf("redistest: redis-server not found: %v", err)
+	}
+	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	t.Cleanup(s.kill)
+
+	// The port is picked by the kernel and released before redis-server
+	// binds it, so another process may take it in between; try again then.
+	var lastErr error
+	for range 3 {
+		port, err := freePort()
+		if err != nil {
+			t.Fatalf("redistest: %v", err)
+		}
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if lastErr = s.start(); lastErr == nil {
+			return s
+		}
+	}
+	t.Fatalf("redistest: %v", lastErr)
+	return nil
+}
+
+// Stop kills the server, as a crash would. Its data is lost.
+func (s *Server) Stop() {
+	s.t.Helper()
+	s.kill()
+}
+
+// Restart starts a stopped server again on the same address, empty.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.kill()
+	if err := s.start(); err != nil {
+		s.t.Fatalf("redistest: restart: %v", err)
+	}
+}
+
+// Pause freezes the server (SIGSTOP): the kernel still accepts connections
+// on its behalf but nothing answers, as with a hung server or a network that
+// drops packets.
+func (s *Server) Pause() {
+	s.t.Helper()
+	s.signal(syscall.SIGSTOP)
+}
+
+// Resume undoes Pause.
+func (s *Server) Resume() {
+	s.t.Helper()
+	s.signal(syscall.SIGCONT)
+}
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.t.Helper()
+	if s.cmd == nil {
+		s.t.Fatalf("redistest: %v: server is not running", sig)
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("redistest: %v: %v", sig, err)
+	}
+}
+
+func (s *Server) start() error {
+	host, port, _ := net.SplitHostPort(s.Addr)
+	logPath := filepath.Join(s.dir, "redis.log")
+	cmd := exec.Command(s.bin,
+		"--bind", host,
+		"--port", port,
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", s.dir,
+		"--daemonize", "no",
+		"--logfile", logPath,
+	)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", s.bin, err)
+	}
+	s.cmd = cmd
+	s.exited = make(chan struct{})
+	go func(exited chan struct{}) {
+		s.waitErr = cmd.Wait()
+		close(exited)
+	}(s.exited)
+
+	deadline := time.Now().Add(startTimeout)
+	for {
+		err := ping(s.Addr)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-s.exited:
+			s.cmd = nil
+			return fmt.Errorf("redis-server on %s exited (%v): %s", s.Addr, s.waitErr, tail(logPath))
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.kill()
+			return fmt.Errorf("redis-server on %s did not answer PING within %v: %v; %s",
+				s.Addr, startTimeout, err, tail(logPath))
+		}
+	}
+}
+
+// kill is idempotent so that it can serve both Stop and t.Cleanup.
+func (s *Server) kill() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill() // SIGKILL also ends a process stopped by Pause
+	<-s.exited
+	s.cmd = nil
+}
+
+// ping sends one PING in RESP and expects +PONG.
+func ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(time.Second)); err != nil {
+		return err
+	}
+	if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "+PONG\r\n" {
+		// -LOADING and the like: not ready yet.
+		return errors.New(strings.TrimSpace(line))
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// tail returns the end of the server's log for error messages.
+func tail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "no log: " + err.Error()
+	}
+	const max = 2000
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return "log: " + strings.TrimSpace(string(b))
+}

@@ -1,0 +1,685 @@
+package smtpd
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// maxCommandLine is RFC 5321 4.5.3.1.4's limit, CRLF included.
+const maxCommandLine = 512
+
+// readBufSize is the session's read buffer: larger than a command line,
+// large enough to take a pipelined batch of commands in one read, small
+// enough that thousands of idle sessions stay cheap.
+const readBufSize = 4096
+
+// blockSize is how much message data renews the data-block deadline: a
+// client must keep sending at least this much per Timeouts.DataBlock.
+const blockSize = 64 << 10
+
+// Session is the state of one SMTP session that a Handler may read.
+type Session struct {
+	ConnInfo
+	ID       string               // unique per session, for logs
+	Helo     string               // HELO/EHLO argument
+	ESMTP    bool                 // EHLO (not HELO) was used
+	TLS      *tls.ConnectionState // after STARTTLS
+	From     Path                 // MAIL FROM of the current transaction
+	Rcpts    []Path               // accepted recipients of the current transaction
+	UTF8     bool                 // MAIL FROM carried SMTPUTF8
+	EightBit bool                 // MAIL FROM carried BODY=8BITMIME
+	inTx     bool
+}
+
+// InTransaction reports whether MAIL FROM was accepted and the transaction
+// is still open.
+func (s *Session) InTransaction() bool { return s.inTx }
+
+func (s *Session) reset() {
+	s.From, s.Rcpts, s.UTF8, s.EightBit, s.inTx = Path{}, s.Rcpts[:0], false, false, false
+}
+
+// Session phases, which decide the timeout of the next wait.
+const (
+	phaseHelo = iota
+	phaseMail
+	phaseRcpt
+	phaseDataInit
+	phaseRset
+	phaseQuit
+	phaseMisc
+)
+
+var phaseNames = [...]string{"helo", "mail", "rcpt", "datainit", "rset", "quit", "misc"}
+
+type conn struct {
+	srv  *Server
+	raw  net.Conn // the accepted connection; deadlines set from other goroutines go here
+	nc   net.Conn // raw, or the TLS connection over it after STARTTLS
+	ctx  context.Context
+	br   *bufio.Reader
+	out  []byte
+	sess Session
+
+	phase     int
+	errors    int
+	badRcpts  int
+	throttled bool
+	idle      atomic.Bool // waiting for a command outside a transaction
+}
+
+func (c *conn) log() *slog.Logger {
+	return c.srv.log.With("session", c.sess.ID, "ip", c.sess.Remote.Addr().String())
+}
+
+// clientName is "host [ip]" as sendmail writes it in its log lines.
+func (c *conn) clientName() string {
+	host := c.sess.Host
+	if host == "" {
+		host = "unknown"
+	}
+	return host + " [" + c.sess.Remote.Addr().String() + "]"
+}
+
+func (c *conn) serve() {
+	defer func() {
+		if v := recover(); v != nil {
+			// One bad session must never take the server down with it.
+			c.log().Error("panic in session", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+		c.nc.Close()
+	}()
+	if !c.greet() {
+		return
+	}
+	c.br = bufio.NewReaderSize(c.nc, readBufSize)
+	for {
+		line, err := c.readCommand()
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		if line == "" {
+			continue // reply already queued
+		}
+		if !c.dispatch(line) {
+			c.flush()
+			return
+		}
+		if c.errors >= c.srv.cfg.MaxErrors {
+			c.log().Info("too many errors, disconnecting", "client", c.clientName(), "reason", "errors")
+			c.reply(replyTooManyErrs)
+			c.flush()
+			return
+		}
+	}
+}
+
+// greet holds the greeting for the pause and sends it, unless the client
+// talks first (sendmail's greet_pause): then it gets 554 and is dropped.
+// Nothing the client sent early is ever parsed.
+func (c *conn) greet() bool {
+	if p := c.sess.GreetPause; p > 0 {
+		c.nc.SetReadDeadline(time.Now().Add(p))
+		var b [1]byte
+		n, err := c.nc.Read(b[:])
+		switch {
+		case n > 0:
+			c.log().Info("rejecting commands from "+c.clientName()+" due to pre-greeting traffic", "reason", "pregreet")
+			c.reply(&Reply{554, "", c.srv.cfg.Hostname + " not accepting messages"})
+			c.flush()
+			return false
+		case c.ctx.Err() != nil:
+			return false
+		case !isTimeout(err):
+			return false // the client left during the pause
+		}
+	}
+	c.reply(&Reply{220, "", c.srv.cfg.Hostname + " ESMTP mxguard"})
+	return c.flush()
+}
+
+// readCommand reads one command line. A line that breaks the rules gets its
+// reply queued and comes back as "".
+func (c *conn) readCommand() (string, error) {
+	if c.br.Buffered() == 0 {
+		// Pipelining (RFC 2920): replies go out when the client's batch is used up.
+		if !c.flush() {
+			return "", io.ErrClosedPipe
+		}
+		if c.sess.inTx == false {
+			c.idle.Store(true)
+			defer c.idle.Store(false)
+			if c.srv.draining.Load() {
+				return "", errDraining
+			}
+		}
+	}
+	c.nc.SetReadDeadline(time.Now().Add(c.timeout()))
+	line, err := c.br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		for err == bufio.ErrBufferFull {
+			_, err = c.br.ReadSlice('\n')
+		}
+		if err != nil {
+			return "", err
+		}
+		return c.lineError(replyLineTooLong, "line too long")
+	}
+	if err != nil {
+		if c.srv.draining.Load() && isTimeout(err) && c.ctx.Err() == nil {
+			return "", errDraining
+		}
+		return "", err
+	}
+	if len(line) > maxCommandLine {
+		return c.lineError(replyLineTooLong, "line too long")
+	}
+	if len(line) < 2 || line[len(line)-2] != '\r' {
+		return c.lineError(replyBareLFCmd, "bare LF in command")
+	}
+	line = line[:len(line)-2]
+	for _, b := range line {
+		switch {
+		case b == 0:
+			return c.lineError(replyNULCmd, "NUL in command")
+		case b == '\r':
+			return c.lineError(replyBareLFCmd, "bare CR in command")
+		}
+	}
+	return string(line), nil
+}
+
+var errDraining = errors.New("server shutting down")
+
+func (c *conn) lineError(r *Reply, reason string) (string, error) {
+	c.log().Info("protocol error from "+c.clientName(), "reason", reason)
+	c.errors++
+	c.reply(r)
+	return "", nil
+}
+
+// readFailed ends the session after a failed read: a phase timeout gets
+// sendmail's 421, a shutdown 421, a vanished client nothing.
+func (c *conn) readFailed(err error) {
+	switch {
+	case err == errDraining || c.ctx.Err() != nil:
+		c.reply(&Reply{421, "4.3.2", c.srv.cfg.Hostname + " Service shutting down"})
+	case isTimeout(err):
+		phase := phaseNames[c.phase]
+		c.log().Info("timeout waiting for "+phase+" from "+c.clientName(), "reason", "timeout", "phase", phase)
+		c.reply(&Reply{421, "4.4.2", c.srv.cfg.Hostname + " Error: timeout exceeded"})
+	default:
+		return
+	}
+	c.flush()
+}
+
+func (c *conn) timeout() time.Duration {
+	t := &c.srv.cfg.Timeouts
+	var d time.Duration
+	switch c.phase {
+	case phaseHelo:
+		d = t.Helo
+	case phaseMail:
+		d = t.Mail
+	case phaseRcpt:
+		d = t.Rcpt
+	case phaseDataInit:
+		d = t.DataInit
+	case phaseRset:
+		d = t.Rset
+	case phaseQuit:
+		d = t.Quit
+	case phaseMisc:
+		d = t.Misc
+	}
+	if d <= 0 {
+		d = t.Command
+	}
+	if d <= 0 {
+		d = 5 * time.Minute
+	}
+	return d
+}
+
+// wakeIfIdle makes an idle session notice a shutdown at once.
+func (c *conn) wakeIfIdle() {
+	if c.idle.Load() {
+		c.raw.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+func (c *conn) reply(r *Reply) { c.out = r.appendTo(c.out) }
+
+// flush writes queued replies; false if the client is gone.
+func (c *conn) flush() bool {
+	if len(c.out) == 0 {
+		return true
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Timeouts.Command + time.Second))
+	_, err := c.nc.Write(c.out)
+	if cap(c.out) > 4096 {
+		c.out = nil // a one-off large reply should not stay with an idle session
+	} else {
+		c.out = c.out[:0]
+	}
+	return err == nil
+}
+
+func isTimeout(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// dispatch runs one command; false ends the session.
+func (c *conn) dispatch(line string) bool {
+	cmd, err := ParseCommand(line)
+	if err != nil {
+		c.errors++
+		c.reply(replyUnknown)
+		return true
+	}
+	if cmd.Verb != "MAIL" && cmd.Verb != "RCPT" && !isASCII(cmd.Arg) {
+		c.errors++
+		c.reply(replyNonASCIICmd)
+		return true
+	}
+	switch cmd.Verb {
+	case "HELO", "EHLO":
+		c.helo(cmd)
+	case "MAIL":
+		c.mail(cmd.Arg)
+	case "RCPT":
+		c.rcpt(cmd.Arg)
+	case "DATA":
+		return c.data(cmd.Arg)
+	case "RSET":
+		c.sess.reset()
+		c.phase = phaseRset
+		c.reply(replyOK)
+	case "NOOP":
+		c.phase = phaseMisc
+		c.reply(replyOK)
+	case "QUIT":
+		c.reply(&Reply{221, "2.0.0", c.srv.cfg.Hostname + " closing connection"})
+		return false
+	case "VRFY":
+		c.phase = phaseMisc
+		c.reply(replyVRFY)
+	case "EXPN":
+		c.phase = phaseMisc
+		c.reply(replyEXPN)
+	case "HELP":
+		c.phase = phaseMisc
+		c.reply(replyHelp)
+	case "STARTTLS":
+		return c.starttls(cmd.Arg)
+	case "GET", "POST", "HEAD", "PUT", "CONNECT", "USER":
+		// A proxy or web client aimed at port 25: nothing SMTP will follow.
+		c.log().Info("non-SMTP command from "+c.clientName(), "reason", "non-smtp", "command", cmd.Verb)
+		c.reply(replyNotSMTP)
+		return false
+	default:
+		c.errors++
+		c.reply(replyUnknown)
+	}
+	return true
+}
+
+func (c *conn) helo(cmd Command) {
+	arg := strings.TrimSpace(cmd.Arg)
+	if arg == "" || strings.ContainsAny(arg, " \t") && cmd.Verb == "HELO" {
+		c.errors++
+		c.reply(&Reply{501, "5.5.4", "Syntax: " + cmd.Verb + " hostname"})
+		return
+	}
+	c.sess.reset()
+	c.sess.Helo = arg
+	c.sess.ESMTP = cmd.Verb == "EHLO"
+	c.phase = phaseMail
+	if !c.sess.ESMTP {
+		c.reply(&Reply{250, "", c.srv.cfg.Hostname})
+		return
+	}
+	ext := []string{c.srv.cfg.Hostname, "PIPELINING"}
+	if m := c.srv.cfg.MaxMessageSize; m > 0 {
+		ext = append(ext, fmt.Sprintf("SIZE %d", m))
+	} else {
+		ext = append(ext, "SIZE")
+	}
+	ext = append(ext, "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8")
+	if c.srv.cfg.TLS != nil && c.sess.TLS == nil {
+		ext = append(ext, "STARTTLS")
+	}
+	c.reply(&Reply{250, "", strings.Join(ext, "\n")})
+}
+
+// cutPrefixFold is strings.CutPrefix, ignoring ASCII case.
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) < len(prefix) || !strings.EqualFold(s[:len(prefix)], prefix) {
+		return s, false
+	}
+	return s[len(prefix):], true
+}
+
+func (c *conn) mail(arg string) {
+	switch {
+	case c.sess.Helo == "":
+		c.errors++
+		c.reply(replyNeedHelo)
+		return
+	case c.sess.inTx:
+		c.errors++
+		c.reply(replyNestedMail)
+		return
+	}
+	rest, ok := cutPrefixFold(arg, "FROM:")
+	if !ok {
+		c.errors++
+		c.reply(&Reply{501, "5.5.4", "Syntax: MAIL FROM:<address>"})
+		return
+	}
+	from, params, err := ParsePathArg(rest, true, false)
+	if err != nil {
+		c.errors++
+		c.reply(pathError(err, "sender"))
+		return
+	}
+	var size int64
+	var utf8, eightBit bool
+	for _, p := range params {
+		if !c.sess.ESMTP {
+			c.errors++
+			c.reply(&Reply{555, "5.5.4", "Unsupported option: " + p.Key})
+			return
+		}
+		switch p.Key {
+		case "SIZE":
+			n, ok := parseSize(p.Value)
+			if !ok {
+				c.errors++
+				c.reply(replyNoParams)
+				return
+			}
+			size = n
+		case "BODY":
+			switch strings.ToUpper(p.Value) {
+			case "7BIT":
+			case "8BITMIME":
+				eightBit = true
+			default:
+				c.errors++
+				c.reply(replyNoParams)
+				return
+			}
+		case "SMTPUTF8":
+			if p.Value != "" {
+				c.errors++
+				c.reply(replyNoParams)
+				return
+			}
+			utf8 = true
+		default:
+			c.errors++
+			c.reply(&Reply{555, "5.5.4", "Unsupported option: " + p.Key})
+			return
+		}
+	}
+	if !utf8 && !isASCII(from.String()) {
+		c.errors++
+		c.reply(&Reply{553, "5.6.7", "Non-ASCII address requires SMTPUTF8"})
+		return
+	}
+	if m := c.srv.cfg.MaxMessageSize; m > 0 && size > m {
+		c.reply(replyTooBig)
+		return
+	}
+	if r := c.sess.Defer; r != nil {
+		c.reply(r)
+		return
+	}
+	if r := c.srv.handler.Mail(&c.sess, from, size); r != nil && r.Failed() {
+		c.reply(r)
+		return
+	} else if r != nil {
+		c.reply(r)
+	} else {
+		c.reply(&Reply{250, "2.1.0", "Ok"})
+	}
+	c.sess.inTx = true
+	c.sess.From, c.sess.UTF8, c.sess.EightBit = from, utf8, eightBit
+	c.badRcpts, c.throttled = 0, false
+	c.phase = phaseRcpt
+}
+
+func pathError(err error, what string) *Reply {
+	status := "5.1.7"
+	if what == "recipient" {
+		status = "5.1.3"
+	}
+	switch err {
+	case ErrNonASCIIPath:
+		return &Reply{553, "5.6.7", "Non-ASCII address requires SMTPUTF8"}
+	case ErrParamSyntax:
+		return replyNoParams
+	case ErrPathTooLong:
+		return &Reply{501, status, "Bad " + what + " address syntax: too long"}
+	}
+	return &Reply{501, status, "Bad " + what + " address syntax"}
+}
+
+func (c *conn) rcpt(arg string) {
+	if !c.sess.inTx {
+		c.errors++
+		c.reply(replyNeedMail)
+		return
+	}
+	rest, ok := cutPrefixFold(arg, "TO:")
+	if !ok {
+		c.errors++
+		c.reply(&Reply{501, "5.5.4", "Syntax: RCPT TO:<address>"})
+		return
+	}
+	to, params, err := ParsePathArg(rest, c.sess.UTF8, true)
+	if err == nil && to.IsNull() {
+		err = ErrPathSyntax
+	}
+	if err != nil {
+		c.errors++
+		c.reply(pathError(err, "recipient"))
+		return
+	}
+	if len(params) > 0 {
+		c.errors++
+		c.reply(&Reply{555, "5.5.4", "Unsupported option: " + params[0].Key})
+		return
+	}
+	// sendmail's BadRcptThrottle: once this many recipients of the
+	// transaction were refused, every further RCPT waits a second.
+	if t := c.srv.cfg.BadRcptThrottle; t > 0 && c.badRcpts >= t {
+		if !c.throttled {
+			c.throttled = true
+			c.log().Info("Possible SMTP RCPT flood, throttling.", "client", c.clientName(), "reason", "bad_rcpt_throttle")
+		}
+		c.flush()
+		select {
+		case <-time.After(time.Second):
+		case <-c.ctx.Done():
+		}
+	}
+	if m := c.srv.cfg.MaxRcpts; m > 0 && len(c.sess.Rcpts) >= m {
+		c.reply(replyTooMany)
+		return
+	}
+	r := c.sess.Defer
+	if r == nil {
+		r = c.srv.handler.Rcpt(&c.sess, to)
+	}
+	if r != nil && r.Failed() {
+		c.badRcpts++
+		c.reply(r)
+		return
+	}
+	if r == nil {
+		r = &Reply{250, "2.1.5", "Ok"}
+	}
+	c.reply(r)
+	c.sess.Rcpts = append(c.sess.Rcpts, to)
+	c.phase = phaseDataInit
+}
+
+// data runs DATA; false ends the session (the client is gone or timed out).
+func (c *conn) data(arg string) bool {
+	switch {
+	case arg != "":
+		c.errors++
+		c.reply(&Reply{501, "5.5.4", "Syntax: DATA"})
+		return true
+	case !c.sess.inTx:
+		c.errors++
+		c.reply(replyNeedMail)
+		return true
+	case len(c.sess.Rcpts) == 0:
+		c.errors++
+		c.reply(replyNeedRcpt)
+		return true
+	}
+	c.reply(replyData)
+	if !c.flush() {
+		return false
+	}
+	t := &c.srv.cfg.Timeouts
+	now := time.Now()
+	end := now.Add(orDefault(t.DataFinal, 10*time.Minute))
+	block := orDefault(t.DataBlock, 3*time.Minute)
+	deadline := func() time.Time {
+		if d := time.Now().Add(block); d.Before(end) {
+			return d
+		}
+		return end
+	}
+	c.nc.SetReadDeadline(deadline())
+	var renewed int64
+	dr := NewDataReader(c.br, c.srv.cfg.MaxMessageSize, func(n int64) {
+		if n-renewed >= blockSize {
+			renewed = n
+			c.nc.SetReadDeadline(deadline())
+		}
+	})
+	r := c.srv.handler.Data(&c.sess, dr)
+	if err := dr.Drain(); err != nil {
+		c.sess.reset()
+		c.phase = phaseRcpt // for the log: the client stalled in DATA
+		if isTimeout(err) && c.ctx.Err() == nil {
+			c.log().Info("timeout waiting for data from "+c.clientName(), "reason", "timeout", "phase", "datablock")
+			c.reply(&Reply{421, "4.4.2", c.srv.cfg.Hostname + " Error: timeout exceeded"})
+		} else if c.ctx.Err() != nil {
+			c.reply(&Reply{421, "4.3.2", c.srv.cfg.Hostname + " Service shutting down"})
+		}
+		return false
+	}
+	if pe := dr.ProtocolError(); pe != nil {
+		r = dataErrorReply(pe)
+		c.log().Info("message refused from "+c.clientName()+": "+pe.Error(), "reason", dataErrorReason(pe), "size", dr.Size())
+	} else if r == nil {
+		r = &Reply{451, "4.3.0", "Error: message not stored"}
+	}
+	c.reply(r)
+	c.sess.reset()
+	c.phase = phaseQuit
+	return true
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+func dataErrorReply(err error) *Reply {
+	switch err {
+	case ErrBareLF:
+		return replyBareLF
+	case ErrBareCR:
+		return replyBareCR
+	case ErrNUL:
+		return replyNULData
+	case ErrLineTooLong:
+		return replyLongData
+	case ErrTooBig:
+		return replyTooBig
+	}
+	return &Reply{554, "5.6.0", "Message refused"}
+}
+
+func dataErrorReason(err error) string {
+	switch err {
+	case ErrBareLF:
+		return "bare LF"
+	case ErrBareCR:
+		return "bare CR"
+	case ErrNUL:
+		return "NUL"
+	case ErrLineTooLong:
+		return "line too long"
+	case ErrTooBig:
+		return "size"
+	}
+	return "data"
+}
+
+func (c *conn) starttls(arg string) bool {
+	switch {
+	case c.srv.cfg.TLS == nil:
+		c.errors++
+		c.reply(replyNoTLS)
+		return true
+	case c.sess.TLS != nil:
+		c.errors++
+		c.reply(replyTLSAgain)
+		return true
+	case arg != "":
+		c.errors++
+		c.reply(&Reply{501, "5.5.4", "Syntax: STARTTLS"})
+		return true
+	}
+	c.reply(replyTLSReady)
+	if !c.flush() {
+		return false
+	}
+	if n := c.br.Buffered(); n > 0 {
+		// Plaintext pipelined after STARTTLS must not be taken as if it
+		// came over TLS (CVE-2011-0411): drop it.
+		c.log().Info("discarding plaintext sent after STARTTLS by "+c.clientName(), "reason", "starttls injection", "octets", n)
+		c.br.Discard(n)
+	}
+	tc := tls.Server(c.nc, c.srv.cfg.TLS)
+	c.nc.SetDeadline(time.Now().Add(orDefault(c.srv.cfg.Timeouts.StartTLS, c.timeout())))
+	if err := tc.HandshakeContext(c.ctx); err != nil {
+		// Only this client loses its connection.
+		c.log().Info("TLS handshake failed with "+c.clientName(), "reason", "tls", "err", err.Error())
+		return false
+	}
+	c.nc.SetDeadline(time.Time{})
+	c.nc = tc
+	c.br.Reset(tc)
+	st := tc.ConnectionState()
+	c.sess.TLS = &st
+	// RFC 3207 4.2: forget everything learnt before TLS.
+	c.sess.reset()
+	c.sess.Helo, c.sess.ESMTP = "", false
+	c.phase = phaseHelo
+	return true
+}

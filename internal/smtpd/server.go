@@ -1,0 +1,183 @@
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Timeouts bound each wait for the client, one per protocol phase, with
+// sendmail's Timeout.* names. A zero phase timeout means Command.
+type Timeouts struct {
+	Command   time.Duration // every command wait without its own value
+	Helo      time.Duration // first command after the greeting
+	Mail      time.Duration // waiting for MAIL
+	Rcpt      time.Duration // waiting for RCPT
+	DataInit  time.Duration // waiting for DATA (after a recipient was accepted)
+	DataBlock time.Duration // each block of message data
+	DataFinal time.Duration // the whole message body, from 354 to the final dot
+	Rset      time.Duration // the command after RSET
+	Quit      time.Duration // the command after a message was accepted
+	Misc      time.Duration // the command after NOOP, VRFY, HELP and the like
+	StartTLS  time.Duration // the TLS handshake
+}
+
+// Config is what the protocol layer needs to know. It is read, never
+// changed, by sessions: on reload the caller builds a new Server.
+type Config struct {
+	Hostname        string
+	TLS             *tls.Config // nil: no STARTTLS
+	MaxMessageSize  int64       // octets; 0 = no limit
+	MaxRcpts        int         // max_rcpts_per_message; 0 = no limit
+	BadRcptThrottle int         // bad_rcpt_throttle; 0 = off
+	MaxErrors       int         // protocol errors before 421; 0 = 20
+	Timeouts        Timeouts
+	Logger          *slog.Logger
+}
+
+// Handler decides on envelopes and stores messages. Its methods run on the
+// session's goroutine; a nil *Reply means the default success reply.
+type Handler interface {
+	// Mail is called for a syntactically valid MAIL FROM. size is the SIZE
+	// parameter (0 if absent), already checked against MaxMessageSize.
+	Mail(s *Session, from Path, size int64) *Reply
+	// Rcpt is called for a syntactically valid RCPT TO within the limits.
+	Rcpt(s *Session, to Path) *Reply
+	// Data reads the message body from r up to io.EOF and makes it durable
+	// before returning nil (250). Any other error from r means the body is
+	// refused or the client is gone: the handler discards what it has, and
+	// its reply is not used.
+	Data(s *Session, r io.Reader) *Reply
+}
+
+// ConnInfo is what the caller decided about the connection before the
+// protocol starts.
+type ConnInfo struct {
+	Remote     netip.AddrPort
+	Host       string        // forward-confirmed reverse-DNS name, "" if none
+	GreetPause time.Duration // hold the greeting this long; 0 = none
+	Defer      *Reply        // when set, every MAIL and RCPT gets this reply
+	Value      any           // the caller's own per-connection data
+}
+
+// Server runs SMTP sessions on connections the caller accepted.
+type Server struct {
+	cfg     Config
+	handler Handler
+	log     *slog.Logger
+
+	ids      atomic.Uint64
+	idPrefix string
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	draining atomic.Bool
+	done     chan struct{} // closed when conns becomes empty while draining
+}
+
+// NewServer returns a Server for cfg and h.
+func NewServer(cfg Config, h Handler) *Server {
+	if cfg.MaxErrors == 0 {
+		cfg.MaxErrors = 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Server{
+		cfg:      cfg,
+		handler:  h,
+		log:      cfg.Logger,
+		idPrefix: strconv.FormatInt(time.Now().Unix(), 36),
+		conns:    make(map[*conn]struct{}),
+	}
+}
+
+// Config returns the server's configuration.
+func (srv *Server) Config() *Config { return &srv.cfg }
+
+// ServeConn speaks SMTP on nc until the client quits, a timeout or error
+// ends the session, or ctx is done (hard stop). It closes nc.
+func (srv *Server) ServeConn(ctx context.Context, nc net.Conn, info ConnInfo) {
+	c := &conn{srv: srv, raw: nc, nc: nc, ctx: ctx}
+	c.sess.ConnInfo = info
+	c.sess.ID = srv.idPrefix + strconv.FormatUint(srv.ids.Add(1), 36)
+	if !srv.track(c) {
+		// Shutting down: refuse politely.
+		c.reply(&Reply{421, "4.3.2", srv.cfg.Hostname + " Service shutting down"})
+		c.flush()
+		nc.Close()
+		return
+	}
+	defer srv.untrack(c)
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	c.serve()
+}
+
+func (srv *Server) track(c *conn) bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.draining.Load() {
+		return false
+	}
+	srv.conns[c] = struct{}{}
+	return true
+}
+
+func (srv *Server) untrack(c *conn) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	delete(srv.conns, c)
+	if len(srv.conns) == 0 && srv.done != nil {
+		close(srv.done)
+		srv.done = nil
+	}
+}
+
+// Shutdown stops the server gracefully: sessions waiting for a command
+// outside a mail transaction get "421 Service shutting down" at once;
+// sessions inside one may finish it (a message that got 250 is on disk
+// already). When ctx is done first, the remaining sessions are cut off.
+// Shutdown returns when no session is left.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	srv.mu.Lock()
+	srv.draining.Store(true)
+	var done chan struct{}
+	if len(srv.conns) > 0 {
+		srv.done = make(chan struct{})
+		done = srv.done
+	}
+	for c := range srv.conns {
+		c.wakeIfIdle()
+	}
+	srv.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	srv.mu.Lock()
+	for c := range srv.conns {
+		c.raw.SetDeadline(time.Unix(1, 0))
+	}
+	srv.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+// Sessions is the number of sessions running now.
+func (srv *Server) Sessions() int {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return len(srv.conns)
+}

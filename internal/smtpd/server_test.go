@@ -1,0 +1,193 @@
+package smtpd
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(20 * time.Second))
+	return nc, bufio.NewReader(nc)
+}
+
+func expect(t *testing.T, br *bufio.Reader, prefix string) {
+	t.Helper()
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("waiting for %q: %v", prefix, err)
+		}
+		if len(line) > 3 && line[3] == '-' {
+			continue
+		}
+		if !strings.HasPrefix(line, prefix) {
+			t.Fatalf("got %q, want %q", line, prefix)
+		}
+		return
+	}
+}
+
+// TestSlowloris: a client that trickles a byte at a time cannot hold the
+// session past the phase deadline, which is set once per wait.
+func TestSlowloris(t *testing.T) {
+	addr := testServer(t, Config{Timeouts: Timeouts{Command: 300 * time.Millisecond}}, &memHandler{}, ConnInfo{})
+	nc, br := dial(t, addr)
+	expect(t, br, "220")
+	start := time.Now()
+	done := make(chan time.Duration)
+	go func() {
+		line, _ := br.ReadString('\n')
+		if strings.HasPrefix(line, "421 4.4.2") {
+			done <- time.Since(start)
+		}
+		close(done)
+	}()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; i < 60; i++ { // 3 s of trickling at most
+		select {
+		case d, ok := <-done:
+			if !ok {
+				t.Fatal("session ended without 421 timeout")
+			}
+			if d > 2*time.Second {
+				t.Fatalf("trickling client held the session %v", d)
+			}
+			return
+		case <-tick.C:
+			nc.Write([]byte("N"))
+		}
+	}
+	t.Fatal("trickling client kept the session open")
+}
+
+func TestShutdown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	h := &memHandler{}
+	srv := NewServer(Config{Hostname: "mx.test", Timeouts: Timeouts{Command: 10 * time.Second}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, h)
+	served := make(chan struct{}, 2)
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				srv.ServeConn(context.Background(), nc, ConnInfo{Remote: netip.MustParseAddrPort(nc.RemoteAddr().String())})
+				served <- struct{}{}
+			}()
+		}
+	}()
+	idle, idleR := dial(t, ln.Addr().String())
+	_ = idle
+	expect(t, idleR, "220")
+	busy, busyR := dial(t, ln.Addr().String())
+	expect(t, busyR, "220")
+	io.WriteString(busy, "HELO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
+	expect(t, busyR, "250")
+	expect(t, busyR, "250")
+	expect(t, busyR, "250")
+	expect(t, busyR, "354")
+
+	shut := make(chan error)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	expect(t, idleR, "421 4.3.2 mx.test Service shutting down")
+	// The session in DATA may finish its message.
+	io.WriteString(busy, "hello\r\n.\r\n")
+	expect(t, busyR, "250 2.0.0 Ok: queued as 1")
+	io.WriteString(busy, "QUIT\r\n")
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.messages()); n != 1 {
+		t.Fatalf("%d messages stored, want 1", n)
+	}
+}
+
+type panicHandler struct{ memHandler }
+
+func (panicHandler) Mail(*Session, Path, int64) *Reply { panic("boom") }
+
+// TestPanicIsolated: a panic in one session closes only that connection.
+func TestPanicIsolated(t *testing.T) {
+	addr := testServer(t, Config{}, &panicHandler{}, ConnInfo{})
+	for i := 0; i < 2; i++ {
+		nc, br := dial(t, addr)
+		expect(t, br, "220")
+		io.WriteString(nc, "HELO c\r\n")
+		expect(t, br, "250")
+		io.WriteString(nc, "MAIL FROM:<a@b.example>\r\n")
+		if line, err := br.ReadString('\n'); err == nil {
+			t.Fatalf("got %q after a panic, want the connection closed", line)
+		}
+	}
+}
+
+func BenchmarkSession(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	srv := NewServer(Config{Hostname: "mx.test", Timeouts: Timeouts{Command: 10 * time.Second}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, discardHandler{})
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go srv.ServeConn(context.Background(), nc, ConnInfo{Remote: netip.MustParseAddrPort(nc.RemoteAddr().String())})
+		}
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	br := bufio.NewReader(nc)
+	br.ReadString('\n')
+	msg := "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
+	body := strings.Repeat("x", 1000) + "\r\n.\r\n"
+	io.WriteString(nc, "EHLO c\r\n")
+	for {
+		l, _ := br.ReadString('\n')
+		if l[3] == ' ' {
+			break
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		io.WriteString(nc, msg)
+		for i := 0; i < 3; i++ {
+			br.ReadString('\n')
+		}
+		io.WriteString(nc, body)
+		br.ReadString('\n')
+	}
+}
+
+type discardHandler struct{}
+
+func (discardHandler) Mail(*Session, Path, int64) *Reply { return nil }
+func (discardHandler) Rcpt(*Session, Path) *Reply        { return nil }
+func (discardHandler) Data(_ *Session, r io.Reader) *Reply {
+	io.Copy(io.Discard, r)
+	return nil
+}

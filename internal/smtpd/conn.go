@@ -68,6 +68,7 @@ type conn struct {
 	raw  net.Conn // the accepted connection; deadlines set from other goroutines go here
 	nc   net.Conn // raw, or the TLS connection over it after STARTTLS
 	ctx  context.Context
+	cfg  *Config // the server's configuration when the session started
 	br   *bufio.Reader
 	out  []byte
 	sess Session
@@ -117,7 +118,7 @@ func (c *conn) serve() {
 			c.flush()
 			return
 		}
-		if c.errors >= c.srv.cfg.MaxErrors {
+		if c.errors >= c.cfg.MaxErrors {
 			c.log().Info("too many errors, disconnecting", "client", c.clientName(), "reason", "errors")
 			c.reply(replyTooManyErrs)
 			c.flush()
@@ -137,7 +138,7 @@ func (c *conn) greet() bool {
 		switch {
 		case n > 0:
 			c.log().Info("rejecting commands from "+c.clientName()+" due to pre-greeting traffic", "reason", "pregreet")
-			c.reply(&Reply{554, "", c.srv.cfg.Hostname + " not accepting messages"})
+			c.reply(&Reply{554, "", c.cfg.Hostname + " not accepting messages"})
 			c.flush()
 			return false
 		case c.ctx.Err() != nil:
@@ -146,7 +147,7 @@ func (c *conn) greet() bool {
 			return false // the client left during the pause
 		}
 	}
-	c.reply(&Reply{220, "", c.srv.cfg.Hostname + " ESMTP mxguard"})
+	c.reply(&Reply{220, "", c.cfg.Hostname + " ESMTP mxguard"})
 	return c.flush()
 }
 
@@ -215,11 +216,11 @@ func (c *conn) lineError(r *Reply, reason string) (string, error) {
 func (c *conn) readFailed(err error) {
 	switch {
 	case err == errDraining || c.ctx.Err() != nil:
-		c.reply(&Reply{421, "4.3.2", c.srv.cfg.Hostname + " Service shutting down"})
+		c.reply(&Reply{421, "4.3.2", c.cfg.Hostname + " Service shutting down"})
 	case isTimeout(err):
 		phase := phaseNames[c.phase]
 		c.log().Info("timeout waiting for "+phase+" from "+c.clientName(), "reason", "timeout", "phase", phase)
-		c.reply(&Reply{421, "4.4.2", c.srv.cfg.Hostname + " Error: timeout exceeded"})
+		c.reply(&Reply{421, "4.4.2", c.cfg.Hostname + " Error: timeout exceeded"})
 	default:
 		return
 	}
@@ -227,7 +228,7 @@ func (c *conn) readFailed(err error) {
 }
 
 func (c *conn) timeout() time.Duration {
-	t := &c.srv.cfg.Timeouts
+	t := &c.cfg.Timeouts
 	var d time.Duration
 	switch c.phase {
 	case phaseHelo:
@@ -268,7 +269,7 @@ func (c *conn) flush() bool {
 	if len(c.out) == 0 {
 		return true
 	}
-	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.Timeouts.Command + time.Second))
+	c.nc.SetWriteDeadline(time.Now().Add(c.cfg.Timeouts.Command + time.Second))
 	_, err := c.nc.Write(c.out)
 	if cap(c.out) > 4096 {
 		c.out = nil // a one-off large reply should not stay with an idle session
@@ -312,7 +313,7 @@ func (c *conn) dispatch(line string) bool {
 		c.phase = phaseMisc
 		c.reply(replyOK)
 	case "QUIT":
-		c.reply(&Reply{221, "2.0.0", c.srv.cfg.Hostname + " closing connection"})
+		c.reply(&Reply{221, "2.0.0", c.cfg.Hostname + " closing connection"})
 		return false
 	case "VRFY":
 		c.phase = phaseMisc
@@ -349,17 +350,17 @@ func (c *conn) helo(cmd Command) {
 	c.sess.ESMTP = cmd.Verb == "EHLO"
 	c.phase = phaseMail
 	if !c.sess.ESMTP {
-		c.reply(&Reply{250, "", c.srv.cfg.Hostname})
+		c.reply(&Reply{250, "", c.cfg.Hostname})
 		return
 	}
-	ext := []string{c.srv.cfg.Hostname, "PIPELINING"}
-	if m := c.srv.cfg.MaxMessageSize; m > 0 {
+	ext := []string{c.cfg.Hostname, "PIPELINING"}
+	if m := c.cfg.MaxMessageSize; m > 0 {
 		ext = append(ext, fmt.Sprintf("SIZE %d", m))
 	} else {
 		ext = append(ext, "SIZE")
 	}
 	ext = append(ext, "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8")
-	if c.srv.cfg.TLS != nil && c.sess.TLS == nil {
+	if c.cfg.TLS != nil && c.sess.TLS == nil {
 		ext = append(ext, "STARTTLS")
 	}
 	c.reply(&Reply{250, "", strings.Join(ext, "\n")})
@@ -441,7 +442,7 @@ func (c *conn) mail(arg string) {
 		c.reply(&Reply{553, "5.6.7", "Non-ASCII address requires SMTPUTF8"})
 		return
 	}
-	if m := c.srv.cfg.MaxMessageSize; m > 0 && size > m {
+	if m := c.cfg.MaxMessageSize; m > 0 && size > m {
 		c.reply(replyTooBig)
 		return
 	}
@@ -507,7 +508,7 @@ func (c *conn) rcpt(arg string) {
 	}
 	// sendmail's BadRcptThrottle: once this many recipients of the
 	// transaction were refused, every further RCPT waits a second.
-	if t := c.srv.cfg.BadRcptThrottle; t > 0 && c.badRcpts >= t {
+	if t := c.cfg.BadRcptThrottle; t > 0 && c.badRcpts >= t {
 		if !c.throttled {
 			c.throttled = true
 			c.log().Info("Possible SMTP RCPT flood, throttling.", "client", c.clientName(), "reason", "bad_rcpt_throttle")
@@ -518,7 +519,7 @@ func (c *conn) rcpt(arg string) {
 		case <-c.ctx.Done():
 		}
 	}
-	if m := c.srv.cfg.MaxRcpts; m > 0 && len(c.sess.Rcpts) >= m {
+	if m := c.cfg.MaxRcpts; m > 0 && len(c.sess.Rcpts) >= m {
 		c.reply(replyTooMany)
 		return
 	}
@@ -559,7 +560,7 @@ func (c *conn) data(arg string) bool {
 	if !c.flush() {
 		return false
 	}
-	t := &c.srv.cfg.Timeouts
+	t := &c.cfg.Timeouts
 	now := time.Now()
 	end := now.Add(orDefault(t.DataFinal, 10*time.Minute))
 	block := orDefault(t.DataBlock, 3*time.Minute)
@@ -571,7 +572,7 @@ func (c *conn) data(arg string) bool {
 	}
 	c.nc.SetReadDeadline(deadline())
 	var renewed int64
-	dr := NewDataReader(c.br, c.srv.cfg.MaxMessageSize, func(n int64) {
+	dr := NewDataReader(c.br, c.cfg.MaxMessageSize, func(n int64) {
 		if n-renewed >= blockSize {
 			renewed = n
 			c.nc.SetReadDeadline(deadline())
@@ -583,9 +584,9 @@ func (c *conn) data(arg string) bool {
 		c.phase = phaseRcpt // for the log: the client stalled in DATA
 		if isTimeout(err) && c.ctx.Err() == nil {
 			c.log().Info("timeout waiting for data from "+c.clientName(), "reason", "timeout", "phase", "datablock")
-			c.reply(&Reply{421, "4.4.2", c.srv.cfg.Hostname + " Error: timeout exceeded"})
+			c.reply(&Reply{421, "4.4.2", c.cfg.Hostname + " Error: timeout exceeded"})
 		} else if c.ctx.Err() != nil {
-			c.reply(&Reply{421, "4.3.2", c.srv.cfg.Hostname + " Service shutting down"})
+			c.reply(&Reply{421, "4.3.2", c.cfg.Hostname + " Service shutting down"})
 		}
 		return false
 	}
@@ -642,7 +643,7 @@ func dataErrorReason(err error) string {
 
 func (c *conn) starttls(arg string) bool {
 	switch {
-	case c.srv.cfg.TLS == nil:
+	case c.cfg.TLS == nil:
 		c.errors++
 		c.reply(replyNoTLS)
 		return true
@@ -665,8 +666,8 @@ func (c *conn) starttls(arg string) bool {
 		c.log().Info("discarding plaintext sent after STARTTLS by "+c.clientName(), "reason", "starttls injection", "octets", n)
 		c.br.Discard(n)
 	}
-	tc := tls.Server(c.nc, c.srv.cfg.TLS)
-	c.nc.SetDeadline(time.Now().Add(orDefault(c.srv.cfg.Timeouts.StartTLS, c.timeout())))
+	tc := tls.Server(c.nc, c.cfg.TLS)
+	c.nc.SetDeadline(time.Now().Add(orDefault(c.cfg.Timeouts.StartTLS, c.timeout())))
 	if err := tc.HandshakeContext(c.ctx); err != nil {
 		// Only this client loses its connection.
 		c.log().Info("TLS handshake failed with "+c.clientName(), "reason", "tls", "err", err.Error())

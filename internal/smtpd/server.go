@@ -69,7 +69,7 @@ type ConnInfo struct {
 
 // Server runs SMTP sessions on connections the caller accepted.
 type Server struct {
-	cfg     Config
+	cfg     atomic.Pointer[Config]
 	handler Handler
 	log     *slog.Logger
 
@@ -84,33 +84,40 @@ type Server struct {
 
 // NewServer returns a Server for cfg and h.
 func NewServer(cfg Config, h Handler) *Server {
-	if cfg.MaxErrors == 0 {
-		cfg.MaxErrors = 20
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Server{
-		cfg:      cfg,
+	srv := &Server{
 		handler:  h,
 		log:      cfg.Logger,
 		idPrefix: strconv.FormatInt(time.Now().Unix(), 36),
 		conns:    make(map[*conn]struct{}),
 	}
+	srv.SetConfig(cfg)
+	return srv
 }
 
-// Config returns the server's configuration.
-func (srv *Server) Config() *Config { return &srv.cfg }
+// SetConfig replaces the configuration for sessions that start from now on
+// (a reload); running sessions keep theirs.
+func (srv *Server) SetConfig(cfg Config) {
+	if cfg.MaxErrors == 0 {
+		cfg.MaxErrors = 20
+	}
+	srv.cfg.Store(&cfg)
+}
+
+// Config returns the configuration new sessions get.
+func (srv *Server) Config() *Config { return srv.cfg.Load() }
 
 // ServeConn speaks SMTP on nc until the client quits, a timeout or error
 // ends the session, or ctx is done (hard stop). It closes nc.
 func (srv *Server) ServeConn(ctx context.Context, nc net.Conn, info ConnInfo) {
-	c := &conn{srv: srv, raw: nc, nc: nc, ctx: ctx}
+	c := &conn{srv: srv, raw: nc, nc: nc, ctx: ctx, cfg: srv.cfg.Load()}
 	c.sess.ConnInfo = info
 	c.sess.ID = srv.idPrefix + strconv.FormatUint(srv.ids.Add(1), 36)
 	if !srv.track(c) {
 		// Shutting down: refuse politely.
-		c.reply(&Reply{421, "4.3.2", srv.cfg.Hostname + " Service shutting down"})
+		c.reply(&Reply{421, "4.3.2", c.cfg.Hostname + " Service shutting down"})
 		c.flush()
 		nc.Close()
 		return

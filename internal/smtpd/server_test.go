@@ -123,7 +123,7 @@ func TestShutdown(t *testing.T) {
 
 type panicHandler struct{ memHandler }
 
-func (panicHandler) Mail(*Session, Path, int64) *Reply { panic("boom") }
+func (*panicHandler) Mail(*Session, Path, int64) *Reply { panic("boom") }
 
 // TestPanicIsolated: a panic in one session closes only that connection.
 func TestPanicIsolated(t *testing.T) {

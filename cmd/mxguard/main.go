@@ -1,0 +1,262 @@
+// Command mxguard is an inbound SMTP server that keeps a mail host up while
+// spam bots and botnets try to flood it. This file is only the command
+// line; everything else lives in internal/.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/control"
+	"github.com/mxguard/mxguard/internal/sendmailimport"
+	"github.com/mxguard/mxguard/internal/server"
+)
+
+const version = "0.1.0"
+
+const usage = `usage:
+  mxguard serve   [--config FILE]        run in the foreground; logs to stderr
+  mxguard check   --config FILE          validate; exit 0 ok, 1 with every error listed
+  mxguard import-sendmail --mc FILE [--access FILE] [--hosts-deny FILE]   TOML on stdout
+  mxguard trust   [--config FILE] IP|CIDR|"a log line"   trust a client, live and persisted
+  mxguard deny    [--config FILE] IP|CIDR|"a log line"   refuse a client, live and persisted
+  mxguard reload  [--config FILE]        re-read the configuration (like SIGHUP)
+  mxguard version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serve(args, stderr)
+	case "check":
+		return check(args, stdout, stderr)
+	case "import-sendmail":
+		return importSendmail(args, stdout, stderr)
+	case "trust", "deny", "reload", "status":
+		return controlCmd(cmd, args, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "mxguard", version, buildInfo())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "mxguard: unknown command %q\n%s", cmd, usage)
+	return 2
+}
+
+func buildInfo() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	return bi.GoVersion
+}
+
+func flags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("mxguard "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// loadConfig reads path, or returns the defaults when path is "".
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Default(), nil
+	}
+	return config.Load(path)
+}
+
+func serve(args []string, stderr io.Writer) int {
+	fs := flags("serve", stderr)
+	path := fs.String("config", "", "configuration file (TOML); defaults serve localhost on 127.0.0.1:2525")
+	debugLog := fs.Bool("debug", false, "log debug messages too")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	level := slog.LevelInfo
+	if *debugLog {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxguard: %v\n", err)
+		return 1
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		fmt.Fprintf(stderr, "mxguard: data_dir: %v\n", err)
+		return 1
+	}
+	srv, err := server.New(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxguard: %v\n", err)
+		return 1
+	}
+	if err := srv.Listen(); err != nil {
+		fmt.Fprintf(stderr, "mxguard: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			srv.Reload() // logs its own outcome; a broken file keeps the old settings
+		}
+	}()
+	log.Info("mxguard starting", "version", version, "hostname", cfg.Hostname, "data_dir", cfg.DataDir)
+	if err := srv.Run(ctx); err != nil {
+		log.Error("mxguard stopped with an error", "err", err.Error())
+		return 1
+	}
+	return 0
+}
+
+func check(args []string, stdout, stderr io.Writer) int {
+	fs := flags("check", stderr)
+	path := fs.String("config", "", "configuration file (TOML)")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "mxguard check: --config FILE is required")
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	// The files the configuration names are part of it: check them too.
+	if _, warnings, err := server.LoadPolicy(cfg); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	} else {
+		for _, w := range warnings {
+			fmt.Fprintln(stderr, "warning:", w)
+		}
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", *path)
+	return 0
+}
+
+func importSendmail(args []string, stdout, stderr io.Writer) int {
+	fs := flags("import-sendmail", stderr)
+	mc := fs.String("mc", "", "sendmail.mc to translate")
+	access := fs.String("access", "", "sendmail access file (referenced, kept in its own format)")
+	hostsDeny := fs.String("hosts-deny", "", "hosts.deny file (referenced, kept in its own format)")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	if *mc == "" {
+		fmt.Fprintln(stderr, "mxguard import-sendmail: --mc FILE is required")
+		return 2
+	}
+	f, err := os.Open(*mc)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxguard: %v\n", err)
+		return 1
+	}
+	defer f.Close()
+	abs := func(p string) string {
+		if p == "" {
+			return ""
+		}
+		if a, err := filepath.Abs(p); err == nil {
+			return a
+		}
+		return p
+	}
+	out, untranslated, err := sendmailimport.Translate(f, abs(*access), abs(*hostsDeny))
+	if err != nil {
+		fmt.Fprintf(stderr, "mxguard: %v\n", err)
+		return 1
+	}
+	stdout.Write(out)
+	for _, u := range untranslated {
+		fmt.Fprintln(stderr, u)
+	}
+	return 0
+}
+
+func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
+	fs := flags(cmd, stderr)
+	path := fs.String("config", "", "configuration file, to find the control socket and the trust/deny files")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxguard: %v\n", err)
+		return 1
+	}
+	line := cmd
+	if cmd == "trust" || cmd == "deny" {
+		if fs.NArg() == 0 {
+			fmt.Fprintf(stderr, "mxguard %s: give an IP, a CIDR prefix or a log line\n", cmd)
+			return 2
+		}
+		target := fs.Arg(0)
+		for _, a := range fs.Args()[1:] {
+			target += " " + a
+		}
+		p, err := control.ParseTarget(target)
+		if err != nil {
+			fmt.Fprintf(stderr, "mxguard %s: %v\n", cmd, err)
+			return 1
+		}
+		line = cmd + " " + p.String()
+		out, err := control.Send(cfg.Control, line, 10*time.Second)
+		if errors.Is(err, control.ErrNotRunning) {
+			// Nobody to tell: write the file so the next start picks it up.
+			msg, err := server.PersistPrefix(cfg, p, cmd == "trust")
+			if err != nil {
+				fmt.Fprintf(stderr, "mxguard %s: %v\n", cmd, err)
+				return 1
+			}
+			fmt.Fprintf(stdout, "%s (server not running: takes effect when it starts)\n", msg)
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "mxguard %s: %v\n", cmd, err)
+			return 1
+		}
+		fmt.Fprintln(stdout, out)
+		return 0
+	}
+	out, err := control.Send(cfg.Control, line, 10*time.Second)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxguard %s: %v\n", cmd, err)
+		return 1
+	}
+	fmt.Fprintln(stdout, out)
+	return 0
+}

@@ -1,0 +1,131 @@
+package server
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/accessmap"
+	"github.com/mxguard/mxguard/internal/admit"
+	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/control"
+	"github.com/mxguard/mxguard/internal/tcpwrap"
+)
+
+// LoadPolicy reads every file admission depends on. Any error leaves the
+// caller with the policy it had: a broken file never replaces a good one.
+func LoadPolicy(cfg *config.Config) (*admit.Policy, []string, error) {
+	p := &admit.Policy{Hostname: cfg.Hostname, Limits: cfg.Limits}
+	var warnings []string
+	var errs []error
+	p.Trusted = append(p.Trusted, cfg.TrustedNetworks...)
+	if extra, err := readPrefixFile(cfg.TrustFile); err != nil {
+		errs = append(errs, err)
+	} else {
+		p.Trusted = append(p.Trusted, extra...)
+	}
+	if denied, err := readPrefixFile(cfg.DenyFile); err != nil {
+		errs = append(errs, err)
+	} else {
+		p.Denied = denied
+	}
+	if cfg.AccessMap != "" {
+		m, err := accessmap.Load(cfg.AccessMap)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			p.Access = m
+			warnings = append(warnings, m.Warnings()...)
+		}
+	}
+	if cfg.HostsAllow != "" || cfg.HostsDeny != "" {
+		t, err := tcpwrap.Load(cfg.HostsAllow, cfg.HostsDeny)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			p.Wrappers = t
+			warnings = append(warnings, t.Warnings()...)
+		}
+	}
+	return p, warnings, errors.Join(errs...)
+}
+
+// readPrefixFile reads a list of networks kept by `mxguard trust` and
+// `mxguard deny`: one address or CIDR prefix a line, '#' comments. A file
+// that does not exist yet is an empty list.
+func readPrefixFile(path string) ([]netip.Prefix, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []netip.Prefix
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		p, err := control.ParseTarget(line)
+		if err != nil || strings.ContainsAny(line, " \t") {
+			return nil, fmt.Errorf("%s:%d: not an address or CIDR prefix: %q", path, n, line)
+		}
+		out = append(out, p)
+	}
+	return out, sc.Err()
+}
+
+// appendPrefix adds p to a trust or deny file durably, unless it is
+// already listed.
+func appendPrefix(path string, p netip.Prefix, comment string) (added bool, err error) {
+	have, err := readPrefixFile(path)
+	if err != nil {
+		return false, err
+	}
+	for _, h := range have {
+		if h == p {
+			return false, nil
+		}
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return false, err
+	}
+	_, err = fmt.Fprintf(f, "%s # %s\n", p, comment)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err == nil, err
+}
+
+// PersistPrefix records p in the trust (or deny) file without a running
+// server; it takes effect at the next start or reload.
+func PersistPrefix(cfg *config.Config, p netip.Prefix, trust bool) (string, error) {
+	file, verb := cfg.DenyFile, "denied"
+	if trust {
+		file, verb = cfg.TrustFile, "trusted"
+	}
+	added, err := appendPrefix(file, p, verb+" "+time.Now().UTC().Format(time.RFC3339))
+	if err != nil {
+		return "", err
+	}
+	if !added {
+		return fmt.Sprintf("%s was already %s (%s)", p, verb, file), nil
+	}
+	return fmt.Sprintf("%s %s (saved in %s)", verb, p, file), nil
+}

@@ -1,0 +1,298 @@
+// Package server assembles mxguard from its parts, following DESIGN.md's
+// data path: listeners → admission (internal/admit) → the SMTP protocol
+// (internal/smtpd) → the durable spool (internal/spool) → delivery
+// (internal/deliver). It owns the process-level concerns: graceful stop,
+// reload on SIGHUP, the control socket.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/admit"
+	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/control"
+	"github.com/mxguard/mxguard/internal/deliver"
+	"github.com/mxguard/mxguard/internal/limit"
+	"github.com/mxguard/mxguard/internal/resolve"
+	"github.com/mxguard/mxguard/internal/smtpd"
+	"github.com/mxguard/mxguard/internal/spool"
+)
+
+// ShutdownGrace is how long a graceful stop lets sessions inside a mail
+// transaction finish before they are cut off.
+const ShutdownGrace = 30 * time.Second
+
+// Server is one mxguard node.
+type Server struct {
+	log      *slog.Logger
+	cfg      atomic.Pointer[config.Config]
+	admit    *admit.Admitter
+	smtp     *smtpd.Server
+	spool    *spool.Spool
+	queue    *deliver.Queue
+	limiter  limit.Limiter
+	closers  []func()
+	bufs     sync.Pool
+	mu       sync.Mutex // serialises reloads and trust/deny changes
+	lns      []net.Listener
+	ctlLn    net.Listener
+	started  time.Time
+	accepted atomic.Int64
+}
+
+// New builds a server from cfg. Nothing listens until Listen.
+func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
+	s := &Server{log: logger, started: time.Now()}
+	s.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
+	s.cfg.Store(cfg)
+	ok := false
+	defer func() {
+		if !ok {
+			s.close()
+		}
+	}()
+
+	policy, warnings, err := LoadPolicy(cfg)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range warnings {
+		logger.Warn(w)
+	}
+	res, err := resolve.New(resolve.Config{Server: cfg.Resolver}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("resolver: %w", err)
+	}
+	if s.limiter, err = newLimiter(cfg, logger, &s.closers); err != nil {
+		return nil, err
+	}
+	s.admit = admit.New(policy, s.limiter, res, logger)
+
+	if s.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), logger); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	var d deliver.Deliverer
+	if cfg.Delivery.Relay != "" {
+		r, err := deliver.NewRelay(cfg.Delivery.Relay, cfg.Hostname, relayTimeouts(&cfg.Timeouts), logger)
+		if err != nil {
+			return nil, fmt.Errorf("relay: %w", err)
+		}
+		d = r
+	} else {
+		d = deliver.NewMaildir(filepath.Join(cfg.DataDir, "mail"), cfg.Hostname, cfg.LocalDomains, logger)
+	}
+	s.queue = deliver.NewQueue(s.spool, d, deliver.QueueConfig{
+		Hostname:      cfg.Hostname,
+		QueueLifetime: cfg.Delivery.QueueLifetime,
+	}, logger)
+
+	sc, err := smtpConfig(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	s.smtp = smtpd.NewServer(sc, &handler{s: s})
+	ok = true
+	return s, nil
+}
+
+func newLimiter(cfg *config.Config, logger *slog.Logger, closers *[]func()) (limit.Limiter, error) {
+	mem := limit.NewMemory(nil)
+	*closers = append(*closers, mem.Close)
+	if cfg.Fleet.Redis == "" {
+		return mem, nil
+	}
+	r, err := limit.NewRedis(limit.RedisOptions{URL: cfg.Fleet.Redis, KeyPrefix: cfg.Fleet.KeyPrefix}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("fleet redis: %w", err)
+	}
+	*closers = append(*closers, r.Close)
+	policy := limit.PolicyLocal
+	if cfg.Fleet.OnRedisError == "tempfail" {
+		policy = limit.PolicyTempfail
+	}
+	return limit.NewFailover(r, mem, policy, logger), nil
+}
+
+func smtpConfig(cfg *config.Config, logger *slog.Logger) (smtpd.Config, error) {
+	t := &cfg.Timeouts
+	sc := smtpd.Config{
+		Hostname:        cfg.Hostname,
+		MaxMessageSize:  cfg.Limits.MaxMessageSize,
+		MaxRcpts:        cfg.Limits.MaxRcptsPerMessage,
+		BadRcptThrottle: cfg.Limits.BadRcptThrottle,
+		Logger:          logger,
+		Timeouts: smtpd.Timeouts{
+			Command: t.Command, Helo: t.Helo, Mail: t.Mail, Rcpt: t.Rcpt,
+			DataInit: t.DataInit, DataBlock: t.DataBlock, DataFinal: t.DataFinal,
+			Rset: t.Rset, Quit: t.Quit, Misc: t.Misc, StartTLS: t.StartTLS,
+		},
+	}
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return sc, fmt.Errorf("tls_cert/tls_key: %w", err)
+		}
+		sc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	return sc, nil
+}
+
+func relayTimeouts(t *config.Timeouts) deliver.Timeouts {
+	return deliver.Timeouts{
+		Connect: t.Connect, Initial: t.Initial, Helo: t.Helo, Lhlo: t.LHLO, Mail: t.Mail,
+		Rcpt: t.Rcpt, DataInit: t.DataInit, DataBlock: t.DataBlock, DataFinal: t.DataFinal, Quit: t.Quit,
+	}
+}
+
+// Listen opens the SMTP listeners and the control socket, so that an
+// address in use is reported before Run.
+func (s *Server) Listen() error {
+	cfg := s.cfg.Load()
+	for _, addr := range cfg.Listen {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return err
+		}
+		s.lns = append(s.lns, ln)
+	}
+	if cfg.Control != "" {
+		ln, err := control.Listen(cfg.Control)
+		if err != nil {
+			return fmt.Errorf("control socket: %w", err)
+		}
+		s.ctlLn = ln
+	}
+	return nil
+}
+
+// Addrs are the addresses the server listens on.
+func (s *Server) Addrs() []net.Addr {
+	var out []net.Addr
+	for _, ln := range s.lns {
+		out = append(out, ln.Addr())
+	}
+	return out
+}
+
+// Run serves until ctx is done, then stops gracefully: no new
+// connections, idle sessions told 421, sessions in a transaction given
+// ShutdownGrace, delivery attempts under way finished.
+func (s *Server) Run(ctx context.Context) error {
+	if s.lns == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	defer s.close()
+	hard, cancelHard := context.WithCancel(context.Background())
+	defer cancelHard()
+	var wg sync.WaitGroup
+	queueCtx, stopQueue := context.WithCancel(context.Background())
+	defer stopQueue()
+	queueDone := make(chan error, 1)
+	go func() { queueDone <- s.queue.Run(queueCtx) }()
+	if s.ctlLn != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			control.Serve(ctx, s.ctlLn, s.cfg.Load().Timeouts.Control, s, s.log)
+		}()
+	}
+	for _, ln := range s.lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.acceptLoop(ctx, hard, ln)
+		}()
+		s.log.Info("listening", "addr", ln.Addr().String())
+	}
+	<-ctx.Done()
+	s.log.Info("shutting down", "sessions", s.smtp.Sessions())
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	grace, cancel := context.WithTimeout(context.Background(), ShutdownGrace)
+	defer cancel()
+	err := s.smtp.Shutdown(grace)
+	cancelHard()
+	wg.Wait()
+	stopQueue()
+	if qerr := <-queueDone; qerr != nil && !errors.Is(qerr, context.Canceled) {
+		s.log.Error("delivery queue", "err", qerr.Error())
+	}
+	s.log.Info("stopped")
+	if errors.Is(err, context.DeadlineExceeded) {
+		return nil // sessions were cut after the grace period; their mail was not yet accepted
+	}
+	return err
+}
+
+func (s *Server) close() {
+	if s.spool != nil {
+		s.spool.Close()
+	}
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
+
+// acceptLoop hands every connection to its own goroutine at once: the
+// loop itself never waits on admission, DNS or a throttle.
+func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) {
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			// Out of file descriptors and the like: wait and try again
+			// rather than spin (as net/http does).
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", "err", err.Error(), "retry_in", backoff.String())
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		backoff = 0
+		s.accepted.Add(1)
+		go s.serveConn(hard, nc)
+	}
+}
+
+func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
+	ap, err := netip.ParseAddrPort(nc.RemoteAddr().String())
+	if err != nil {
+		nc.Close()
+		return
+	}
+	d := s.admit.Admit(ctx, ap.Addr())
+	defer d.Release()
+	if d.Reject != nil {
+		nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		nc.Write([]byte(d.Reject.String() + "\r\n"))
+		nc.Close()
+		return
+	}
+	s.smtp.ServeConn(ctx, nc, smtpd.ConnInfo{
+		Remote:     ap,
+		Host:       d.Host,
+		GreetPause: d.GreetPause,
+		Defer:      d.Defer,
+		Value:      &connState{d: d, cfg: s.cfg.Load()},
+	})
+}

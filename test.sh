@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every mxguard test: installs what the tests need (Debian packages,
+# staticcheck), checks formatting and lint, runs the unit, end-to-end and
+# fuzz tests. Used by .ci/run; safe to run by hand on a fresh Debian
+# machine with Go.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v swaks >/dev/null || need+=(swaks)
+[ -x /usr/sbin/smtp-sink ] || need+=(postfix)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+	echo "== installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	if command -v debconf-set-selections >/dev/null; then
+		# Postfix only for its test tools (smtp-sink, smtp-source): never started as a daemon here.
+		echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
+		echo "postfix postfix/mailname string localhost" | debconf-set-selections
+	fi
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+export PATH="$PATH:$(go env GOPATH)/bin"
+if ! command -v staticcheck >/dev/null; then
+	echo "== installing staticcheck"
+	GOFLAGS= go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change: $unformatted"
+	exit 1
+fi
+echo "== go vet"
+go vet ./...
+echo "== staticcheck"
+staticcheck ./...
+
+echo "== go test"
+go test -count=1 -timeout 15m ./...
+
+echo "== go test -race (protocol, admission, limits, spool)"
+go test -count=1 -race -timeout 10m ./internal/smtpd/ ./internal/admit/ ./internal/limit/ ./internal/spool/ ./internal/server/
+
+echo "== fuzzing, briefly"
+# Each fuzz target runs for a few seconds on top of its committed corpus.
+for pkg in $(go list ./...); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+		echo "-- $pkg $target"
+		go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-4s}" "$pkg" >/dev/null
+	done
+done
+echo "all tests passed"

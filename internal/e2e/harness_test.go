@@ -314,3 +314,37 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// sendQuiet is sendGo for goroutines: errors are returned, never reported.
+func sendQuiet(addr, from string, to []string, body string) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	sc, err := smtp.NewClient(c, "mx.test")
+	if err != nil {
+		return err
+	}
+	defer sc.Close()
+	if err := sc.Mail(from); err != nil {
+		return err
+	}
+	for _, r := range to {
+		if err := sc.Rcpt(r); err != nil {
+			return err
+		}
+	}
+	w, err := sc.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, body); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return sc.Quit()
+}

@@ -280,8 +280,9 @@ func TestErrors(t *testing.T) {
 		{"duplicate key", "hostname = \"a\"\n\nhostname = \"b\"\n", []want{{3, "hostname", "already defined"}}},
 		{"unknown top-level key", "\nfoo = 1\n", []want{{2, "foo", "unknown key"}}},
 		{"unknown key in section", "[limits]\nclient_rate = 1\nclient_rates = 2\n", []want{{3, "limits.client_rates", "unknown key"}}},
-		{"unknown table", "[limit]\nclient_rate = 1\n", []want{{1, "limit", "unknown key"}}},
-		{"unknown nested table", "[limits.extra]\nx = 1\n", []want{{1, "limits.extra", "unknown key"}}},
+		{"unknown table", "[limit]\nclient_rate = 1\n", []want{{1, "limit", "unknown table"}}},
+		{"misspelt table", "[Limits]\nclient_rate = 1\n", []want{{1, "Limits", "unknown table; did you mean [limits]?"}}},
+		{"unknown nested table", "[limits.extra]\nx = 1\n", []want{{1, "limits.extra", "unknown table"}}},
 		{"key in wrong section", "greet_pause = \"2s\"\n", []want{{1, "greet_pause", "did you mean [limits] greet_pause?"}}},
 		{"sendmail name", "[limits]\nconfMAX_DAEMON_CHILDREN = 60\n", []want{{2, "limits.confMAX_DAEMON_CHILDREN", "did you mean max_daemon_children?"}}},
 		{"sendmail timeout name", "[timeouts]\nconfTO_COMMAND = \"30s\"\n", []want{{2, "timeouts.confTO_COMMAND", "did you mean command?"}}},
@@ -597,6 +598,20 @@ func TestSize(t *testing.T) {
 	}
 	if got := FormatSize(25 << 20); got != "25MiB" {
 		t.Errorf("FormatSize(25MiB) = %q", got)
+	}
+}
+
+func BenchmarkParse(b *testing.B) {
+	data, err := os.ReadFile("testdata/full.toml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := Parse(data, "full.toml"); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

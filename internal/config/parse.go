@@ -84,7 +84,11 @@ func (p *parser) apply(section, k string, fields map[string]setter, v any) {
 	}
 	set, ok := fields[k]
 	if !ok {
-		p.errorf(name, "%s", unknownKeyMsg(section, k))
+		msg := unknownKeyMsg(section, k)
+		if _, isTable := v.(map[string]any); isTable {
+			msg = strings.Replace(msg, "unknown key", "unknown table", 1)
+		}
+		p.errorf(name, "%s", msg)
 		return
 	}
 	p.key = name
@@ -430,13 +434,15 @@ func stringList(p *parser, v any, each func(i int, s string) error) (ok bool, er
 
 func setListen(p *parser, v any) error {
 	var addrs []string
+	seen := make(map[string]bool)
 	ok, err := stringList(p, v, func(_ int, s string) error {
 		if err := checkHostPort(s, true, true); err != nil {
 			return err
 		}
-		if slices.Contains(addrs, s) {
+		if seen[s] {
 			return fmt.Errorf("%q is listed twice", s)
 		}
+		seen[s] = true
 		addrs = append(addrs, s)
 		return nil
 	})
@@ -452,12 +458,14 @@ func setListen(p *parser, v any) error {
 
 func setLocalDomains(p *parser, v any) error {
 	var domains []string
+	seen := make(map[string]bool)
 	ok, err := stringList(p, v, func(_ int, s string) error {
 		d, err := normalizeDomain(s)
 		if err != nil {
 			return err
 		}
-		if !slices.Contains(domains, d) {
+		if !seen[d] {
+			seen[d] = true
 			domains = append(domains, d)
 		}
 		return nil

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,7 +112,11 @@ func newLimiter(cfg *config.Config, logger *slog.Logger, closers *[]func()) (lim
 	if cfg.Fleet.Redis == "" {
 		return mem, nil
 	}
-	r, err := limit.NewRedis(limit.RedisOptions{URL: cfg.Fleet.Redis, KeyPrefix: cfg.Fleet.KeyPrefix}, logger)
+	opts := limit.RedisOptions{URL: cfg.Fleet.Redis, KeyPrefix: cfg.Fleet.KeyPrefix}
+	if !strings.Contains(opts.URL, "://") {
+		opts.URL, opts.Addr = "", cfg.Fleet.Redis // plain host:port
+	}
+	r, err := limit.NewRedis(opts, logger)
 	if err != nil {
 		return nil, fmt.Errorf("fleet redis: %w", err)
 	}

@@ -14,6 +14,12 @@
 //
 // Bounces are ordinary spooled messages with the null sender; they take the
 // same path as any other message and are never bounced themselves.
+//
+// One Queue has one Deliverer, and every message, bounces included, goes
+// through it: a Maildir when no relay is configured (recipients outside the
+// local domains then fail, as there is nowhere to take them), a Relay when
+// one is. With a relay, a bounce to a local sender goes to the relay too:
+// the mailboxes live downstream, not in mxguard's data directory.
 package deliver
 
 import (
@@ -39,6 +45,8 @@ type Deliverer interface {
 // Status is what became of one recipient in one delivery attempt.
 type Status int
 
+// The zero Status is Deferred, so that a Result left unset never counts as
+// delivered or bounced.
 const (
 	// Deferred is a temporary failure (a 4xx reply, a broken connection, a
 	// local I/O error): the recipient is tried again later.

@@ -40,8 +40,12 @@ type Maildir struct {
 
 // NewMaildir returns a Maildir deliverer writing under root. hostname goes
 // into the file names; localDomains are the domains served here (the
-// domain-less address "postmaster" goes to the first of them).
+// domain-less address "postmaster" goes to the first of them). A nil
+// logger discards.
 func NewMaildir(root, hostname string, localDomains []string, logger *slog.Logger) *Maildir {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	m := &Maildir{root: root, host: escapeHost(hostname), domains: make(map[string]bool), logger: logger}
 	for _, d := range localDomains {
 		m.domains[strings.ToLower(d)] = true

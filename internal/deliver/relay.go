@@ -77,7 +77,8 @@ type Relay struct {
 
 // NewRelay returns a Relay for rawURL, which is smtp://host[:port] (port 25
 // by default), lmtp://host:port (port 24 by default) or lmtp+unix:///path.
-// hostname is what the client announces in EHLO or LHLO.
+// hostname is what the client announces in EHLO or LHLO. A nil logger
+// discards.
 func NewRelay(rawURL, hostname string, t Timeouts, logger *slog.Logger) (*Relay, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -85,6 +86,9 @@ func NewRelay(rawURL, hostname string, t Timeouts, logger *slog.Logger) (*Relay,
 	}
 	if hostname == "" {
 		return nil, errors.New("relay: empty client host name")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
 	r := &Relay{url: rawURL, hostname: hostname, t: t.withDefaults(), logger: logger}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {

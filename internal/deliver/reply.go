@@ -14,7 +14,7 @@ import (
 const (
 	maxReplyLine  = 2048
 	maxReplyLines = 128
-	maxReplyText  = 1000 // of the one-line form kept in the spool and DSNs
+	maxReplyText  = 900 // of the one-line form kept in the spool and DSNs
 )
 
 var errReplyTooLong = errors.New("reply too long")

@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -68,8 +69,9 @@ type conn struct {
 	raw  net.Conn // the accepted connection; deadlines set from other goroutines go here
 	nc   net.Conn // raw, or the TLS connection over it after STARTTLS
 	ctx  context.Context
-	cfg  *Config // the server's configuration when the session started
-	br   *bufio.Reader
+	cfg  *Config       // the server's configuration when the session started
+	br   *bufio.Reader // nil while the session waits idle for a command
+	ir   idleReader
 	out  []byte
 	sess Session
 
@@ -104,7 +106,8 @@ func (c *conn) serve() {
 	if !c.greet() {
 		return
 	}
-	c.br = bufio.NewReaderSize(c.nc, readBufSize)
+	c.ir.c = c
+	defer c.putReader()
 	for {
 		line, err := c.readCommand()
 		if err != nil {
@@ -154,7 +157,7 @@ func (c *conn) greet() bool {
 // readCommand reads one command line. A line that breaks the rules gets its
 // reply queued and comes back as "".
 func (c *conn) readCommand() (string, error) {
-	if c.br.Buffered() == 0 {
+	if c.br == nil || c.br.Buffered() == 0 {
 		// Pipelining (RFC 2920): replies go out when the client's batch is used up.
 		if !c.flush() {
 			return "", io.ErrClosedPipe
@@ -168,6 +171,11 @@ func (c *conn) readCommand() (string, error) {
 		}
 	}
 	c.nc.SetReadDeadline(time.Now().Add(c.timeout()))
+	if c.br == nil || c.br.Buffered() == 0 {
+		if err := c.waitInput(); err != nil {
+			return "", c.readError(err)
+		}
+	}
 	line, err := c.br.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
 		for err == bufio.ErrBufferFull {
@@ -179,10 +187,7 @@ func (c *conn) readCommand() (string, error) {
 		return c.lineError(replyLineTooLong, "line too long")
 	}
 	if err != nil {
-		if c.srv.draining.Load() && isTimeout(err) && c.ctx.Err() == nil {
-			return "", errDraining
-		}
-		return "", err
+		return "", c.readError(err)
 	}
 	if len(line) > maxCommandLine {
 		return c.lineError(replyLineTooLong, "line too long")
@@ -203,6 +208,60 @@ func (c *conn) readCommand() (string, error) {
 }
 
 var errDraining = errors.New("server shutting down")
+
+func (c *conn) readError(err error) error {
+	if c.srv.draining.Load() && isTimeout(err) && c.ctx.Err() == nil {
+		return errDraining
+	}
+	return err
+}
+
+// readers holds the read buffers of sessions that are not waiting idle.
+// Thousands of clients that sit silent between commands then cost a
+// goroutine and a socket each, not also 4 KiB of buffer.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
+
+// waitInput gives the read buffer back while the client is silent and
+// takes one again when its first byte arrives.
+func (c *conn) waitInput() error {
+	c.putReader()
+	n, err := c.nc.Read(c.ir.first[:])
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
+	}
+	c.ir.has = true
+	c.br = readers.Get().(*bufio.Reader)
+	c.br.Reset(&c.ir)
+	return nil
+}
+
+func (c *conn) putReader() {
+	if c.br != nil && c.br.Buffered() == 0 {
+		c.br.Reset(nil)
+		readers.Put(c.br)
+		c.br = nil
+	}
+}
+
+// idleReader is the read buffer's source: the byte that ended an idle
+// wait, then the connection.
+type idleReader struct {
+	c     *conn
+	first [1]byte
+	has   bool
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	if r.has && len(p) > 0 {
+		r.has = false
+		p[0] = r.first[0]
+		return 1, nil
+	}
+	return r.c.nc.Read(p)
+}
 
 func (c *conn) lineError(r *Reply, reason string) (string, error) {
 	c.log().Info("protocol error from "+c.clientName(), "reason", reason)
@@ -675,7 +734,8 @@ func (c *conn) starttls(arg string) bool {
 	}
 	c.nc.SetDeadline(time.Time{})
 	c.nc = tc
-	c.br.Reset(tc)
+	c.ir.has = false
+	c.br.Reset(&c.ir)
 	st := tc.ConnectionState()
 	c.sess.TLS = &st
 	// RFC 3207 4.2: forget everything learnt before TLS.

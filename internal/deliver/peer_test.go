@@ -1,0 +1,196 @@
+package deliver
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// peer is a scripted SMTP/LMTP server on loopback. It exists only for reply
+// sequences that no server installed here produces on demand: smtp-sink
+// rejects all RCPTs or none, and offers no STARTTLS. Everything else is
+// tested against smtp-sink.
+type peer struct {
+	lmtp  bool
+	ext   []string                 // extension lines after the first EHLO/LHLO line
+	rcpt  func(addr string) string // reply to RCPT TO:<addr>
+	final []string                 // replies after the final dot (LMTP: one per accepted RCPT)
+	tls   *tls.Config              // answer STARTTLS with 220 and a handshake
+	// breakTLS answers STARTTLS with 220 and closes the connection, on the
+	// first connection only.
+	breakTLS bool
+	// stalled, when set, receives a value when a DATA command arrives,
+	// which then gets no reply until the client hangs up.
+	stalled chan struct{}
+
+	mu     sync.Mutex
+	conns  int
+	bodies []string
+	cmds   []string
+}
+
+func (p *peer) start(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				p.serve(c)
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+func (p *peer) serve(c net.Conn) {
+	p.mu.Lock()
+	p.conns++
+	first := p.conns == 1
+	p.mu.Unlock()
+	br, w := bufio.NewReader(c), c
+	say := func(s string) { w.Write([]byte(s + "\r\n")) }
+	say("220 peer ESMTP")
+	accepted := 0
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		p.mu.Lock()
+		p.cmds = append(p.cmds, line)
+		p.mu.Unlock()
+		verb, arg, _ := strings.Cut(line, " ")
+		switch strings.ToUpper(verb) {
+		case "EHLO", "LHLO":
+			lines := append([]string{"peer"}, p.ext...)
+			if p.tls != nil || p.breakTLS {
+				if _, ok := c.(*tls.Conn); !ok {
+					lines = append(lines, "STARTTLS")
+				}
+			}
+			for i, l := range lines {
+				sep := "-"
+				if i == len(lines)-1 {
+					sep = " "
+				}
+				say("250" + sep + l)
+			}
+		case "STARTTLS":
+			say("220 2.0.0 go ahead")
+			if p.breakTLS && first {
+				return
+			}
+			tc := tls.Server(c, p.tls)
+			if err := tc.Handshake(); err != nil {
+				return
+			}
+			c, br, w = tc, bufio.NewReader(tc), tc
+		case "MAIL":
+			accepted = 0
+			say("250 2.1.0 ok")
+		case "RCPT":
+			addr := strings.TrimSuffix(strings.TrimPrefix(arg, "TO:<"), ">")
+			rep := "250 2.1.5 ok"
+			if p.rcpt != nil {
+				rep = p.rcpt(addr)
+			}
+			if rep[0] == '2' {
+				accepted++
+			}
+			say(rep)
+		case "DATA":
+			if p.stalled != nil {
+				p.stalled <- struct{}{}
+				io.Copy(io.Discard, br)
+				return
+			}
+			if accepted == 0 {
+				say("554 5.5.1 no valid recipients")
+				continue
+			}
+			say("354 go ahead")
+			var body strings.Builder
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == ".\r\n" {
+					break
+				}
+				body.WriteString(l)
+			}
+			p.mu.Lock()
+			p.bodies = append(p.bodies, body.String())
+			p.mu.Unlock()
+			n := 1
+			if p.lmtp {
+				n = accepted
+			}
+			for i := 0; i < n; i++ {
+				rep := "250 2.0.0 ok"
+				if i < len(p.final) {
+					rep = p.final[i]
+				}
+				say(rep)
+			}
+		case "QUIT":
+			say("221 2.0.0 bye")
+			return
+		default:
+			say("502 5.5.2 unknown command")
+		}
+	}
+}
+
+// selfSigned returns a TLS server configuration with a fresh certificate
+// for 127.0.0.1.
+func selfSigned(t *testing.T) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "peer"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}

@@ -16,6 +16,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -35,13 +36,15 @@ func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *zoneFile, *listen, logger); err != nil {
+	if err := run(ctx, *zoneFile, *listen, os.Stdout, logger); err != nil {
 		logger.Error("mxguard-testdns", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, zoneFile, listen string, logger *slog.Logger) error {
+// run serves zoneFile on listen until ctx is done, and announces the bound
+// address on ready.
+func run(ctx context.Context, zoneFile, listen string, ready io.Writer, logger *slog.Logger) error {
 	f, err := os.Open(zoneFile)
 	if err != nil {
 		return err
@@ -56,7 +59,7 @@ func run(ctx context.Context, zoneFile, listen string, logger *slog.Logger) erro
 	if err != nil {
 		return err
 	}
-	fmt.Printf("listening on %s\n", pc.LocalAddr())
+	fmt.Fprintf(ready, "listening on %s\n", pc.LocalAddr())
 	logger.Info("serving", "zone", zoneFile, "addr", pc.LocalAddr().String())
 	err = dnstest.Serve(ctx, pc, ln, zone)
 	logger.Info("stopped", "queries", zone.Queries())

@@ -76,7 +76,7 @@ func Serve(ctx context.Context, pc net.PacketConn, ln net.Listener, h dns.Handle
 		failed = fmt.Errorf("dnstest: serve: %w", failed)
 	}
 	for _, s := range servers {
-		s.Shutdown() //nolint:errcheck // a server that already failed is reported above
+		s.Shutdown() // one that failed is reported above
 	}
 	return failed
 }

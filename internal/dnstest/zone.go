@@ -199,7 +199,7 @@ func (z *Zone) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	m := new(dns.Msg)
 	if req.Opcode != dns.OpcodeQuery || len(req.Question) != 1 {
 		m.SetRcode(req, dns.RcodeFormatError)
-		w.WriteMsg(m) //nolint:errcheck // the client is gone; nothing to do
+		w.WriteMsg(m) // an error means the client is gone
 		return
 	}
 	q := req.Question[0]
@@ -229,7 +229,7 @@ func (z *Zone) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		}
 	}
 	m.Truncate(size)
-	w.WriteMsg(m) //nolint:errcheck // the client is gone; nothing to do
+	w.WriteMsg(m) // an error means the client is gone
 }
 
 // wait holds the answer for name until its delay, counted from start, has

@@ -46,7 +46,6 @@ type Failover struct {
 	primary, fallback Limiter
 	policy            Policy
 	logger            *slog.Logger
-	now               func() time.Time
 
 	down atomic.Bool // fast path: false while the primary works
 
@@ -70,15 +69,19 @@ func NewFailover(primary, fallback Limiter, policy Policy, logger *slog.Logger) 
 		fallback: fallback,
 		policy:   policy,
 		logger:   logger,
-		now:      time.Now,
 	}
 }
 
 // Rate implements Limiter.
 func (f *Failover) Rate(ctx context.Context, key string, window time.Duration, limit int) (int, error) {
-	local, lerr := f.fallback.Rate(ctx, key, window, limit)
+	local, err := f.fallback.Rate(ctx, key, window, limit)
+	if err != nil {
+		// Bad arguments, which the primary would refuse too: not an
+		// outage.
+		return 0, err
+	}
 	if err := f.skip(); err != nil {
-		return f.rateFallback(local, lerr, err)
+		return f.rateFallback(local, err)
 	}
 	n, err := f.primary.Rate(ctx, key, window, limit)
 	if err == nil {
@@ -89,25 +92,25 @@ func (f *Failover) Rate(ctx context.Context, key string, window time.Duration, l
 		return 0, err // the caller gave up; the primary is not at fault
 	}
 	f.failed(err)
-	return f.rateFallback(local, lerr, err)
+	return f.rateFallback(local, err)
 }
 
-func (f *Failover) rateFallback(local int, lerr, perr error) (int, error) {
+func (f *Failover) rateFallback(local int, perr error) (int, error) {
 	if f.policy == PolicyTempfail {
 		return 0, fmt.Errorf("%w: %w", ErrUnavailable, perr)
 	}
-	return local, lerr
+	return local, nil
 }
 
 // Acquire implements Limiter. The release function it returns is
 // idempotent.
 func (f *Failover) Acquire(ctx context.Context, key string) (int, func(), error) {
-	local, lrelease, lerr := f.fallback.Acquire(ctx, key)
-	if lerr != nil {
-		lrelease = func() {}
+	local, lrelease, err := f.fallback.Acquire(ctx, key)
+	if err != nil {
+		return 0, nil, err
 	}
 	if err := f.skip(); err != nil {
-		return f.acquireFallback(local, lrelease, lerr, err)
+		return f.acquireFallback(local, lrelease, err)
 	}
 	n, prelease, err := f.primary.Acquire(ctx, key)
 	if err == nil {
@@ -119,15 +122,12 @@ func (f *Failover) Acquire(ctx context.Context, key string) (int, func(), error)
 		return 0, nil, err
 	}
 	f.failed(err)
-	return f.acquireFallback(local, lrelease, lerr, err)
+	return f.acquireFallback(local, lrelease, err)
 }
 
-func (f *Failover) acquireFallback(local int, lrelease func(), lerr, perr error) (int, func(), error) {
-	if f.policy == PolicyTempfail || lerr != nil {
+func (f *Failover) acquireFallback(local int, lrelease func(), perr error) (int, func(), error) {
+	if f.policy == PolicyTempfail {
 		lrelease()
-		if lerr != nil {
-			return 0, nil, lerr
-		}
 		return 0, nil, fmt.Errorf("%w: %w", ErrUnavailable, perr)
 	}
 	return local, once(lrelease), nil
@@ -141,7 +141,7 @@ func (f *Failover) skip() error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	now := f.now()
+	now := time.Now()
 	if now.Before(f.nextProbe) {
 		return f.lastErr
 	}
@@ -152,7 +152,7 @@ func (f *Failover) skip() error {
 func (f *Failover) failed(err error) {
 	f.mu.Lock()
 	f.lastErr = err
-	f.nextProbe = f.now().Add(retryInterval)
+	f.nextProbe = time.Now().Add(retryInterval)
 	f.mu.Unlock()
 	if !f.down.Swap(true) {
 		f.logger.Warn("limit: shared counters unreachable", "policy", string(f.policy), "err", err)

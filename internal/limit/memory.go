@@ -3,6 +3,7 @@ package limit
 import (
 	"context"
 	"hash/maphash"
+	"strings"
 	"sync"
 	"time"
 )
@@ -155,7 +156,7 @@ func (sh *shard) get(key string) *entry {
 		e = &entry{sh: sh}
 		// The caller's string may point into a larger buffer (a whole
 		// log line, say); do not keep that alive.
-		sh.m[string([]byte(key))] = e
+		sh.m[strings.Clone(key)] = e
 	}
 	return e
 }

@@ -238,6 +238,17 @@ func (r *Redis) Close() {
 	})
 }
 
+// Ping checks that the server answers, within the timeout; for start-up
+// checks and health reports. The limiter works without it.
+func (r *Redis) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("limit: redis: %w", err)
+	}
+	return nil
+}
+
 // Rate implements Limiter.
 func (r *Redis) Rate(ctx context.Context, key string, window time.Duration, limit int) (int, error) {
 	if err := checkRate(window, limit); err != nil {

@@ -1,0 +1,156 @@
+package loadgen
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// A ProcSet selects the server processes whose memory [Idle] measures:
+// fixed process IDs, or every process whose name matches a pattern, looked
+// up afresh at each sample because Postfix starts an smtpd per client.
+type ProcSet struct {
+	proc    string // the /proc mount, replaceable for tests
+	pids    []int
+	pattern *regexp.Regexp
+}
+
+// ParseProcs reads a comma-separated list of process IDs ("812,813") or,
+// failing that, a regular expression matched against process names as
+// /proc/PID/comm gives them ("^(smtpd|master|anvil)$" for Postfix).
+func ParseProcs(spec string) (*ProcSet, error) {
+	s := &ProcSet{proc: "/proc"}
+	var bad bool
+	for f := range strings.SplitSeq(spec, ",") {
+		pid, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || pid <= 0 {
+			bad = true
+			break
+		}
+		s.pids = append(s.pids, pid)
+	}
+	if !bad {
+		return s, nil
+	}
+	s.pids = nil
+	re, err := regexp.Compile(spec)
+	if err != nil {
+		return nil, fmt.Errorf("process list %q: neither PIDs nor a pattern: %v", spec, err)
+	}
+	s.pattern = re
+	return s, nil
+}
+
+// String describes the selection.
+func (s *ProcSet) String() string {
+	if s.pattern != nil {
+		return "processes named /" + s.pattern.String() + "/"
+	}
+	return fmt.Sprintf("PIDs %v", s.pids)
+}
+
+// Mem is memory summed over a ProcSet's processes, in bytes. RSS counts
+// pages shared between processes once per process, so for Postfix's many
+// smtpd processes it overstates the cost; PSS divides each shared page
+// among its sharers and is the fair figure there. For one process (such
+// as mxguard) the two are close.
+type Mem struct {
+	Procs int   `json:"processes"`
+	RSS   int64 `json:"rss_bytes"` // VmRSS in /proc/PID/status
+	PSS   int64 `json:"pss_bytes"` // Pss in /proc/PID/smaps_rollup
+}
+
+// Sample reads the memory of the selected processes. A listed PID that is
+// gone is an error; a process matching the pattern that ends while it is
+// read is skipped.
+func (s *ProcSet) Sample() (Mem, error) {
+	pids := s.pids
+	if s.pattern != nil {
+		var err error
+		if pids, err = s.match(); err != nil {
+			return Mem{}, err
+		}
+	}
+	var m Mem
+	for _, pid := range pids {
+		dir := filepath.Join(s.proc, strconv.Itoa(pid))
+		rss, err := readProcField(filepath.Join(dir, "status"), "VmRSS:")
+		if err == nil {
+			var pss int64
+			if pss, err = readProcField(filepath.Join(dir, "smaps_rollup"), "Pss:"); err == nil {
+				m.Procs++
+				m.RSS += rss
+				m.PSS += pss
+				continue
+			}
+		}
+		if s.pattern != nil && (errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNoField)) {
+			continue // ended meanwhile, or a kernel thread
+		}
+		return Mem{}, fmt.Errorf("process %d: %w", pid, err)
+	}
+	return m, nil
+}
+
+// match lists the processes whose name matches the pattern.
+func (s *ProcSet) match() ([]int, error) {
+	entries, err := os.ReadDir(s.proc)
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join(s.proc, e.Name(), "comm"))
+		if err != nil {
+			continue // ended since ReadDir
+		}
+		if s.pattern.Match(bytes.TrimSuffix(comm, []byte("\n"))) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// readProcField reads one "Key:   123 kB" line of a /proc file.
+func readProcField(path, key string) (int64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return parseProcField(data, key)
+}
+
+// parseProcField finds the line starting with key in a /proc status-style
+// file and returns its value in bytes.
+func parseProcField(data []byte, key string) (int64, error) {
+	for line := range bytes.Lines(data) {
+		rest, ok := bytes.CutPrefix(line, []byte(key))
+		if !ok {
+			continue
+		}
+		f := strings.Fields(string(rest))
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("%s %q: want a number of kB", key, bytes.TrimSpace(rest))
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil || kb < 0 || kb > 1<<40 {
+			return 0, fmt.Errorf("%s %q: want a number of kB", key, f[0])
+		}
+		return kb << 10, nil
+	}
+	return 0, fmt.Errorf("%w %s", errNoField, key)
+}
+
+// errNoField is a /proc file without the line asked for, as kernel
+// threads have no VmRSS.
+var errNoField = errors.New("no line")

@@ -95,6 +95,9 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.queue = deliver.NewQueue(s.spool, d, deliver.QueueConfig{
 		Hostname:      cfg.Hostname,
 		QueueLifetime: cfg.Delivery.QueueLifetime,
+		// Delivery waits on fsyncs (Maildir) or on the network (relay),
+		// not on the CPU: enough workers to keep the disk's queue full.
+		Workers: 16,
 	}, logger)
 
 	sc, err := smtpConfig(cfg, logger)

@@ -169,6 +169,13 @@ func parseReply(s, status string) (Action, error) {
 		return Action{}, err
 	}
 	if status == "" {
+		// "550 5.7.1 text": sendmail takes a status code at the start of
+		// the text as the reply's own (isenhsc in its err.c).
+		if n := statusLen(text); n > 0 && (n == len(text) || text[n] == ' ') {
+			status, text = text[:n], strings.TrimSpace(text[n:])
+		}
+	}
+	if status == "" {
 		status = "5.0.0"
 		if code < 500 {
 			status = "4.0.0"

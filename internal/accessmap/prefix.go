@@ -27,8 +27,6 @@ type v6key struct {
 	bits   uint8
 }
 
-func (s *prefixSet) len() int { return len(s.v4) + len(s.v6) }
-
 // get returns the value stored for exactly p.
 func (s *prefixSet) get(p netip.Prefix) (int32, bool) {
 	var v int32

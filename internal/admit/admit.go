@@ -253,8 +253,12 @@ func (a *Admitter) overLimit(d *Decision, addr netip.Addr, reason string, r *smt
 	}
 	a.log.Info("deferring mail from "+clientName(d.Host, addr)+": "+detail,
 		"ip", addr.String(), "reason", reason)
-	d.Defer = &smtpd.Reply{Code: 452, Status: r.Status, Text: r.Text}
-	d.Reason = reason
+	if d.Defer == nil {
+		// The first limit exceeded gives the reply, as sendmail's
+		// check_relay stops at ratecontrol before it reaches conncontrol.
+		d.Defer = &smtpd.Reply{Code: 452, Status: r.Status, Text: r.Text}
+		d.Reason = reason
+	}
 	return false
 }
 

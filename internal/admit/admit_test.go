@@ -1,0 +1,235 @@
+package admit
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/accessmap"
+	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/limit"
+	"github.com/mxguard/mxguard/internal/resolve"
+	"github.com/mxguard/mxguard/internal/tcpwrap"
+)
+
+// names is a fixed reverse-DNS table; the resolver itself is tested in
+// internal/resolve against a real DNS server.
+type names map[string]string
+
+func (n names) Verify(_ context.Context, a netip.Addr) resolve.Result {
+	if h, ok := n[a.String()]; ok {
+		return resolve.Result{Name: h, PTR: h, Status: resolve.OK}
+	}
+	return resolve.Result{Status: resolve.NoName}
+}
+
+func newAdmitter(t testing.TB, access, deny string, lim config.Limits, trusted ...string) *Admitter {
+	t.Helper()
+	p := &Policy{Hostname: "mx.test", Limits: lim}
+	for _, s := range trusted {
+		p.Trusted = append(p.Trusted, netip.MustParsePrefix(s))
+	}
+	if access != "" {
+		m, err := accessmap.Parse(strings.NewReader(access), "access")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Access = m
+	}
+	if deny != "" {
+		w, err := tcpwrap.Parse(nil, strings.NewReader(deny), "", "hosts.deny")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Wrappers = w
+	}
+	mem := limit.NewMemory(nil)
+	t.Cleanup(mem.Close)
+	dns := names{"127.0.0.7": "host5.adsl.alicedsl.de", "127.0.0.8": "mail.example.org"}
+	return New(p, mem, dns, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+func limits() config.Limits {
+	return config.Limits{ConnectionRateWindowSize: time.Minute, Terminate: true}
+}
+
+func TestAdmitDecisions(t *testing.T) {
+	const seedAccess = `ClientRate:localhost 0
+ClientRate:127.0.0.1 0
+ClientRate: 5
+ClientConn:127.0.0.1 0
+ClientConn: 3
+GreetPause:127.0.0.1 0
+GreetPause:mail.example.org 0
+Connect:127.0.2 REJECT
+Connect:127.0.3.0/24 ERROR:"554 5.7.1 go away"
+Connect:127.0.4.4 RELAY
+`
+	a := newAdmitter(t, seedAccess, "sendmail: .adsl.alicedsl.de\n", func() config.Limits {
+		l := limits()
+		l.GreetPause = 2 * time.Second
+		return l
+	}(), "127.0.9.0/24")
+	tests := []struct {
+		ip, reply, reason string
+		pause             time.Duration
+		relay             bool
+	}{
+		{ip: "127.0.0.5", pause: 2 * time.Second},
+		{ip: "127.0.0.1"},                     // GreetPause:127.0.0.1 0
+		{ip: "127.0.0.8"},                     // GreetPause by host name
+		{ip: "127.0.9.9"},                     // trusted: no pause, no limits
+		{ip: "127.0.0.7", reply: "550 5.7.1 Access denied", reason: "tcpwrappers"},
+		{ip: "127.0.2.9", reply: "550 5.7.1 Access denied", reason: "access"},
+		{ip: "127.0.3.9", reply: "554 5.7.1 go away", reason: "access"},
+		{ip: "127.0.4.4", pause: 2 * time.Second, relay: true},
+	}
+	for _, tt := range tests {
+		d := a.Admit(context.Background(), netip.MustParseAddr(tt.ip))
+		got := ""
+		if d.Reject != nil {
+			got = d.Reject.String()
+		}
+		if got != tt.reply || d.Reason != tt.reason || d.GreetPause != tt.pause || d.Relay != tt.relay {
+			t.Errorf("%s: reply %q reason %q pause %v relay %v; want %q %q %v %v",
+				tt.ip, got, d.Reason, d.GreetPause, d.Relay, tt.reply, tt.reason, tt.pause, tt.relay)
+		}
+		d.Release()
+	}
+}
+
+func TestClientRateAndConn(t *testing.T) {
+	a := newAdmitter(t, "ClientRate: 5\nClientConn: 3\nClientRate:127.0.0.1 0\nClientConn:127.0.0.1 0\n", "", limits())
+	ctx := context.Background()
+	ip := netip.MustParseAddr("127.0.0.5")
+	var open []*Decision
+	for i := 1; i <= 3; i++ {
+		d := a.Admit(ctx, ip)
+		if d.Reject != nil {
+			t.Fatalf("connection %d refused: %v", i, d.Reject)
+		}
+		open = append(open, d)
+	}
+	d := a.Admit(ctx, ip)
+	if d.Reject == nil || d.Reject.String() != "421 4.3.2 Too many open connections." || d.Reason != "conncontrol" {
+		t.Fatalf("4th concurrent: %+v", d.Reject)
+	}
+	d.Release()
+	for _, d := range open {
+		d.Release()
+	}
+	if d := a.Admit(ctx, ip); d.Reject != nil { // 5th in the window, 1 open
+		t.Fatalf("5th connection refused: %v", d.Reject)
+	} else {
+		d.Release()
+	}
+	d = a.Admit(ctx, ip)
+	if d.Reject == nil || d.Reject.String() != "421 4.3.2 Connection rate limit exceeded." || d.Reason != "ratecontrol" {
+		t.Fatalf("6th in the window: %+v", d.Reject)
+	}
+	d.Release()
+	for i := 0; i < 20; i++ { // 0 = unlimited
+		d := a.Admit(ctx, netip.MustParseAddr("127.0.0.1"))
+		if d.Reject != nil {
+			t.Fatalf("localhost limited: %v", d.Reject)
+		}
+		defer d.Release()
+	}
+}
+
+func TestNoTerminateDefers(t *testing.T) {
+	l := limits()
+	l.Terminate = false
+	l.ClientRate = 1
+	a := newAdmitter(t, "", "", l)
+	ip := netip.MustParseAddr("127.0.0.5")
+	a.Admit(context.Background(), ip).Release()
+	d := a.Admit(context.Background(), ip)
+	defer d.Release()
+	if d.Reject != nil || d.Defer == nil || d.Defer.String() != "452 4.3.2 Connection rate limit exceeded." {
+		t.Fatalf("without terminate: reject %v, defer %v", d.Reject, d.Defer)
+	}
+}
+
+func TestMaxDaemonChildren(t *testing.T) {
+	l := limits()
+	l.MaxDaemonChildren = 2
+	a := newAdmitter(t, "", "", l, "127.0.0.1/32")
+	ctx := context.Background()
+	d1 := a.Admit(ctx, netip.MustParseAddr("127.0.0.2"))
+	d2 := a.Admit(ctx, netip.MustParseAddr("127.0.0.3"))
+	d3 := a.Admit(ctx, netip.MustParseAddr("127.0.0.4"))
+	if d3.Reject == nil || d3.Reject.String() != "421 4.3.2 mx.test Too many concurrent connections, try again later" {
+		t.Fatalf("3rd session: %v", d3.Reject)
+	}
+	if d := a.Admit(ctx, netip.MustParseAddr("127.0.0.1")); d.Reject != nil {
+		t.Fatalf("trusted host refused: %v", d.Reject)
+	} else {
+		d.Release()
+	}
+	d3.Release()
+	d1.Release()
+	if d := a.Admit(ctx, netip.MustParseAddr("127.0.0.4")); d.Reject != nil {
+		t.Fatalf("after a release: %v", d.Reject)
+	} else {
+		d.Release()
+	}
+	d2.Release()
+	if n := a.Children(); n != 0 {
+		t.Fatalf("%d children after all releases", n)
+	}
+}
+
+// TestThrottleSeconds: the seed's example, 20 connections at 5 per second
+// start in seconds 1, 2, 3 and 4.
+func TestThrottleSeconds(t *testing.T) {
+	var th throttle
+	now := time.Unix(1000, 300e6) // 0.3 s into a second
+	var waits []time.Duration
+	for i := 0; i < 20; i++ {
+		waits = append(waits, th.reserve(now, 5))
+	}
+	for i, w := range waits {
+		batch := i / 5
+		want := time.Duration(0)
+		if batch > 0 {
+			want = time.Duration(batch)*time.Second - 300*time.Millisecond
+		}
+		if w != want {
+			t.Errorf("connection %d waits %v, want %v", i+1, w, want)
+		}
+	}
+	// Later, with the queue drained, a connection goes at once.
+	if w := th.reserve(now.Add(10*time.Second), 5); w != 0 {
+		t.Errorf("after the burst: wait %v", w)
+	}
+}
+
+// BenchmarkAdmit is the admission cost of one connection with the seed's
+// controls on (access map, hosts.deny, rate and concurrency counters).
+func BenchmarkAdmit(b *testing.B) {
+	var sb strings.Builder
+	for i := 0; i < 1000; i++ {
+		sb.WriteString("sendmail: .dyn" + string(rune('a'+i%26)) + strings.Repeat("x", i%7) + ".example\n")
+	}
+	a := newAdmitter(b, "ClientRate: 60000\nClientConn: 1000\nGreetPause: 2000\n", sb.String(), limits())
+	ips := make([]netip.Addr, 256)
+	for i := range ips {
+		ips[i] = netip.AddrFrom4([4]byte{127, 0, 1, byte(i)})
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		d := a.Admit(ctx, ips[i%len(ips)])
+		if d.Reject != nil {
+			b.Fatal(d.Reject)
+		}
+		d.Release()
+		i++
+	}
+}

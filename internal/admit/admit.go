@@ -102,16 +102,22 @@ type Decision struct {
 	GreetPause time.Duration
 	Defer      *smtpd.Reply // terminate=false: MAIL and RCPT get this
 	Policy     *Policy      // the policy this decision was made under
-	release    []func()
+
+	child       *Admitter // holds a max_daemon_children slot of this Admitter
+	connRelease func()    // gives back the ClientConn count
 }
 
 // Release gives back what the connection held (its max_daemon_children
 // slot, its ClientConn count). It is idempotent.
 func (d *Decision) Release() {
-	for _, f := range d.release {
-		f()
+	if d.child != nil {
+		d.child.children.Add(-1)
+		d.child = nil
 	}
-	d.release = nil
+	if d.connRelease != nil {
+		d.connRelease()
+		d.connRelease = nil
+	}
 }
 
 // Replies and reasons, as SPEC.md fixes them.
@@ -135,7 +141,7 @@ func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
 	lim := &p.Limits
 
 	n := a.children.Add(1)
-	d.release = append(d.release, func() { a.children.Add(-1) })
+	d.child = a
 	if max := lim.MaxDaemonChildren; max > 0 && n > int64(max) && !d.Trusted {
 		return a.reject(d, addr, "max_daemon_children",
 			&smtpd.Reply{Code: 421, Status: "4.3.2", Text: p.Hostname + " Too many concurrent connections, try again later"},
@@ -213,7 +219,7 @@ func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
 		if err != nil {
 			return a.limiterDown(d, addr, err)
 		}
-		d.release = append(d.release, release)
+		d.connRelease = release
 		if count > n {
 			if r := a.overLimit(d, addr, "conncontrol", replyConn(),
 				fmt.Sprintf("conncontrol: %d open connections, limit %d", count, n)); r {

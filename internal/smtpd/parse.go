@@ -82,7 +82,7 @@ func ParsePathArg(s string, utf8ok, postmaster bool) (Path, []Param, error) {
 		if rest[0] != ' ' {
 			return Path{}, nil, ErrParamSyntax
 		}
-		for _, f := range strings.Fields(rest) {
+		for f := range strings.FieldsSeq(rest) {
 			k, v, _ := strings.Cut(f, "=")
 			if !isEsmtpKeyword(k) {
 				return Path{}, nil, ErrParamSyntax
@@ -224,7 +224,16 @@ func validDomain(d string) bool {
 	if d == "" || len(d) > 255 {
 		return false
 	}
-	for _, label := range strings.Split(d, ".") {
+	for len(d) > 0 {
+		label := d
+		if i := strings.IndexByte(d, '.'); i >= 0 {
+			label, d = d[:i], d[i+1:]
+			if d == "" {
+				return false // trailing dot
+			}
+		} else {
+			d = ""
+		}
 		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
 			return false
 		}

@@ -80,9 +80,9 @@ Connect:127.0.4.4 RELAY
 		relay             bool
 	}{
 		{ip: "127.0.0.5", pause: 2 * time.Second},
-		{ip: "127.0.0.1"},                     // GreetPause:127.0.0.1 0
-		{ip: "127.0.0.8"},                     // GreetPause by host name
-		{ip: "127.0.9.9"},                     // trusted: no pause, no limits
+		{ip: "127.0.0.1"}, // GreetPause:127.0.0.1 0
+		{ip: "127.0.0.8"}, // GreetPause by host name
+		{ip: "127.0.9.9"}, // trusted: no pause, no limits
 		{ip: "127.0.0.7", reply: "550 5.7.1 Access denied", reason: "tcpwrappers"},
 		{ip: "127.0.2.9", reply: "550 5.7.1 Access denied", reason: "access"},
 		{ip: "127.0.3.9", reply: "554 5.7.1 go away", reason: "access"},

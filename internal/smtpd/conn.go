@@ -162,7 +162,7 @@ func (c *conn) readCommand() (string, error) {
 		if !c.flush() {
 			return "", io.ErrClosedPipe
 		}
-		if c.sess.inTx == false {
+		if !c.sess.inTx {
 			c.idle.Store(true)
 			defer c.idle.Store(false)
 			if c.srv.draining.Load() {

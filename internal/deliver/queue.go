@@ -281,7 +281,13 @@ func (q *Queue) attempt(ctx context.Context, env *spool.Envelope, pending []int)
 			deferred = append(deferred, ri)
 		}
 	}
-	env.Attempts++
+	// A stop of the queue that cut this attempt short is no failure of the
+	// destination: it neither counts nor earns a back-off, so the next
+	// start delivers at once.
+	interrupted := ctx.Err() != nil
+	if !interrupted {
+		env.Attempts++
+	}
 	now := time.Now()
 	deadline := env.Received.Add(q.cfg.QueueLifetime)
 	expired := !now.Before(deadline)
@@ -317,6 +323,9 @@ func (q *Queue) attempt(ctx context.Context, env *spool.Envelope, pending []int)
 		next = deadline
 	}
 	env.NextTry = next
+	if interrupted {
+		next, env.NextTry = now, time.Time{}
+	}
 	if err := q.sp.Update(env); err != nil {
 		// The next attempt repeats this one's recipients; Maildir
 		// notices what it already has, a relay may get a duplicate.

@@ -538,7 +538,8 @@ func TestQueueRelayBounce(t *testing.T) {
 }
 
 // TestQueueShutdown stops the queue while a delivery waits for the
-// downstream: Run returns promptly and the recipient is saved as deferred.
+// downstream: Run returns promptly and the recipient is saved as deferred,
+// due at once: an interrupted attempt neither counts nor backs off.
 func TestQueueShutdown(t *testing.T) {
 	p := &peer{ext: []string{"PIPELINING"}, stalled: make(chan struct{}, 1)}
 	addr := p.start(t)
@@ -559,7 +560,7 @@ func TestQueueShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if env.Attempts != 1 || env.Rcpts[0].Done || !strings.HasPrefix(env.Rcpts[0].Status, "451 ") {
-		t.Errorf("saved state %+v, want one deferred attempt", env)
+	if env.Attempts != 0 || !env.NextTry.IsZero() || env.Rcpts[0].Done || !strings.HasPrefix(env.Rcpts[0].Status, "451 ") {
+		t.Errorf("saved state %+v, want a deferred recipient due at once, no attempt counted", env)
 	}
 }

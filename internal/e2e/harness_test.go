@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/dnstest"
 )
 
 // binary is the mxguard command built once for all tests.
@@ -79,6 +81,10 @@ func startMX(t *testing.T, toml string) *mx {
 	}
 	if !strings.Contains(toml, "hostname") {
 		pre.WriteString("hostname = \"mx.test\"\n")
+	}
+	if !strings.Contains(toml, "resolver") {
+		// A DNS server of our own, so that no query leaves the machine.
+		fmt.Fprintf(&pre, "resolver = %q\n", dnstest.Start(t).Addr)
 	}
 	m.config = filepath.Join(dir, "mxguard.toml")
 	if err := os.WriteFile(m.config, []byte(pre.String()+toml), 0o644); err != nil {

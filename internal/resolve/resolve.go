@@ -136,6 +136,10 @@ type Resolver struct {
 	negativeTTL time.Duration
 	now         func() time.Time
 	log         *slog.Logger
+	// system: the servers came from resolv.conf. Loopback clients are then
+	// not looked up: their names live in /etc/hosts, not in DNS, and asking
+	// the network about 127.0.0.1 only leaks queries off the machine.
+	system bool
 
 	cache     *lru.Cache[netip.Addr, entry]
 	flights   singleflight.Group
@@ -172,6 +176,7 @@ func New(cfg Config, logger *slog.Logger) (*Resolver, error) {
 		now = time.Now
 	}
 	return &Resolver{
+		system:      cfg.Server == "",
 		servers:     servers,
 		udp:         &dns.Client{Net: "udp", Timeout: cfg.Timeout, UDPSize: udpSize},
 		tcp:         &dns.Client{Net: "tcp", Timeout: cfg.Timeout},
@@ -266,7 +271,7 @@ func systemServers(path string, logger *slog.Logger) []string {
 // its end and fills the cache. An invalid address has no name.
 func (r *Resolver) Verify(ctx context.Context, addr netip.Addr) Result {
 	addr = addr.Unmap().WithZone("")
-	if !addr.IsValid() {
+	if !addr.IsValid() || r.system && addr.IsLoopback() {
 		return Result{Status: NoName}
 	}
 	if res, ok := r.cached(addr); ok {

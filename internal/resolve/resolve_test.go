@@ -603,3 +603,22 @@ func BenchmarkVerifyCached(b *testing.B) {
 		b.Errorf("%d queries, want 2", n)
 	}
 }
+
+// TestSystemResolverSkipsLoopback: with the system's servers, loopback
+// clients are not looked up (their names are in /etc/hosts, and the query
+// would leave the machine); with a configured server they are.
+func TestSystemResolverSkipsLoopback(t *testing.T) {
+	srv := dnstest.Start(t, ptr5, a5)
+	r := newResolver(t, srv, nil, Config{})
+	r.system = true // as if srv had come from resolv.conf
+	if got := r.Verify(context.Background(), netip.MustParseAddr("127.0.0.5")); got.Status != NoName {
+		t.Fatalf("system resolver, loopback client: %+v, want NoName", got)
+	}
+	if n := srv.Queries(); n != 0 {
+		t.Fatalf("%d queries sent for a loopback client", n)
+	}
+	r.system = false
+	if got := r.Verify(context.Background(), netip.MustParseAddr("127.0.0.5")); got.Status != OK {
+		t.Fatalf("configured resolver, loopback client: %+v, want OK", got)
+	}
+}

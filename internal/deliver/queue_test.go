@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/smtpsink"
 	"github.com/mxguard/mxguard/internal/spool"
 )
 
@@ -191,6 +192,21 @@ func maildirMessages(t *testing.T, root, box string) []string {
 	return out
 }
 
+// senderDSN returns the only message in the sender's mailbox box: the
+// DSN a bounce left there.
+func senderDSN(t *testing.T, root, box string) []byte {
+	t.Helper()
+	dsns := maildirMessages(t, root, box)
+	if len(dsns) != 1 {
+		t.Fatalf("sender's maildir holds %q, want one DSN", dsns)
+	}
+	raw, err := os.ReadFile(dsns[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
 type queueEnv struct {
 	sp    *spool.Spool
 	root  string // Maildir root
@@ -240,14 +256,7 @@ func TestQueueBounceToMaildir(t *testing.T) {
 	if n := e.log.count("bounced", "id", id, "rcpt", "../evil@localhost"); n != 1 {
 		t.Errorf("%d bounced lines for the unsafe recipient", n)
 	}
-	dsns := maildirMessages(t, e.root, "localhost/alice")
-	if len(dsns) != 1 {
-		t.Fatalf("sender's maildir holds %q, want one DSN", dsns)
-	}
-	raw, err := os.ReadFile(dsns[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := senderDSN(t, e.root, "localhost/alice")
 	if !strings.HasPrefix(string(raw), "Return-Path: <>\n") {
 		t.Errorf("DSN not from the null sender: %.60q", raw)
 	}
@@ -324,14 +333,7 @@ func TestQueueLifetimeExpiry(t *testing.T) {
 	if n := e.log.count("bounced", "id", id, "reason", "queue lifetime expired"); n != 1 {
 		t.Errorf("%d expiry bounce lines, want 1", n)
 	}
-	dsns := maildirMessages(t, e.root, "localhost/alice")
-	if len(dsns) != 1 {
-		t.Fatalf("sender's maildir holds %q, want one DSN", dsns)
-	}
-	raw, err := os.ReadFile(dsns[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := senderDSN(t, e.root, "localhost/alice")
 	p := parseDSN(t, raw)
 	if len(p.perRcpt) != 1 {
 		t.Fatalf("%d recipients in the DSN", len(p.perRcpt))
@@ -466,8 +468,8 @@ func TestQueueRelayRetry(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			addr := freePort(t)
-			var first *sink
+			addr := smtpsink.FreePort(t)
+			var first *smtpsink.Sink
 			if tt.before != nil {
 				first = startSinkAt(t, addr, false, tt.before...)
 			}
@@ -485,14 +487,14 @@ func TestQueueRelayRetry(t *testing.T) {
 			}
 			e.log.mu.Unlock()
 			if first != nil {
-				first.stop()
+				first.Stop()
 			}
 			fixed := startSinkAt(t, addr, false)
 			e.log.wait(1, "message finished, removed from spool", "id", id)
 			if n := e.log.count("delivered", "id", id); n != 2 {
 				t.Errorf("%d delivered lines, want 2", n)
 			}
-			d := fixed.dumps(t)
+			d := sinkDumps(t, fixed)
 			if len(d) != 1 || len(d[0].rcpts) != 2 {
 				t.Fatalf("the mended downstream got %+v, want one message for two recipients", d)
 			}
@@ -508,14 +510,14 @@ func TestQueueRelayRetry(t *testing.T) {
 // drops it: a bounce is never bounced.
 func TestQueueRelayBounce(t *testing.T) {
 	s := startSink(t, false, "-f", ".")
-	e := newRelayQueue(t, "smtp://"+s.addr, testQueueConfig())
+	e := newRelayQueue(t, "smtp://"+s.Addr, testQueueConfig())
 	id := submit(t, e.sp, "alice@example.net", "bob@example.org")
 	runQueue(t, e.queue)
 	e.log.wait(1, "bounce dropped: null sender")
 	if n := e.log.count("bounced", "id", id, "rcpt", "bob@example.org", "reply", "500 5.3.0 Error: command failed"); n != 1 {
 		t.Errorf("%d bounced lines for bob", n)
 	}
-	dumps := s.dumps(t)
+	dumps := sinkDumps(t, s)
 	var dsn *sinkDump
 	for i, d := range dumps {
 		if d.mailArgs == "<>" {

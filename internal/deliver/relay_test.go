@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"slices"
@@ -9,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/smtpsink"
 	"github.com/mxguard/mxguard/internal/spool"
+	"github.com/mxguard/mxguard/internal/testcert"
 )
 
 const testBody = "From: a@example.org\r\nSubject: test\r\n\r\nline one\r\n.leading dot\r\n..two dots\r\n.\r\nlast\r\n"
@@ -102,9 +105,9 @@ func TestRelaySink(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := startSink(t, tt.unix, tt.flags...)
-			url := tt.scheme + "://" + s.addr
+			url := tt.scheme + "://" + s.Addr
 			if tt.unix {
-				url = "lmtp+unix://" + s.addr
+				url = "lmtp+unix://" + s.Addr
 			}
 			r := newTestRelay(t, url)
 			env := testEnvelope("sender@example.org", "a@example.net", "b@example.net")
@@ -117,7 +120,7 @@ func TestRelaySink(t *testing.T) {
 					t.Errorf("reply %q does not contain %q", r.Reply, tt.reply)
 				}
 			}
-			dumps := s.dumps(t)
+			dumps := sinkDumps(t, s)
 			if !tt.wantDump {
 				return
 			}
@@ -140,13 +143,13 @@ func TestRelaySink(t *testing.T) {
 
 func TestRelayNullSender(t *testing.T) {
 	s := startSink(t, false)
-	r := newTestRelay(t, "smtp://"+s.addr)
+	r := newTestRelay(t, "smtp://"+s.Addr)
 	env := testEnvelope("", "a@example.net")
 	res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env))
 	if res[0].Status != Delivered {
 		t.Fatal(res)
 	}
-	d := s.dumps(t)
+	d := sinkDumps(t, s)
 	if len(d) != 1 || d[0].mailArgs != "<>" {
 		t.Fatalf("dumps %+v, want one from the null sender", d)
 	}
@@ -190,7 +193,7 @@ func TestRelaySize(t *testing.T) {
 }
 
 func TestRelayConnectionRefused(t *testing.T) {
-	r := newTestRelay(t, "smtp://"+freePort(t))
+	r := newTestRelay(t, "smtp://"+smtpsink.FreePort(t))
 	env := testEnvelope("s@example.org", "a@example.net")
 	res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env))
 	if res[0].Status != Deferred || !strings.Contains(res[0].Reply, "connection refused") {
@@ -216,7 +219,7 @@ func TestRelayTimeouts(t *testing.T) {
 			s := startSink(t, false, tt.flags...)
 			to := fastTimeouts
 			tt.set(&to)
-			r, err := NewRelay("smtp://"+s.addr, "mx.test", to, testLogger(t))
+			r, err := NewRelay("smtp://"+s.Addr, "mx.test", to, testLogger(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -235,7 +238,7 @@ func TestRelayTimeouts(t *testing.T) {
 
 func TestRelayContextCancel(t *testing.T) {
 	s := startSink(t, false, "-w", "5")
-	r := newTestRelay(t, "smtp://"+s.addr)
+	r := newTestRelay(t, "smtp://"+s.Addr)
 	env := testEnvelope("s@example.org", "a@example.net")
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
@@ -328,35 +331,40 @@ func TestRelaySMTPPartialRcpt(t *testing.T) {
 }
 
 func TestRelayStartTLS(t *testing.T) {
-	t.Run("used", func(t *testing.T) {
-		p := &peer{ext: []string{"PIPELINING"}, tls: selfSigned(t)}
-		r := newTestRelay(t, "smtp://"+p.start(t))
-		env := testEnvelope("s@example.org", "a@x")
-		res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env))
-		if res[0].Status != Delivered {
-			t.Fatal(res)
-		}
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		// EHLO, STARTTLS, EHLO again inside TLS, then the transaction.
-		if len(p.cmds) < 3 || p.cmds[1] != "STARTTLS" || p.cmds[2] != "EHLO mx.test" {
-			t.Errorf("commands %q", p.cmds)
-		}
-	})
-	t.Run("broken falls back to plaintext", func(t *testing.T) {
-		p := &peer{ext: []string{"PIPELINING"}, breakTLS: true}
-		r := newTestRelay(t, "smtp://"+p.start(t))
-		env := testEnvelope("s@example.org", "a@x")
-		res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env))
-		if res[0].Status != Delivered {
-			t.Fatal(res)
-		}
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.conns != 2 || slices.Contains(p.cmds[2:], "STARTTLS") {
-			t.Errorf("%d connections, commands %q; want a second, plaintext one", p.conns, p.cmds)
-		}
-	})
+	tests := []struct {
+		name     string
+		breakTLS bool                        // the peer fails the handshake
+		check    func(t *testing.T, p *peer) // with p.mu held
+	}{
+		{"used", false, func(t *testing.T, p *peer) {
+			// EHLO, STARTTLS, EHLO again inside TLS, then the transaction.
+			if len(p.cmds) < 3 || p.cmds[1] != "STARTTLS" || p.cmds[2] != "EHLO mx.test" {
+				t.Errorf("commands %q", p.cmds)
+			}
+		}},
+		{"broken falls back to plaintext", true, func(t *testing.T, p *peer) {
+			if p.conns != 2 || slices.Contains(p.cmds[2:], "STARTTLS") {
+				t.Errorf("%d connections, commands %q; want a second, plaintext one", p.conns, p.cmds)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &peer{ext: []string{"PIPELINING"}, breakTLS: tt.breakTLS}
+			if !tt.breakTLS {
+				p.tls = &tls.Config{Certificates: []tls.Certificate{testcert.New(t, "127.0.0.1")}}
+			}
+			r := newTestRelay(t, "smtp://"+p.start(t))
+			env := testEnvelope("s@example.org", "a@x")
+			res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env))
+			if res[0].Status != Delivered {
+				t.Fatal(res)
+			}
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			tt.check(t, p)
+		})
+	}
 }
 
 func TestRelayBadAddresses(t *testing.T) {
@@ -422,7 +430,7 @@ func TestNewRelay(t *testing.T) {
 // loopback.
 func BenchmarkRelaySink(b *testing.B) {
 	s := startSink(b, false)
-	r, err := NewRelay("smtp://"+s.addr, "mx.test", fastTimeouts, nil)
+	r, err := NewRelay("smtp://"+s.Addr, "mx.test", fastTimeouts, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

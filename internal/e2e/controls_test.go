@@ -50,6 +50,19 @@ func expectTimeout(t *testing.T, c *client, start time.Time, lo, hi time.Duratio
 	c.closed()
 }
 
+// inData connects from src and takes a transaction as far as DATA's 354,
+// for the timeouts that run while the body comes in.
+func inData(t *testing.T, src, addr string) *client {
+	t.Helper()
+	c := rawClient(t, src, addr)
+	expect(t, c.reply(), "220 mx.test")
+	expect(t, c.cmd("EHLO slow.example"), "250")
+	expect(t, c.cmd("MAIL FROM:<a@example.org>"), "250")
+	expect(t, c.cmd("RCPT TO:<b@localhost>"), "250")
+	expect(t, c.cmd("DATA"), "354")
+	return c
+}
+
 // TestTimeouts: each phase is bounded by its [timeouts] value, and the
 // deadline is not renewed by a client that trickles bytes (slowloris): it
 // runs from the start of the wait, whatever arrives in between.
@@ -96,12 +109,7 @@ datafinal = "3s"
 
 	t.Run("slowloris DATA", func(t *testing.T) {
 		t.Parallel()
-		c := rawClient(t, "127.0.3.10", m.addr)
-		expect(t, c.reply(), "220 mx.test")
-		expect(t, c.cmd("EHLO slow.example"), "250")
-		expect(t, c.cmd("MAIL FROM:<a@example.org>"), "250")
-		expect(t, c.cmd("RCPT TO:<b@localhost>"), "250")
-		expect(t, c.cmd("DATA"), "354")
+		c := inData(t, "127.0.3.10", m.addr)
 		start := time.Now()
 		trickle(t, c, "Subject: slow\r\n\r\n"+strings.Repeat("x", 200), 100*time.Millisecond)
 		expectTimeout(t, c, start, phase-100*time.Millisecond, phase+time.Second)
@@ -112,12 +120,7 @@ datafinal = "3s"
 		// Each block renews datablock, but the whole body must be in
 		// within datafinal.
 		t.Parallel()
-		c := rawClient(t, "127.0.3.11", m.addr)
-		expect(t, c.reply(), "220 mx.test")
-		expect(t, c.cmd("EHLO slow.example"), "250")
-		expect(t, c.cmd("MAIL FROM:<a@example.org>"), "250")
-		expect(t, c.cmd("RCPT TO:<b@localhost>"), "250")
-		expect(t, c.cmd("DATA"), "354")
+		c := inData(t, "127.0.3.11", m.addr)
 		start := time.Now()
 		done := make(chan struct{})
 		stopped := make(chan struct{})

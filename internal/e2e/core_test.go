@@ -1,20 +1,14 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/mxguard/mxguard/internal/testcert"
 )
 
 // TestDeliverNetSMTP: Go's net/smtp sends a message; it lands in the
@@ -77,7 +71,7 @@ func TestSwaksSTARTTLS(t *testing.T) {
 	if _, err := exec.LookPath("swaks"); err != nil {
 		skipOrFail(t, "swaks")
 	}
-	cert, key := writeCert(t)
+	cert, key := testcert.WriteFiles(t, t.TempDir(), "mx.test")
 	m := startMX(t, fmt.Sprintf("tls_cert = %q\ntls_key = %q\n", cert, key))
 	host, port, _ := strings.Cut(m.addr, ":")
 	out, err := exec.Command("swaks", "--server", host, "--port", port, "--tls",
@@ -93,34 +87,6 @@ func TestSwaksSTARTTLS(t *testing.T) {
 			t.Errorf("message lacks %q:\n%s", want, got)
 		}
 	}
-}
-
-func writeCert(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "mx.test"},
-		DNSNames:     []string{"mx.test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	return certFile, keyFile
 }
 
 // TestNoOpenRelay: an untrusted client cannot relay, whatever the trick.

@@ -170,24 +170,7 @@ func (m *mx) logs() string {
 // waitLog waits until the log contains s.
 func (m *mx) waitLog(s string, d time.Duration) string {
 	m.t.Helper()
-	deadline := time.After(d)
-	for {
-		m.mu.Lock()
-		logs, ch := m.log.String(), m.logCond
-		m.mu.Unlock()
-		for _, l := range strings.Split(logs, "\n") {
-			if strings.Contains(l, s) {
-				return l
-			}
-		}
-		select {
-		case <-ch:
-		case <-m.exited:
-			m.t.Fatalf("mxguard exited while waiting for %q; log:\n%s", s, m.logs())
-		case <-deadline:
-			m.t.Fatalf("no %q in the log after %v; log:\n%s", s, d, m.logs())
-		}
-	}
+	return m.waitLogAll(d, s)
 }
 
 // dialFrom connects to addr from the local address src (127.0.0.x).
@@ -251,35 +234,7 @@ func expect(t *testing.T, got, want string) {
 // sendGo sends one message with Go's net/smtp from src.
 func sendGo(t *testing.T, src, addr, from string, to []string, body string) error {
 	t.Helper()
-	c := dialFrom(t, src, addr)
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	sc, err := smtp.NewClient(c, "mx.test")
-	if err != nil {
-		return err
-	}
-	defer sc.Close()
-	if err := sc.Hello("client.test"); err != nil {
-		return err
-	}
-	if err := sc.Mail(from); err != nil {
-		return err
-	}
-	for _, r := range to {
-		if err := sc.Rcpt(r); err != nil {
-			return err
-		}
-	}
-	w, err := sc.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := io.WriteString(w, body); err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	return sc.Quit()
+	return sendOn(dialFrom(t, src, addr), "client.test", from, to, body)
 }
 
 // maildirFiles lists the messages in new/ of a Maildir.
@@ -322,18 +277,27 @@ func readFile(t *testing.T, path string) string {
 }
 
 // sendQuiet is sendGo for goroutines: errors are returned, never reported.
+// It greets as "localhost", what net/smtp says when not told otherwise.
 func sendQuiet(addr, from string, to []string, body string) error {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	return sendOn(c, "localhost", from, to, body)
+}
+
+// sendOn sends one message with Go's net/smtp over c, greeting with helo.
+func sendOn(c net.Conn, helo, from string, to []string, body string) error {
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	sc, err := smtp.NewClient(c, "mx.test")
 	if err != nil {
 		return err
 	}
 	defer sc.Close()
+	if err := sc.Hello(helo); err != nil {
+		return err
+	}
 	if err := sc.Mail(from); err != nil {
 		return err
 	}

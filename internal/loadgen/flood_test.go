@@ -1,12 +1,11 @@
 package loadgen
 
 import (
-	"bytes"
-	"encoding/json"
 	"net"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/smtpsink"
 )
 
 func TestFloodRejecting(t *testing.T) {
@@ -34,7 +33,7 @@ func TestFloodRejecting(t *testing.T) {
 
 func TestFloodSink(t *testing.T) {
 	s := startSink(t)
-	res, err := Flood(testCtx(t), FloodConfig{Addr: s.addr, Concurrency: 4, Duration: 300 * time.Millisecond})
+	res, err := Flood(testCtx(t), FloodConfig{Addr: s.Addr, Concurrency: 4, Duration: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +48,7 @@ func TestFloodErrors(t *testing.T) {
 		addr func(t testing.TB) string
 		want string
 	}{
-		{"nobody listening", freePort, "ECONNREFUSED"},
+		{"nobody listening", smtpsink.FreePort, "ECONNREFUSED"},
 		{"closed without a reply", func(t testing.TB) string {
 			return startLineServer(t, func(net.Conn) {}).addr
 		}, "EOF"},
@@ -76,21 +75,14 @@ func TestFloodOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var text bytes.Buffer
-	if err := res.WriteText(&text); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(text.String(), "reply       554: ") {
-		t.Errorf("text output:\n%s", text.String())
-	}
+	checkText(t, res, "reply       554: ")
 	var got struct {
 		Mode    string         `json:"mode"`
 		Conns   int            `json:"connections"`
 		Replies map[string]int `json:"replies"`
 	}
-	b, _ := json.Marshal(res)
-	if err := json.Unmarshal(b, &got); err != nil || got.Mode != "flood" || got.Conns != res.Attempts || got.Replies["554"] != res.Attempts {
-		t.Errorf("JSON %s: %v", b, err)
+	if b := viaJSON(t, res, &got); got.Mode != "flood" || got.Conns != res.Attempts || got.Replies["554"] != res.Attempts {
+		t.Errorf("JSON %s", b)
 	}
 }
 

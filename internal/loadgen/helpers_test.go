@@ -2,122 +2,69 @@ package loadgen
 
 import (
 	"bufio"
-	"context"
+	"bytes"
+	"encoding/json"
+	"io"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/smtpsink"
 )
 
-const smtpSinkPath = "/usr/sbin/smtp-sink"
-
-// sink is a running Postfix smtp-sink(1), a real event-driven SMTP server
-// that writes each transaction it accepts to its own file under dir/new/,
-// so that the files count the messages it took and WaitMaildir can watch
-// them arrive.
-type sink struct {
-	addr string
-	dir  string
-	pid  int
+// startSink starts smtp-sink with flags on a free loopback port and
+// kills it when the test ends. smtp-sink writes each transaction it
+// accepts to its own file under Dir/new, so that the files count the
+// messages it took and WaitMaildir can watch them arrive. Its backlog is
+// deep enough for the floods these tests send.
+func startSink(t testing.TB, flags ...string) *smtpsink.Sink {
+	t.Helper()
+	return smtpsink.Start(t, smtpsink.Options{Flags: flags, Backlog: 256})
 }
 
-// startSink starts smtp-sink with flags on a free loopback port, waits
-// until it accepts connections and kills it when the test ends.
-func startSink(t testing.TB, flags ...string) *sink {
+// messages returns the transactions s has completed so far.
+func messages(t testing.TB, s *smtpsink.Sink) []string {
 	t.Helper()
-	if _, err := os.Stat(smtpSinkPath); err != nil {
-		t.Skipf("smtp-sink not installed (Debian package postfix): %v", err)
-	}
-	s := &sink{addr: freePort(t), dir: t.TempDir()}
-	// smtp-sink drops to nobody, who must reach the dump directory.
-	for _, d := range []string{filepath.Dir(s.dir), s.dir} {
-		if err := os.Chmod(d, 0o777); err != nil {
-			t.Fatal(err)
-		}
-	}
-	args := append([]string{}, flags...)
-	if os.Geteuid() == 0 {
-		args = append(args, "-u", "nobody")
-	}
-	args = append(args, "-d", s.dir+"/new/msg.", "inet:"+s.addr, "256")
-	cmd := exec.Command(smtpSinkPath, args...)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s.pid = cmd.Process.Pid
-	exited := make(chan struct{})
-	var waitErr error
-	go func() {
-		waitErr = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", s.addr)
-		if err == nil {
-			c.SetReadDeadline(time.Now().Add(time.Second))
-			bufio.NewReader(c).ReadString('\n')
-			c.Close()
-			return s
-		}
-		select {
-		case <-exited:
-			t.Fatalf("smtp-sink %v exited: %v", args, waitErr)
-		case <-ctx.Done():
-			t.Fatalf("smtp-sink on %s did not start: %v", s.addr, err)
-		case <-tick.C:
-		}
-	}
-}
-
-// messages returns the transactions smtp-sink has completed so far.
-func (s *sink) messages(t testing.TB) []string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(s.dir, "new", "msg.*"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// smtp-sink creates the file when a transaction starts and removes
-		// it, a moment after the client has gone, if none was completed.
-		if len(b) > 0 {
-			out = append(out, string(b))
+	for _, m := range s.Dumps(t) {
+		// An empty file is a transaction still open or never completed.
+		if m != "" {
+			out = append(out, m)
 		}
 	}
 	return out
 }
 
-// freePort returns a loopback address with a port that was free a moment
-// ago.
-func freePort(t testing.TB) string {
+// checkText fails the test unless res's text output holds every one of
+// wants.
+func checkText(t *testing.T, res interface{ WriteText(io.Writer) error }, wants ...string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	var text bytes.Buffer
+	if err := res.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range wants {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text output lacks %q:\n%s", want, text.String())
+		}
+	}
+}
+
+// viaJSON encodes res as JSON, decodes that into got (a struct with the
+// fields a test checks) and returns the encoding for failure messages.
+func viaJSON(t *testing.T, res, got any) []byte {
+	t.Helper()
+	b, err := json.Marshal(res)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	if err := json.Unmarshal(b, got); err != nil {
+		t.Fatalf("JSON %s: %v", b, err)
+	}
+	return b
 }
 
 // lineServer is a tiny scripted SMTP server for what smtp-sink cannot do:

@@ -1,10 +1,7 @@
 package loadgen
 
 import (
-	"bytes"
-	"encoding/json"
 	"net"
-	"strings"
 	"testing"
 	"time"
 )
@@ -17,14 +14,14 @@ func TestIdleSink(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			s := startSink(t)
-			procs, err := ParseProcs(itoa(s.pid))
+			procs, err := ParseProcs(itoa(s.PID))
 			if err != nil {
 				t.Fatal(err)
 			}
 			const n = 60
 			var progress []IdleSample
 			res, err := Idle(testCtx(t), IdleConfig{
-				Addr: s.addr, Conns: n, Concurrency: 8, Bind: mustAddrs(t, "127.0.0.2-127.0.0.4"),
+				Addr: s.Addr, Conns: n, Concurrency: 8, Bind: mustAddrs(t, "127.0.0.2-127.0.0.4"),
 				EHLOFirst: ehloFirst, Hold: 300 * time.Millisecond, Interval: 100 * time.Millisecond,
 				Procs:    procs,
 				Progress: func(s IdleSample) { progress = append(progress, s) },
@@ -81,21 +78,14 @@ func TestIdleServerCloses(t *testing.T) {
 			res.Opened, last.Open, last.Greeted, res.Closed, n, n/2, n, n/2)
 	}
 
-	var text bytes.Buffer
-	if err := res.WriteText(&text); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(text.String(), "closed     by server, EOF: 20") {
-		t.Errorf("text output:\n%s", text.String())
-	}
+	checkText(t, res, "closed     by server, EOF: 20")
 	var got struct {
 		Open    int            `json:"open_at_end"`
 		Closed  map[string]int `json:"closed_by_server"`
 		Samples []any          `json:"samples"`
 	}
-	b, _ := json.Marshal(res)
-	if err := json.Unmarshal(b, &got); err != nil || got.Open != n/2 || got.Closed["EOF"] != n/2 || len(got.Samples) != len(res.Samples) {
-		t.Errorf("JSON %s: %v", b, err)
+	if b := viaJSON(t, res, &got); got.Open != n/2 || got.Closed["EOF"] != n/2 || len(got.Samples) != len(res.Samples) {
+		t.Errorf("JSON %s", b)
 	}
 }
 

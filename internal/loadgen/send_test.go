@@ -3,7 +3,6 @@ package loadgen
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -12,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/smtpsink"
 )
 
 // testCtx bounds a test's run so that a bug cannot hang it.
@@ -81,7 +82,7 @@ func TestSendSink(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := startSink(t, tt.sinkFlags...)
 			cfg := tt.cfg
-			cfg.Addr, cfg.From, cfg.To = s.addr, "load@example.org", "user@localhost"
+			cfg.Addr, cfg.From, cfg.To = s.Addr, "load@example.org", "user@localhost"
 			res, err := Send(testCtx(t), cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -105,7 +106,7 @@ func TestSendSink(t *testing.T) {
 				t.Errorf("errors %v", res.ErrorKinds)
 			}
 
-			msgs := s.messages(t)
+			msgs := messages(t, s)
 			if len(msgs) != n {
 				t.Fatalf("smtp-sink took %d messages, want %d", len(msgs), n)
 			}
@@ -202,7 +203,7 @@ func TestSendRefusals(t *testing.T) {
 				taken = func() int { return 0 } // the scripted server keeps nothing
 			} else {
 				s := startSink(t, tt.sinkFlags...)
-				addr, taken = s.addr, func() int { return len(s.messages(t)) }
+				addr, taken = s.Addr, func() int { return len(messages(t, s)) }
 			}
 			res, err := Send(testCtx(t), SendConfig{
 				Addr: addr, Concurrency: 4, Messages: n, MsgsPerConn: n / 4,
@@ -235,7 +236,7 @@ func TestSendRefusals(t *testing.T) {
 }
 
 func TestSendConnectionRefused(t *testing.T) {
-	res, err := Send(testCtx(t), SendConfig{Addr: freePort(t), Concurrency: 3, Messages: 30, To: "u@localhost"})
+	res, err := Send(testCtx(t), SendConfig{Addr: smtpsink.FreePort(t), Concurrency: 3, Messages: 30, To: "u@localhost"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,8 +248,8 @@ func TestSendConnectionRefused(t *testing.T) {
 func TestSendMaildirWait(t *testing.T) {
 	s := startSink(t)
 	res, err := Send(testCtx(t), SendConfig{
-		Addr: s.addr, Concurrency: 4, Messages: 100, MsgsPerConn: 10, To: "user@localhost", Size: 500,
-		MaildirDir: s.dir, MaildirExpect: 100, MaildirTimeout: 5 * time.Second,
+		Addr: s.Addr, Concurrency: 4, Messages: 100, MsgsPerConn: 10, To: "user@localhost", Size: 500,
+		MaildirDir: s.Dir, MaildirExpect: 100, MaildirTimeout: 5 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -260,8 +261,8 @@ func TestSendMaildirWait(t *testing.T) {
 
 	// A second run expecting more than arrives gives up at its deadline.
 	res, err = Send(testCtx(t), SendConfig{
-		Addr: s.addr, Messages: 10, To: "user@localhost",
-		MaildirDir: filepath.Join(s.dir, "new"), MaildirExpect: 1000, MaildirTimeout: 100 * time.Millisecond,
+		Addr: s.Addr, Messages: 10, To: "user@localhost",
+		MaildirDir: filepath.Join(s.Dir, "new"), MaildirExpect: 1000, MaildirTimeout: 100 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -340,33 +341,18 @@ func TestNewEnvelope(t *testing.T) {
 
 func TestSendResultOutput(t *testing.T) {
 	s := startSink(t, "-r", "RCPT")
-	res, err := Send(testCtx(t), SendConfig{Addr: s.addr, Messages: 5, To: "u@localhost"})
+	res, err := Send(testCtx(t), SendConfig{Addr: s.Addr, Messages: 5, To: "u@localhost"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var text bytes.Buffer
-	if err := res.WriteText(&text); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"messages   5: accepted 0, temp failures 5", "refused    RCPT 450: 5", "messages/s"} {
-		if !strings.Contains(text.String(), want) {
-			t.Errorf("text output lacks %q:\n%s", want, text.String())
-		}
-	}
-	b, err := json.Marshal(res)
-	if err != nil {
-		t.Fatal(err)
-	}
+	checkText(t, res, "messages   5: accepted 0, temp failures 5", "refused    RCPT 450: 5", "messages/s")
 	var got struct {
 		Mode     string         `json:"mode"`
 		TempFail int            `json:"temp_fail"`
 		Refusals map[string]int `json:"refusals"`
 		Latency  map[string]any `json:"session_latency"`
 	}
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
-	if got.Mode != "send" || got.TempFail != 5 || got.Refusals["RCPT 450"] != 5 || got.Latency["p99_ms"] == nil {
+	if b := viaJSON(t, res, &got); got.Mode != "send" || got.TempFail != 5 || got.Refusals["RCPT 450"] != 5 || got.Latency["p99_ms"] == nil {
 		t.Errorf("JSON %s", b)
 	}
 }
@@ -376,7 +362,7 @@ func BenchmarkSendSink(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	res, err := Send(context.Background(), SendConfig{
-		Addr: s.addr, Concurrency: 4, Messages: b.N, MsgsPerConn: 100, Size: 1024,
+		Addr: s.Addr, Concurrency: 4, Messages: b.N, MsgsPerConn: 100, Size: 1024,
 		To: "user@localhost", Pipelining: true,
 	})
 	if err != nil {

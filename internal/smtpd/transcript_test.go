@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/testcert"
 )
 
 // memHandler is a Handler that keeps messages in memory. Its policy is just
@@ -286,7 +288,7 @@ func applySetting(t *testing.T, cfg *Config, info *ConnInfo, k, v string) {
 	case "greet_pause":
 		info.GreetPause = dur()
 	case "tls":
-		cfg.TLS = testTLSConfig(t)
+		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{testcert.New(t, "mx.test")}}
 	case "defer":
 		code, rest, _ := strings.Cut(v, " ")
 		status, text, _ := strings.Cut(rest, " ")

@@ -116,6 +116,13 @@ func (h *handler) Rcpt(s *smtpd.Session, to smtpd.Path) *smtpd.Reply {
 			return replyRelayDenied
 		}
 	}
+	if md := h.s.maildir; md != nil {
+		if _, err := md.Path(addr); err != nil {
+			// A mailbox name that cannot be a directory: refuse it now
+			// rather than bounce it later.
+			return &smtpd.Reply{Code: 550, Status: "5.1.3", Text: "Bad destination mailbox address"}
+		}
+	}
 	if toAct != nil {
 		switch toAct.Kind {
 		case accessmap.Reject, accessmap.Error:
@@ -171,6 +178,9 @@ func (h *handler) Data(s *smtpd.Session, r io.Reader) *smtpd.Reply {
 	for _, p := range s.Rcpts {
 		env.Rcpts = append(env.Rcpts, spool.Rcpt{Addr: rcptAddress(cfg, p)})
 	}
+	if h.s.maildir != nil {
+		return h.store(s, env, r)
+	}
 	w, err := h.s.spool.Create(env)
 	if err != nil {
 		h.s.log.Error("spool: cannot create message", "err", err.Error())
@@ -201,6 +211,28 @@ func (h *handler) Data(s *smtpd.Session, r io.Reader) *smtpd.Reply {
 	h.s.queue.Enqueue(id)
 	h.s.log.Info("accepted", "id", id, "ip", s.Remote.Addr().String(), "from", env.From, "rcpts", len(env.Rcpts), "size", env.Size)
 	return &smtpd.Reply{Code: 250, Status: "2.0.0", Text: "Ok: queued as " + id}
+}
+
+// store delivers a message for local recipients straight into their
+// Maildirs before the 250 (deliver.Maildir.Store says why).
+func (h *handler) store(s *smtpd.Session, env *spool.Envelope, r io.Reader) *smtpd.Reply {
+	env.ID = h.s.spool.NewID()
+	body := &readErr{r: r}
+	received := s.Received(state(s).cfg.Hostname, s.ID, env.Received)
+	name, err := h.s.maildir.Store(env, io.MultiReader(strings.NewReader(received), body))
+	if err != nil {
+		if body.err != nil {
+			return nil // the body was refused or the client left; smtpd replies
+		}
+		h.s.log.Error("maildir: cannot store message", "id", env.ID, "err", err.Error())
+		io.Copy(io.Discard, r)
+		return replyStorage
+	}
+	h.s.log.Info("accepted", "id", env.ID, "ip", s.Remote.Addr().String(), "from", env.From, "rcpts", len(env.Rcpts))
+	for _, rc := range env.Rcpts {
+		h.s.log.Info("delivered", "id", env.ID, "rcpt", rc.Addr, "via", "maildir", "file", name)
+	}
+	return &smtpd.Reply{Code: 250, Status: "2.0.0", Text: "Ok: queued as " + env.ID}
 }
 
 // readErr remembers a read error, to tell a refused body or a vanished

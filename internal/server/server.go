@@ -41,6 +41,7 @@ type Server struct {
 	smtp     *smtpd.Server
 	spool    *spool.Spool
 	queue    *deliver.Queue
+	maildir  *deliver.Maildir // set when delivery is local: DATA stores straight into Maildir
 	limiter  limit.Limiter
 	closers  []func()
 	bufs     sync.Pool
@@ -90,7 +91,8 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		}
 		d = r
 	} else {
-		d = deliver.NewMaildir(filepath.Join(cfg.DataDir, "mail"), cfg.Hostname, cfg.LocalDomains, logger)
+		s.maildir = deliver.NewMaildir(filepath.Join(cfg.DataDir, "mail"), cfg.Hostname, cfg.LocalDomains, logger)
+		d = s.maildir
 	}
 	s.queue = deliver.NewQueue(s.spool, d, deliver.QueueConfig{
 		Hostname:      cfg.Hostname,
@@ -166,8 +168,12 @@ func relayTimeouts(t *config.Timeouts) deliver.Timeouts {
 // address in use is reported before Run.
 func (s *Server) Listen() error {
 	cfg := s.cfg.Load()
+	// No TCP keep-alive: its setsockopt calls cost every connection, also
+	// the ones a flood gets refused at once, and the per-phase timeouts
+	// end a session with a vanished client anyway.
+	lc := net.ListenConfig{KeepAlive: -1}
 	for _, addr := range cfg.Listen {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := lc.Listen(context.Background(), "tcp", addr)
 		if err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Errors returned by the Spool. Others wrap the underlying *fs.PathError.
@@ -474,3 +475,8 @@ func (s *Spool) Remove(id string) error {
 	s.stats.removes.Add(1)
 	return nil
 }
+
+// NewID returns a fresh message ID of the spool's kind, for a message that
+// is stored elsewhere (delivered straight into Maildir) but should be named
+// the same way in logs.
+func (s *Spool) NewID() string { return s.ids.next(time.Now()) }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
+	"github.com/mxguard/mxguard/internal/logbuf"
 	"github.com/mxguard/mxguard/internal/sendmailimport"
 	"github.com/mxguard/mxguard/internal/server"
 )
@@ -98,27 +99,32 @@ func serve(args []string, stderr io.Writer) int {
 	if *debugLog {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	cfg, err := loadConfig(*path)
-	if err != nil {
+	// Log lines are batched for a few milliseconds: under a flood there is
+	// one per refused connection.
+	out := logbuf.New(stderr, 20*time.Millisecond)
+	defer out.Flush()
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
+	fail := func(err error) int {
+		out.Flush() // the warnings before the error, in order
 		fmt.Fprintf(stderr, "mxguard: %v\n", err)
 		return 1
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return fail(err)
 	}
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		fmt.Fprintf(stderr, "mxguard: data_dir: %v\n", err)
-		return 1
+		return fail(fmt.Errorf("data_dir: %w", err))
 	}
 	srv, err := server.New(cfg, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "mxguard: %v\n", err)
-		return 1
+		return fail(err)
 	}
 	if err := srv.Listen(); err != nil {
-		fmt.Fprintf(stderr, "mxguard: %v\n", err)
-		return 1
+		return fail(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

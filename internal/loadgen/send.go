@@ -66,6 +66,7 @@ type Delivery struct {
 	Expect   int           // files waited for
 	Before   int           // files that were there before sending began
 	Found    int           // files there at the end
+	Rcpts    int           // recipients per message: files per message
 	After    time.Duration // from the start of sending until Found reached Expect, or until giving up
 	Complete bool          // Found reached Expect in time
 }
@@ -81,13 +82,13 @@ func (r *SendResult) MBPerSecond() float64 {
 	return perSecond(float64(r.Accepted)*float64(r.Octets)/1e6, r.Elapsed)
 }
 
-// MessagesPerSecond is the expected messages over the time until they were
-// all delivered.
+// MessagesPerSecond is the messages of this run (files that were not there
+// before, one per recipient) over the time until they were all delivered.
 func (d *Delivery) MessagesPerSecond() float64 {
 	if !d.Complete {
 		return 0
 	}
-	return perSecond(float64(d.Expect), d.After)
+	return perSecond(float64(d.Expect-d.Before)/float64(max(d.Rcpts, 1)), d.After)
 }
 
 // Send runs the configured load against cfg.Addr and reports what it
@@ -167,6 +168,7 @@ func Send(ctx context.Context, cfg SendConfig) (*SendResult, error) {
 			Expect:   cfg.MaildirExpect,
 			Before:   before,
 			Found:    found,
+			Rcpts:    cfg.Rcpts,
 			After:    time.Since(start),
 			Complete: err == nil,
 		}

@@ -373,3 +373,20 @@ func BenchmarkSendSink(b *testing.B) {
 	}
 	b.ReportMetric(res.MessagesPerSecond(), "msgs/s")
 }
+
+func TestDeliveryMessagesPerSecond(t *testing.T) {
+	tests := []struct {
+		d    Delivery
+		want float64
+	}{
+		{Delivery{Expect: 100, Found: 100, Rcpts: 1, After: time.Second, Complete: true}, 100},
+		{Delivery{Expect: 1000, Found: 1000, Rcpts: 10, After: time.Second, Complete: true}, 100},
+		{Delivery{Expect: 150, Before: 50, Found: 150, Rcpts: 1, After: time.Second, Complete: true}, 100},
+		{Delivery{Expect: 100, Found: 90, Rcpts: 1, After: time.Second}, 0},
+	}
+	for _, tt := range tests {
+		if got := tt.d.MessagesPerSecond(); got != tt.want {
+			t.Errorf("%+v: %v messages/s, want %v", tt.d, got, tt.want)
+		}
+	}
+}

@@ -265,8 +265,7 @@ func (r *idleReader) Read(p []byte) (int, error) {
 
 func (c *conn) lineError(r *Reply, reason string) (string, error) {
 	c.log().Info("protocol error from "+c.clientName(), "reason", reason)
-	c.errors++
-	c.reply(r)
+	c.fail(r)
 	return "", nil
 }
 
@@ -323,6 +322,12 @@ func (c *conn) wakeIfIdle() {
 
 func (c *conn) reply(r *Reply) { c.out = r.appendTo(c.out) }
 
+// fail queues an error reply and counts it towards MaxErrors.
+func (c *conn) fail(r *Reply) {
+	c.errors++
+	c.reply(r)
+}
+
 // flush writes queued replies; false if the client is gone.
 func (c *conn) flush() bool {
 	if len(c.out) == 0 {
@@ -346,13 +351,11 @@ func isTimeout(err error) bool {
 func (c *conn) dispatch(line string) bool {
 	cmd, err := ParseCommand(line)
 	if err != nil {
-		c.errors++
-		c.reply(replyUnknown)
+		c.fail(replyUnknown)
 		return true
 	}
 	if cmd.Verb != "MAIL" && cmd.Verb != "RCPT" && !isASCII(cmd.Arg) {
-		c.errors++
-		c.reply(replyNonASCIICmd)
+		c.fail(replyNonASCIICmd)
 		return true
 	}
 	switch cmd.Verb {
@@ -391,8 +394,7 @@ func (c *conn) dispatch(line string) bool {
 		c.reply(replyNotSMTP)
 		return false
 	default:
-		c.errors++
-		c.reply(replyUnknown)
+		c.fail(replyUnknown)
 	}
 	return true
 }
@@ -400,8 +402,7 @@ func (c *conn) dispatch(line string) bool {
 func (c *conn) helo(cmd Command) {
 	arg := strings.TrimSpace(cmd.Arg)
 	if arg == "" || strings.ContainsAny(arg, " \t") && cmd.Verb == "HELO" {
-		c.errors++
-		c.reply(&Reply{501, "5.5.4", "Syntax: " + cmd.Verb + " hostname"})
+		c.fail(&Reply{501, "5.5.4", "Syntax: " + cmd.Verb + " hostname"})
 		return
 	}
 	c.sess.reset()
@@ -436,40 +437,34 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 func (c *conn) mail(arg string) {
 	switch {
 	case c.sess.Helo == "":
-		c.errors++
-		c.reply(replyNeedHelo)
+		c.fail(replyNeedHelo)
 		return
 	case c.sess.inTx:
-		c.errors++
-		c.reply(replyNestedMail)
+		c.fail(replyNestedMail)
 		return
 	}
 	rest, ok := cutPrefixFold(arg, "FROM:")
 	if !ok {
-		c.errors++
-		c.reply(&Reply{501, "5.5.4", "Syntax: MAIL FROM:<address>"})
+		c.fail(&Reply{501, "5.5.4", "Syntax: MAIL FROM:<address>"})
 		return
 	}
 	from, params, err := ParsePathArg(rest, true, false)
 	if err != nil {
-		c.errors++
-		c.reply(pathError(err, "sender"))
+		c.fail(pathError(err, "sender"))
 		return
 	}
 	var size int64
 	var utf8, eightBit bool
 	for _, p := range params {
 		if !c.sess.ESMTP {
-			c.errors++
-			c.reply(&Reply{555, "5.5.4", "Unsupported option: " + p.Key})
+			c.fail(&Reply{555, "5.5.4", "Unsupported option: " + p.Key})
 			return
 		}
 		switch p.Key {
 		case "SIZE":
 			n, ok := parseSize(p.Value)
 			if !ok {
-				c.errors++
-				c.reply(replyNoParams)
+				c.fail(replyNoParams)
 				return
 			}
 			size = n
@@ -479,26 +474,22 @@ func (c *conn) mail(arg string) {
 			case "8BITMIME":
 				eightBit = true
 			default:
-				c.errors++
-				c.reply(replyNoParams)
+				c.fail(replyNoParams)
 				return
 			}
 		case "SMTPUTF8":
 			if p.Value != "" {
-				c.errors++
-				c.reply(replyNoParams)
+				c.fail(replyNoParams)
 				return
 			}
 			utf8 = true
 		default:
-			c.errors++
-			c.reply(&Reply{555, "5.5.4", "Unsupported option: " + p.Key})
+			c.fail(&Reply{555, "5.5.4", "Unsupported option: " + p.Key})
 			return
 		}
 	}
 	if !utf8 && !isASCII(from.String()) {
-		c.errors++
-		c.reply(&Reply{553, "5.6.7", "Non-ASCII address requires SMTPUTF8"})
+		c.fail(&Reply{553, "5.6.7", "Non-ASCII address requires SMTPUTF8"})
 		return
 	}
 	if m := c.cfg.MaxMessageSize; m > 0 && size > m {
@@ -541,14 +532,12 @@ func pathError(err error, what string) *Reply {
 
 func (c *conn) rcpt(arg string) {
 	if !c.sess.inTx {
-		c.errors++
-		c.reply(replyNeedMail)
+		c.fail(replyNeedMail)
 		return
 	}
 	rest, ok := cutPrefixFold(arg, "TO:")
 	if !ok {
-		c.errors++
-		c.reply(&Reply{501, "5.5.4", "Syntax: RCPT TO:<address>"})
+		c.fail(&Reply{501, "5.5.4", "Syntax: RCPT TO:<address>"})
 		return
 	}
 	to, params, err := ParsePathArg(rest, c.sess.UTF8, true)
@@ -556,13 +545,11 @@ func (c *conn) rcpt(arg string) {
 		err = ErrPathSyntax
 	}
 	if err != nil {
-		c.errors++
-		c.reply(pathError(err, "recipient"))
+		c.fail(pathError(err, "recipient"))
 		return
 	}
 	if len(params) > 0 {
-		c.errors++
-		c.reply(&Reply{555, "5.5.4", "Unsupported option: " + params[0].Key})
+		c.fail(&Reply{555, "5.5.4", "Unsupported option: " + params[0].Key})
 		return
 	}
 	// sendmail's BadRcptThrottle: once this many recipients of the
@@ -603,16 +590,13 @@ func (c *conn) rcpt(arg string) {
 func (c *conn) data(arg string) bool {
 	switch {
 	case arg != "":
-		c.errors++
-		c.reply(&Reply{501, "5.5.4", "Syntax: DATA"})
+		c.fail(&Reply{501, "5.5.4", "Syntax: DATA"})
 		return true
 	case !c.sess.inTx:
-		c.errors++
-		c.reply(replyNeedMail)
+		c.fail(replyNeedMail)
 		return true
 	case len(c.sess.Rcpts) == 0:
-		c.errors++
-		c.reply(replyNeedRcpt)
+		c.fail(replyNeedRcpt)
 		return true
 	}
 	c.reply(replyData)
@@ -703,16 +687,13 @@ func dataErrorReason(err error) string {
 func (c *conn) starttls(arg string) bool {
 	switch {
 	case c.cfg.TLS == nil:
-		c.errors++
-		c.reply(replyNoTLS)
+		c.fail(replyNoTLS)
 		return true
 	case c.sess.TLS != nil:
-		c.errors++
-		c.reply(replyTLSAgain)
+		c.fail(replyTLSAgain)
 		return true
 	case arg != "":
-		c.errors++
-		c.reply(&Reply{501, "5.5.4", "Syntax: STARTTLS"})
+		c.fail(&Reply{501, "5.5.4", "Syntax: STARTTLS"})
 		return true
 	}
 	c.reply(replyTLSReady)

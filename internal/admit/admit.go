@@ -257,7 +257,7 @@ func (a *Admitter) overLimit(d *Decision, addr netip.Addr, reason string, r *smt
 		a.reject(d, addr, reason, r, detail)
 		return true
 	}
-	a.log.Info("deferring mail from "+clientName(d.Host, addr)+": "+detail,
+	a.log.Info("deferring mail from "+ClientName(d.Host, addr)+": "+detail,
 		"ip", addr.String(), "reason", reason)
 	if d.Defer == nil {
 		// The first limit exceeded gives the reply, as sendmail's
@@ -280,12 +280,14 @@ func (a *Admitter) reject(d *Decision, addr netip.Addr, reason string, r *smtpd.
 	d.Reject, d.Reason = r, reason
 	// One stable line per rejection: fail2ban and grep key on
 	// "rejecting connection from", the IP and the reason.
-	a.log.Info("rejecting connection from "+clientName(d.Host, addr)+": "+detail,
+	a.log.Info("rejecting connection from "+ClientName(d.Host, addr)+": "+detail,
 		"ip", addr.String(), "reason", reason, "reply", r.String())
 	return d
 }
 
-func clientName(host string, addr netip.Addr) string {
+// ClientName is "host [ip]" as sendmail writes a client in its log lines,
+// "unknown" standing for a host without a confirmed name.
+func ClientName(host string, addr netip.Addr) string {
 	if host == "" {
 		host = "unknown"
 	}

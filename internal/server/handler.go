@@ -49,7 +49,7 @@ func (h *handler) Mail(s *smtpd.Session, from smtpd.Path, size int64) *smtpd.Rep
 	switch act.Kind {
 	case accessmap.Reject, accessmap.Error:
 		r := admit.ReplyFromAction(act)
-		h.s.log.Info("rejecting sender <"+from.String()+"> from "+clientName(s), "ip", s.Remote.Addr().String(), "reason", "access", "key", "From:"+e.Key)
+		h.s.log.Info("rejecting sender <"+from.String()+"> from "+clientName(s), "ip", s.Remote.Addr().String(), "reason", "access", "key", e.String())
 		if st.cfg.DelayChecks {
 			st.fromErr = r // sendmail's delay_checks: refuse at RCPT, unless a Spam: FRIEND says otherwise
 			return nil
@@ -61,13 +61,7 @@ func (h *handler) Mail(s *smtpd.Session, from smtpd.Path, size int64) *smtpd.Rep
 	return nil
 }
 
-func clientName(s *smtpd.Session) string {
-	host := s.Host
-	if host == "" {
-		host = "unknown"
-	}
-	return host + " [" + s.Remote.Addr().String() + "]"
-}
+func clientName(s *smtpd.Session) string { return admit.ClientName(s.Host, s.Remote.Addr()) }
 
 // isLocal reports whether domain is one we accept mail for.
 func isLocal(cfg *config.Config, domain string) bool {
@@ -96,10 +90,15 @@ func (h *handler) Rcpt(s *smtpd.Session, to smtpd.Path) *smtpd.Reply {
 	_, domain, _ := strings.Cut(addr, "@")
 	m := st.d.Policy.Access
 	var toAct *accessmap.Action
+	var toKey string
 	if m != nil {
-		if e, ok := m.LookupAddress("To", addr); ok {
+		lookup := m.LookupAddress
+		if !isLocal(cfg, domain) {
+			lookup = m.LookupRemoteRecipient // sendmail skips "user@" for other domains
+		}
+		if e, ok := lookup("To", addr); ok {
 			if act, err := accessmap.ParseAction(e.Value); err == nil {
-				toAct = &act
+				toAct, toKey = &act, e.String()
 			}
 		}
 	}
@@ -126,7 +125,7 @@ func (h *handler) Rcpt(s *smtpd.Session, to smtpd.Path) *smtpd.Reply {
 	if toAct != nil {
 		switch toAct.Kind {
 		case accessmap.Reject, accessmap.Error:
-			h.s.log.Info("rejecting recipient <"+addr+"> from "+clientName(s), "ip", s.Remote.Addr().String(), "reason", "access", "key", "To:"+addr)
+			h.s.log.Info("rejecting recipient <"+addr+"> from "+clientName(s), "ip", s.Remote.Addr().String(), "reason", "access", "key", toKey)
 			if toAct.Kind == accessmap.Reject {
 				// sendmail's confRCPTREJ_MSG: it is the mailbox that is refused.
 				return &smtpd.Reply{Code: 550, Status: "5.2.1", Text: "Mailbox disabled for this recipient"}

@@ -102,6 +102,39 @@ Connect:127.0.4.4 RELAY
 	}
 }
 
+// TestGreetPauseCap: sendmail, and RFC 5321's five-minute greeting
+// timeout, cap the pause at 5 minutes whatever the access map says.
+func TestGreetPauseCap(t *testing.T) {
+	a := newAdmitter(t, "GreetPause: 400000\nGreetPause:127.0.0.6 299000\n", "", limits())
+	for ip, want := range map[string]time.Duration{"127.0.0.5": 5 * time.Minute, "127.0.0.6": 299 * time.Second} {
+		d := a.Admit(context.Background(), netip.MustParseAddr(ip))
+		if d.GreetPause != want {
+			t.Errorf("%s: greet pause %v, want %v", ip, d.GreetPause, want)
+		}
+		d.Release()
+	}
+}
+
+// TestHostsAllowFirst: hosts.allow is read before hosts.deny.
+func TestHostsAllowFirst(t *testing.T) {
+	p := &Policy{Hostname: "mx.test", Limits: limits()}
+	w, err := tcpwrap.Parse(strings.NewReader("mxguard: 127.0.0.8\n"), strings.NewReader("ALL: ALL\n"), "hosts.allow", "hosts.deny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Wrappers = w
+	mem := limit.NewMemory(nil)
+	t.Cleanup(mem.Close)
+	a := New(p, mem, names{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for ip, denied := range map[string]bool{"127.0.0.8": false, "127.0.0.9": true} {
+		d := a.Admit(context.Background(), netip.MustParseAddr(ip))
+		if (d.Reject != nil) != denied {
+			t.Errorf("%s: reject %v, want denied=%v", ip, d.Reject, denied)
+		}
+		d.Release()
+	}
+}
+
 func TestClientRateAndConn(t *testing.T) {
 	a := newAdmitter(t, "ClientRate: 5\nClientConn: 3\nClientRate:127.0.0.1 0\nClientConn:127.0.0.1 0\n", "", limits())
 	ctx := context.Background()

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -168,6 +169,12 @@ func check(args []string, stdout, stderr io.Writer) int {
 	} else {
 		for _, w := range warnings {
 			fmt.Fprintln(stderr, "warning:", w)
+		}
+	}
+	if cfg.TLSCert != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+			fmt.Fprintf(stderr, "%s: tls_cert/tls_key: %v\n", *path, err)
+			return 1
 		}
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *path)

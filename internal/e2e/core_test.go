@@ -146,6 +146,11 @@ func TestCheckCommand(t *testing.T) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
 	}
+	nocert := filepath.Join(dir, "nocert.toml")
+	os.WriteFile(nocert, []byte("tls_cert = \"missing.pem\"\ntls_key = \"missing.key\"\n"), 0o644)
+	if out, err := exec.Command(binary, "check", "--config", nocert).CombinedOutput(); err == nil || !strings.Contains(string(out), "tls_cert") {
+		t.Errorf("check with a missing certificate: %v\n%s", err, out)
+	}
 	good := filepath.Join(dir, "good.toml")
 	os.WriteFile(good, []byte("listen = [\"127.0.0.1:2525\"]\n"), 0o644)
 	if out, err := exec.Command(binary, "check", "--config", good).CombinedOutput(); err != nil {

@@ -12,7 +12,6 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -216,11 +215,6 @@ func (c *conn) readError(err error) error {
 	return err
 }
 
-// readers holds the read buffers of sessions that are not waiting idle.
-// Thousands of clients that sit silent between commands then cost a
-// goroutine and a socket each, not also 4 KiB of buffer.
-var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
-
 // waitInput gives the read buffer back while the client is silent and
 // takes one again when its first byte arrives.
 func (c *conn) waitInput() error {
@@ -233,7 +227,10 @@ func (c *conn) waitInput() error {
 		return err
 	}
 	c.ir.has = true
-	c.br = readers.Get().(*bufio.Reader)
+	c.br, _ = c.srv.readers.Get().(*bufio.Reader)
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(nil, readBufSize)
+	}
 	c.br.Reset(&c.ir)
 	return nil
 }
@@ -241,7 +238,7 @@ func (c *conn) waitInput() error {
 func (c *conn) putReader() {
 	if c.br != nil && c.br.Buffered() == 0 {
 		c.br.Reset(nil)
-		readers.Put(c.br)
+		c.srv.readers.Put(c.br)
 		c.br = nil
 	}
 }

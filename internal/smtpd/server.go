@@ -76,6 +76,11 @@ type Server struct {
 	ids      atomic.Uint64
 	idPrefix string
 
+	// readers holds the read buffers of sessions that are not waiting
+	// idle: thousands of clients silent between commands then cost a
+	// goroutine and a socket each, not also 4 KiB of buffer.
+	readers sync.Pool
+
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	draining atomic.Bool

@@ -221,6 +221,16 @@ func (q *Queue) process(ctx context.Context, id string) {
 	if errors.Is(err, spool.ErrNotFound) {
 		return
 	}
+	if errors.Is(err, spool.ErrCorrupt) {
+		// Retrying cannot mend it: move it aside for the operator.
+		if qerr := q.sp.Quarantine(id); qerr != nil {
+			q.logger.Error("cannot move damaged message aside", "id", id, "err", qerr)
+			retry = time.Now().Add(q.cfg.MaxBackoff)
+			return
+		}
+		q.logger.Error("damaged message moved to the spool's corrupt/ directory", "id", id, "err", err)
+		return
+	}
 	if err != nil {
 		q.logger.Error("cannot read queued message", "id", id, "err", err)
 		retry = time.Now().Add(q.cfg.MaxBackoff)

@@ -244,6 +244,29 @@ func TestQueueMaildir(t *testing.T) {
 	}
 }
 
+// TestQueueDamagedMessage: a spool file that no longer reads back is moved
+// aside once, not retried for ever, and the rest of the queue flows.
+func TestQueueDamagedMessage(t *testing.T) {
+	dir := t.TempDir()
+	e := &queueEnv{sp: openSpool(t, filepath.Join(dir, "spool")), root: filepath.Join(dir, "mail"), log: newLogRecorder(t)}
+	logger := slog.New(e.log)
+	e.queue = NewQueue(e.sp, NewMaildir(e.root, "mx.test", []string{"localhost"}, logger), testQueueConfig(), logger)
+	bad := submit(t, e.sp, "alice@example.net", "bob@localhost")
+	if err := os.Truncate(filepath.Join(dir, "spool", "queue", bad), 5); err != nil {
+		t.Fatal(err)
+	}
+	good := submit(t, e.sp, "alice@example.net", "carol@localhost")
+	runQueue(t, e.queue)
+	e.log.wait(1, "damaged message moved to the spool's corrupt/ directory", "id", bad)
+	e.log.wait(1, "message finished, removed from spool", "id", good)
+	if _, err := os.Stat(filepath.Join(dir, "spool", "corrupt", bad)); err != nil {
+		t.Errorf("damaged message not kept in corrupt/: %v", err)
+	}
+	if ids := queued(t, e.sp); len(ids) != 0 {
+		t.Errorf("spool still holds %q", ids)
+	}
+}
+
 // TestQueueBounceToMaildir fails one recipient permanently and expects a
 // DSN in the (local) sender's Maildir, and nothing for the one delivered.
 func TestQueueBounceToMaildir(t *testing.T) {

@@ -23,9 +23,10 @@ var (
 )
 
 const (
-	queueDir = "queue"
-	tmpDir   = "tmp"
-	lockFile = "lock"
+	queueDir   = "queue"
+	tmpDir     = "tmp"
+	corruptDir = "corrupt"
+	lockFile   = "lock"
 	// stateSuffix marks the state file that Update writes beside a message.
 	stateSuffix = ".st"
 	// maxBatch bounds one group commit so that the first waiter of a huge
@@ -474,6 +475,36 @@ func (s *Spool) Remove(id string) error {
 	}
 	s.stats.removes.Add(1)
 	return nil
+}
+
+// Quarantine moves a message that cannot be read (ErrCorrupt) and its
+// state file out of the queue into <dir>/corrupt/, where an operator can
+// look at it; the queue stops trying it. Nothing is deleted.
+func (s *Spool) Quarantine(id string) error {
+	if !validID(id) {
+		return fmt.Errorf("%w: %q", ErrBadID, id)
+	}
+	dst := filepath.Join(s.dir, corruptDir)
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	err := s.commitDir(func() error {
+		if err := os.Rename(s.messagePath(id), filepath.Join(dst, id)); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("%w: %s", ErrNotFound, id)
+			}
+			return fmt.Errorf("spool: %w", err)
+		}
+		if err := os.Rename(s.statePath(id), filepath.Join(dst, id+stateSuffix)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("spool: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// The renames are durable in the queue; make the new entries so too.
+	return syncDir(dst)
 }
 
 // NewID returns a fresh message ID of the spool's kind, for a message that

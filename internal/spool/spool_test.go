@@ -533,6 +533,35 @@ func TestCorrupt(t *testing.T) {
 	}
 }
 
+// TestQuarantine: a damaged message and its state leave the queue for
+// corrupt/, whole, and the queue no longer lists it.
+func TestQuarantine(t *testing.T) {
+	s := openSpool(t, "")
+	id := commit(t, s, testEnvelope("a@x", "b@y"), []byte("body\r\n"))
+	env, err := s.Envelope(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(env); err != nil {
+		t.Fatal(err)
+	}
+	truncate(t, s.messagePath(id), 3)
+	if err := s.Quarantine(id); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := s.Queued(); err != nil || len(ids) != 0 {
+		t.Fatalf("Queued after Quarantine: %v, %v", ids, err)
+	}
+	for _, name := range []string{id, id + stateSuffix} {
+		if _, err := os.Stat(filepath.Join(s.dir, corruptDir, name)); err != nil {
+			t.Errorf("%s not in corrupt/: %v", name, err)
+		}
+	}
+	if err := s.Quarantine(id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second Quarantine: %v, want ErrNotFound", err)
+	}
+}
+
 func truncate(t *testing.T, name string, size int64) {
 	t.Helper()
 	if size < 0 {

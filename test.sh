@@ -47,11 +47,17 @@ go test -count=1 -race -timeout 10m ./internal/smtpd/ ./internal/admit/ ./intern
 
 echo "== fuzzing, briefly"
 # Each fuzz target runs for a few seconds on top of its committed corpus.
+fuzzlog=$(mktemp)
+trap 'rm -f "$fuzzlog"' EXIT
 for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
 	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
 		echo "-- $pkg $target"
-		go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-4s}" "$pkg" >/dev/null
+		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-4s}" "$pkg" >"$fuzzlog" 2>&1; then
+			cat "$fuzzlog"
+			echo "fuzzing $target found a failure; the input is in $dir/testdata/fuzz/$target/"
+			exit 1
+		fi
 	done
 done
 echo "all tests passed"

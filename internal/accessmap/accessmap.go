@@ -638,6 +638,10 @@ func parseIPv6Key(s string) (netip.Prefix, error) {
 	}
 	var b [16]byte
 	groups := strings.Split(s, ":")
+	if len(groups) > 7 {
+		// Eight groups were handled above; more is no address at all.
+		return netip.Prefix{}, fmt.Errorf("%d groups: more than an IPv6 address has", len(groups))
+	}
 	for i, g := range groups {
 		if len(g) == 0 || len(g) > 4 {
 			return netip.Prefix{}, fmt.Errorf("group %q is not 1 to 4 hex digits", g)

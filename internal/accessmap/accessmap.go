@@ -302,7 +302,10 @@ func (p *parser) parseLine(n int, line string) {
 		p.errorf(n, "%s has no value", lhs)
 		return
 	}
-	key = strings.ToLower(key)
+	// Byte by byte, like the lookups: keys are DNS names and addresses,
+	// case-insensitive in ASCII only, and strings.ToLower would turn
+	// invalid UTF-8 into U+FFFD and make different keys collide.
+	key = string(lowerName(nil, key))
 	ti := -1
 	if tagged {
 		ti = tagIndex(tag)

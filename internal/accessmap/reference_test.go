@@ -102,7 +102,7 @@ func refClient(m *Map, tag, host string, addr netip.Addr) (Entry, bool) {
 	tagged, untagged := refEntries(m, tag)
 	addr = addr.Unmap().WithZone("")
 	if host != "" {
-		name := strings.TrimSuffix(strings.Map(asciiLower, host), ".")
+		name := strings.TrimSuffix(refLower(host), ".")
 		if e, ok := refNames(tagged, untagged, refWalk(name)); ok && !isSkip(e) {
 			return e, true
 		}
@@ -128,7 +128,7 @@ func refAddress(m *Map, tag, address string, withUser bool) (Entry, bool) {
 	if len(address) >= 2 && address[0] == '<' && address[len(address)-1] == '>' {
 		address = address[1 : len(address)-1]
 	}
-	a := strings.Map(asciiLower, strings.TrimSuffix(address, "."))
+	a := refLower(strings.TrimSuffix(address, "."))
 	at := strings.LastIndexByte(a, '@')
 	userKeys := func(local string) []string {
 		keys := []string{local + "@"}
@@ -184,11 +184,16 @@ func refAddress(m *Map, tag, address string, withUser bool) (Entry, bool) {
 	return Entry{}, false
 }
 
-func asciiLower(r rune) rune {
-	if 'A' <= r && r <= 'Z' {
-		return r + 'a' - 'A'
+// refLower folds ASCII letters byte by byte and leaves every other byte
+// alone (strings.Map would turn invalid UTF-8 into U+FFFD).
+func refLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
 	}
-	return r
+	return string(b)
 }
 
 // checkAgainstReference compares every lookup method with the reference for

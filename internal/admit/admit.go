@@ -191,7 +191,7 @@ func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
 			if err == nil {
 				switch act.Kind {
 				case accessmap.Reject, accessmap.Error:
-					r := replyFromAction(act)
+					r := ReplyFromAction(act)
 					return a.reject(d, addr, "access", r, fmt.Sprintf("access Connect:%s %s", e.Key, e.Value))
 				case accessmap.Relay:
 					d.Relay = true
@@ -304,12 +304,10 @@ func limitKey(addr netip.Addr) string {
 	return addr.String()
 }
 
-func replyFromAction(act accessmap.Action) *smtpd.Reply {
+// ReplyFromAction turns an access-map action (REJECT, ERROR) into a reply.
+func ReplyFromAction(act accessmap.Action) *smtpd.Reply {
 	if act.Code == 0 {
 		return &replyDenied
 	}
 	return &smtpd.Reply{Code: act.Code, Status: act.Status, Text: act.Text}
 }
-
-// ReplyFromAction turns an access-map action (REJECT, ERROR) into a reply.
-func ReplyFromAction(act accessmap.Action) *smtpd.Reply { return replyFromAction(act) }

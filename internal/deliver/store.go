@@ -53,7 +53,7 @@ func (m *Maildir) Store(env *spool.Envelope, body io.Reader) (name string, err e
 		return "", err
 	}
 	var linked []string
-	undo := func() {
+	undo := func() { // tmp is gone once renamed; removing it then is harmless
 		for _, p := range linked {
 			os.Remove(p)
 		}
@@ -74,9 +74,7 @@ func (m *Maildir) Store(env *spool.Envelope, body io.Reader) (name string, err e
 	}
 	linked = append(linked, first)
 	if err := syncDirs(dirs); err != nil {
-		for _, p := range linked {
-			os.Remove(p)
-		}
+		undo()
 		return "", err
 	}
 	return name, nil

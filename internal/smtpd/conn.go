@@ -42,10 +42,6 @@ type Session struct {
 	inTx     bool
 }
 
-// InTransaction reports whether MAIL FROM was accepted and the transaction
-// is still open.
-func (s *Session) InTransaction() bool { return s.inTx }
-
 func (s *Session) reset() {
 	s.From, s.Rcpts, s.UTF8, s.EightBit, s.inTx = Path{}, s.Rcpts[:0], false, false, false
 }

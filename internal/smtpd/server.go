@@ -111,9 +111,6 @@ func (srv *Server) SetConfig(cfg Config) {
 	srv.cfg.Store(&cfg)
 }
 
-// Config returns the configuration new sessions get.
-func (srv *Server) Config() *Config { return srv.cfg.Load() }
-
 // ServeConn speaks SMTP on nc until the client quits, a timeout or error
 // ends the session, or ctx is done (hard stop). It closes nc.
 func (srv *Server) ServeConn(ctx context.Context, nc net.Conn, info ConnInfo) {

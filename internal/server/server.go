@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -289,11 +288,13 @@ func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) {
 }
 
 func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
-	ap, err := netip.ParseAddrPort(nc.RemoteAddr().String())
-	if err != nil {
+	ta, ok := nc.RemoteAddr().(*net.TCPAddr)
+	if !ok {
 		nc.Close()
 		return
 	}
+	ap := ta.AddrPort() // no text round trip on the accept path
+
 	d := s.admit.Admit(ctx, ap.Addr())
 	defer d.Release()
 	if d.Reject != nil {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -293,7 +294,9 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		nc.Close()
 		return
 	}
-	ap := ta.AddrPort() // no text round trip on the accept path
+	// No text round trip on the accept path; a dual-stack listener gives
+	// IPv4 clients as ::ffff:a.b.c.d, which logs and limits want plain.
+	ap := netip.AddrPortFrom(ta.AddrPort().Addr().Unmap(), ta.AddrPort().Port())
 
 	d := s.admit.Admit(ctx, ap.Addr())
 	defer d.Release()

@@ -296,7 +296,8 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	}
 	// No text round trip on the accept path; a dual-stack listener gives
 	// IPv4 clients as ::ffff:a.b.c.d, which logs and limits want plain.
-	ap := netip.AddrPortFrom(ta.AddrPort().Addr().Unmap(), ta.AddrPort().Port())
+	ap := ta.AddrPort()
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 
 	d := s.admit.Admit(ctx, ap.Addr())
 	defer d.Release()

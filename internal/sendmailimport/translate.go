@@ -123,8 +123,10 @@ func (t *translator) source(st statement) string {
 	return t.file + ":" + strconv.Itoa(st.line) + ": " + st.text
 }
 
+// skip lists st as not translated. The reason may quote arguments, which
+// can span lines in the .mc: collapse keeps every entry on one line.
 func (t *translator) skip(st statement, reason string) {
-	t.skipped = append(t.skipped, note{st.line, t.source(st) + ": " + reason})
+	t.skipped = append(t.skipped, note{st.line, t.source(st) + ": " + collapse(reason)})
 }
 
 // set records key = value, checking it the way mxguard will read it. A

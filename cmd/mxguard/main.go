@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -117,8 +116,14 @@ func serve(args []string, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
+	// Before anything is made at a configured path: a file where data_dir
+	// should be, or a directory where the control socket goes, is an
+	// error with its line, never something to create over or remove.
+	if errs := cfg.CheckPaths(); len(errs) > 0 {
+		return fail(errs)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return fail(fmt.Errorf("data_dir: %w", err))
+		return fail(cfg.KeyError("data_dir", err))
 	}
 	srv, err := server.New(cfg, log)
 	if err != nil {
@@ -163,19 +168,13 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
 	// The files the configuration names are part of it: check them too.
-	if _, warnings, err := server.LoadPolicy(cfg); err != nil {
+	warnings, err := server.Check(cfg)
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
-	} else {
-		for _, w := range warnings {
-			fmt.Fprintln(stderr, "warning:", w)
-		}
-	}
-	if cfg.TLSCert != "" {
-		if _, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
-			fmt.Fprintf(stderr, "%s: tls_cert/tls_key: %v\n", *path, err)
-			return 1
-		}
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return 0

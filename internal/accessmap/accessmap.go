@@ -60,8 +60,9 @@ const (
 // RFC 2821's five minutes for the initial 220.
 const maxGreetPause = 300000
 
-// Limits on what Parse reads: no access line is anywhere near maxLine long,
-// and past maxErrors the file is not an access map at all.
+// Limits on what Parse reads and reports: no access line is anywhere near
+// maxLine long, and past maxErrors the file is likely not an access map at
+// all, so the rest of its errors are counted, not listed.
 const (
 	maxLine   = 64 << 10
 	maxErrors = 50
@@ -239,16 +240,15 @@ func Parse(r io.Reader, name string) (*Map, error) {
 	for sc.Scan() {
 		n++
 		p.parseLine(n, sc.Text())
-		if len(p.errs) >= maxErrors {
-			p.errs = append(p.errs, fmt.Errorf("%s: too many errors, stopped at line %d", name, n))
-			break
-		}
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
 			err = fmt.Errorf("line longer than %d bytes", maxLine)
 		}
 		p.errs = append(p.errs, &LineError{File: name, Line: n + 1, Err: err})
+	}
+	if more := len(p.errs) - maxErrors; more > 0 {
+		p.errs = append(p.errs[:maxErrors:maxErrors], fmt.Errorf("%s: %d more errors not shown", name, more))
 	}
 	if len(p.errs) > 0 {
 		return nil, errors.Join(p.errs...)

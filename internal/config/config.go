@@ -50,6 +50,17 @@ type Config struct {
 	// Warnings are notes about values that were accepted but adjusted,
 	// formatted like errors ("FILE:LINE: key: text").
 	Warnings []string
+
+	// lines maps each key set in the file to its line, so that problems
+	// found after parsing (CheckPaths, the files a key names) still point
+	// at the line that caused them.
+	lines map[string]int
+}
+
+// KeyError is a problem with the value of key, found after parsing: it
+// names the file and the line the key is set on (none for a default).
+func (c *Config) KeyError(key string, err error) Error {
+	return Error{File: c.Path, Line: c.lines[key], Key: key, Msg: err.Error()}
 }
 
 // Limits are the connection and transaction limits of [limits]. For every
@@ -121,38 +132,27 @@ const (
 	OnRedisErrorTempfail = "tempfail"
 )
 
-// Default returns the configuration an empty file means: mail for localhost
-// on 127.0.0.1:2525 into ./data, with RFC 5321's minimum timeouts.
+// Default returns the configuration an empty file means: each key's
+// default from the schema (Keys), the OS host name, and the state files in
+// the data directory.
 func Default() *Config {
+	c := &Config{}
+	p := newParser(c, nil, "")
+	for i := range schema {
+		k := &schema[i]
+		if k.Default == nil {
+			continue
+		}
+		if err := k.set(p, k.Default); err != nil {
+			// The schema is code: TestSchemaDefaults keeps this unreachable.
+			panic("config: default of " + k.Name + ": " + err.Error())
+		}
+	}
 	host, err := os.Hostname()
-	if err != nil || host == "" {
+	if err != nil || !isHostname(host) {
 		host = "localhost"
 	}
-	c := &Config{
-		Hostname:     host,
-		Listen:       []string{"127.0.0.1:2525"},
-		DataDir:      "./data",
-		LocalDomains: []string{"localhost"},
-		TrustedNetworks: []netip.Prefix{
-			netip.MustParsePrefix("127.0.0.0/8"),
-			netip.MustParsePrefix("::1/128"),
-		},
-		Limits: Limits{
-			ConnectionRateWindowSize: 60 * time.Second,
-			Terminate:                true,
-			MaxMessageSize:           25 << 20,
-		},
-		Timeouts: Timeouts{
-			Command:   5 * time.Minute,
-			DataBlock: 3 * time.Minute,
-			DataFinal: 10 * time.Minute,
-		},
-		Delivery: Delivery{QueueLifetime: 5 * 24 * time.Hour},
-		Fleet: Fleet{
-			KeyPrefix:    "mxguard:",
-			OnRedisError: OnRedisErrorLocal,
-		},
-	}
+	c.Hostname = host
 	c.deriveDataPaths()
 	return c
 }
@@ -197,6 +197,7 @@ func Parse(data []byte, path string) (*Config, error) {
 		p.errs.sort()
 		return nil, p.errs
 	}
+	c.lines = p.lines
 	return c, nil
 }
 

@@ -44,18 +44,18 @@ func (p *parser) run() {
 
 	for _, k := range sortedKeys(doc) {
 		v := doc[k]
-		if fields, ok := sections[k]; ok {
+		if isSection(k) {
 			tbl, ok := v.(map[string]any)
 			if !ok {
 				p.errorf(k, "must be a table ([%s]), not %s", k, typeName(v))
 				continue
 			}
 			for _, sk := range sortedKeys(tbl) {
-				p.apply(k, sk, fields, tbl[sk])
+				p.apply(k, sk, tbl[sk])
 			}
 			continue
 		}
-		p.apply("", k, topLevel, v)
+		p.apply("", k, v)
 	}
 	p.finish()
 }
@@ -77,13 +77,13 @@ func (p *parser) tomlError(err error) {
 	p.errs = append(p.errs, Error{File: p.file, Msg: err.Error()})
 }
 
-func (p *parser) apply(section, k string, fields map[string]setter, v any) {
+func (p *parser) apply(section, k string, v any) {
 	name := keyName([]string{k})
 	if section != "" {
 		name = section + "." + name
 	}
-	set, ok := fields[k]
-	if !ok {
+	key := lookupKey(section, k)
+	if key == nil {
 		msg := unknownKeyMsg(section, k)
 		if _, isTable := v.(map[string]any); isTable {
 			msg = strings.Replace(msg, "unknown key", "unknown table", 1)
@@ -93,8 +93,12 @@ func (p *parser) apply(section, k string, fields map[string]setter, v any) {
 	}
 	p.key = name
 	p.seen[name] = true
-	if err := set(p, v); err != nil {
+	if err := key.set(p, v); err != nil {
 		p.errorf(name, "%v", err)
+		return
+	}
+	if key.Unused != "" {
+		p.warnf("accepted for sendmail compatibility, but has no effect: %s", key.Unused)
 	}
 }
 
@@ -127,23 +131,15 @@ func (p *parser) finish() {
 	}
 
 	if p.file != "" {
+		// Relative paths in a file are relative to the file.
 		dir := filepath.Dir(p.file)
-		for _, f := range []struct {
-			key  string
-			path *string
-		}{
-			{"data_dir", &c.DataDir},
-			{"access_map", &c.AccessMap},
-			{"hosts_allow", &c.HostsAllow},
-			{"hosts_deny", &c.HostsDeny},
-			{"tls_cert", &c.TLSCert},
-			{"tls_key", &c.TLSKey},
-			{"control", &c.Control},
-			{"trust_file", &c.TrustFile},
-			{"deny_file", &c.DenyFile},
-		} {
-			if p.seen[f.key] && *f.path != "" && !filepath.IsAbs(*f.path) {
-				*f.path = filepath.Join(dir, *f.path)
+		for i := range schema {
+			k := &schema[i]
+			if k.str == nil || !p.seen[k.Name] {
+				continue
+			}
+			if path := k.str(c); *path != "" && !filepath.IsAbs(*path) {
+				*path = filepath.Join(dir, *path)
 			}
 		}
 	}
@@ -154,91 +150,37 @@ func (p *parser) finish() {
 // becomes the message after "FILE:LINE: key: ".
 type setter func(p *parser, v any) error
 
-// topLevel and sections are the schema: every key the file may contain.
-// They are read-only after initialisation.
-var topLevel = map[string]setter{
-	"hostname": stringVal(func(c *Config) *string { return &c.Hostname }, func(s string) (string, error) {
-		if !isHostname(s) {
-			return "", fmt.Errorf("invalid host name %q", s)
-		}
-		return s, nil
-	}),
-	"listen":           setListen,
-	"data_dir":         stringVal(func(c *Config) *string { return &c.DataDir }, nonEmpty),
-	"local_domains":    setLocalDomains,
-	"trusted_networks": setTrustedNetworks,
-	"resolver": stringVal(func(c *Config) *string { return &c.Resolver }, func(s string) (string, error) {
-		if s == "" {
-			return "", nil
-		}
-		return normalizeResolver(s)
-	}),
-	"access_map":   pathVal(func(c *Config) *string { return &c.AccessMap }),
-	"hosts_allow":  pathVal(func(c *Config) *string { return &c.HostsAllow }),
-	"hosts_deny":   pathVal(func(c *Config) *string { return &c.HostsDeny }),
-	"tls_cert":     pathVal(func(c *Config) *string { return &c.TLSCert }),
-	"tls_key":      pathVal(func(c *Config) *string { return &c.TLSKey }),
-	"control":      pathVal(func(c *Config) *string { return &c.Control }),
-	"trust_file":   pathVal(func(c *Config) *string { return &c.TrustFile }),
-	"deny_file":    pathVal(func(c *Config) *string { return &c.DenyFile }),
-	"delay_checks": boolVal(func(c *Config) *bool { return &c.DelayChecks }),
+func checkHostname(s string) (string, error) {
+	if !isHostname(s) {
+		return "", fmt.Errorf("invalid host name %q", s)
+	}
+	return s, nil
 }
 
-var sections = map[string]map[string]setter{
-	"limits": {
-		"max_daemon_children":         intVal(func(c *Config) *int { return &c.Limits.MaxDaemonChildren }),
-		"connection_rate_throttle":    intVal(func(c *Config) *int { return &c.Limits.ConnectionRateThrottle }),
-		"connection_rate_window_size": durationVal(func(c *Config) *time.Duration { return &c.Limits.ConnectionRateWindowSize }, time.Second),
-		"client_rate":                 intVal(func(c *Config) *int { return &c.Limits.ClientRate }),
-		"client_conn":                 intVal(func(c *Config) *int { return &c.Limits.ClientConn }),
-		"terminate":                   boolVal(func(c *Config) *bool { return &c.Limits.Terminate }),
-		"greet_pause":                 setGreetPause,
-		"bad_rcpt_throttle":           intVal(func(c *Config) *int { return &c.Limits.BadRcptThrottle }),
-		"max_rcpts_per_message":       intVal(func(c *Config) *int { return &c.Limits.MaxRcptsPerMessage }),
-		"max_message_size":            setMaxMessageSize,
-	},
-	"timeouts": {
-		"command":   durationVal(func(c *Config) *time.Duration { return &c.Timeouts.Command }, time.Second),
-		"helo":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Helo }),
-		"mail":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Mail }),
-		"rcpt":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Rcpt }),
-		"datainit":  timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.DataInit }),
-		"datablock": timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.DataBlock }),
-		"datafinal": timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.DataFinal }),
-		"rset":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Rset }),
-		"quit":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Quit }),
-		"misc":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Misc }),
-		"starttls":  timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.StartTLS }),
-		"auth":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Auth }),
-		"connect":   timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Connect }),
-		"iconnect":  timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.IConnect }),
-		"aconnect":  timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.AConnect }),
-		"initial":   timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Initial }),
-		"lhlo":      timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.LHLO }),
-		"control":   timeoutVal(func(c *Config) *time.Duration { return &c.Timeouts.Control }),
-	},
-	"delivery": {
-		"relay": stringVal(func(c *Config) *string { return &c.Delivery.Relay }, func(s string) (string, error) {
-			_, err := parseRelay(s)
-			return s, err
-		}),
-		"queue_lifetime": durationVal(func(c *Config) *time.Duration { return &c.Delivery.QueueLifetime }, time.Minute),
-	},
-	"fleet": {
-		"redis": stringVal(func(c *Config) *string { return &c.Fleet.Redis }, func(s string) (string, error) {
-			if s == "" {
-				return "", nil
-			}
-			return s, checkRedis(s)
-		}),
-		"key_prefix": stringVal(func(c *Config) *string { return &c.Fleet.KeyPrefix }, nil),
-		"on_redis_error": stringVal(func(c *Config) *string { return &c.Fleet.OnRedisError }, func(s string) (string, error) {
-			if s != OnRedisErrorLocal && s != OnRedisErrorTempfail {
-				return "", fmt.Errorf("must be %q or %q, not %q", OnRedisErrorLocal, OnRedisErrorTempfail, s)
-			}
-			return s, nil
-		}),
-	},
+func checkResolver(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	return normalizeResolver(s)
+}
+
+func checkRelay(s string) (string, error) {
+	_, err := parseRelay(s)
+	return s, err
+}
+
+func checkRedisValue(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	return s, checkRedis(s)
+}
+
+func checkOnRedisError(s string) (string, error) {
+	if s != OnRedisErrorLocal && s != OnRedisErrorTempfail {
+		return "", fmt.Errorf("must be %q or %q, not %q", OnRedisErrorLocal, OnRedisErrorTempfail, s)
+	}
+	return s, nil
 }
 
 // typeName names a decoded TOML value's type as the TOML spec does.
@@ -261,13 +203,6 @@ func typeName(v any) string {
 	}
 }
 
-func nonEmpty(s string) (string, error) {
-	if s == "" {
-		return "", errors.New("must not be empty")
-	}
-	return s, nil
-}
-
 func stringVal(field func(*Config) *string, check func(string) (string, error)) setter {
 	return func(p *parser, v any) error {
 		s, ok := v.(string)
@@ -285,8 +220,12 @@ func stringVal(field func(*Config) *string, check func(string) (string, error)) 
 	}
 }
 
-func pathVal(field func(*Config) *string) setter {
+// pathVal sets a path; "" (none) only where allowEmpty.
+func pathVal(field func(*Config) *string, allowEmpty bool) setter {
 	return stringVal(field, func(s string) (string, error) {
+		if s == "" && !allowEmpty {
+			return "", errors.New("must not be empty")
+		}
 		if strings.IndexByte(s, 0) >= 0 {
 			return "", errors.New("path contains a NUL byte")
 		}
@@ -305,7 +244,12 @@ func boolVal(field func(*Config) *bool) setter {
 	}
 }
 
-func intVal(field func(*Config) *int) setter {
+// intVal sets a count, where 0 means no limit. max, when not 0, is the
+// largest value the code that applies the count supports.
+func intVal(field func(*Config) *int, max int) setter {
+	if max == 0 {
+		max = math.MaxInt32
+	}
 	return func(p *parser, v any) error {
 		n, ok := v.(int64)
 		if !ok {
@@ -314,8 +258,8 @@ func intVal(field func(*Config) *int) setter {
 		if n < 0 {
 			return fmt.Errorf("must not be negative (0 means no limit), not %d", n)
 		}
-		if n > math.MaxInt32 {
-			return fmt.Errorf("%d is too large", n)
+		if n > int64(max) {
+			return fmt.Errorf("%d is more than the largest supported value, %d", n, max)
 		}
 		*field(p.cfg) = int(n)
 		return nil
@@ -527,28 +471,14 @@ func unknownKeyMsg(section, k string) string {
 		return "[" + sec + "] " + key
 	}
 	for _, cand := range candidates {
-		if _, ok := topLevel[cand]; ok && !(section == "" && cand == k) {
-			return "unknown key; did you mean " + where("", cand) + "?"
-		}
-		for _, sec := range sortedSections() {
-			if _, ok := sections[sec][cand]; ok && !(section == sec && cand == k) {
+		for _, sec := range Sections {
+			if lookupKey(sec, cand) != nil && !(section == sec && cand == k) {
 				return "unknown key; did you mean " + where(sec, cand) + "?"
 			}
 		}
 	}
-	if section == "" {
-		if _, ok := sections[norm]; ok {
-			return "unknown table; did you mean [" + norm + "]?"
-		}
+	if section == "" && isSection(norm) {
+		return "unknown table; did you mean [" + norm + "]?"
 	}
 	return "unknown key"
-}
-
-func sortedSections() []string {
-	names := make([]string, 0, len(sections))
-	for s := range sections {
-		names = append(names, s)
-	}
-	slices.Sort(names)
-	return names
 }

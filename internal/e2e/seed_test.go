@@ -33,12 +33,15 @@ func importSeed(t *testing.T) string {
 	}
 
 	// Every line on stderr names a line of sendmail.mc that mxguard has no
-	// use for (OSTYPE, the mailers), and every such line is named.
+	// use for (OSTYPE, the mailers, the timeouts of AUTH and of dialing
+	// several hosts), and every such line is named.
 	mc := strings.Split(readFile(t, filepath.Join(root, "testdata/seed/sendmail.mc")), "\n")
 	untranslatable := map[int]bool{}
 	for i, l := range mc {
-		if strings.HasPrefix(l, "OSTYPE(") || strings.HasPrefix(l, "MAILER(") {
-			untranslatable[i+1] = true
+		for _, p := range []string{"OSTYPE(", "MAILER(", "define(`confTO_AUTH'", "define(`confTO_ICONNECT'", "define(`confTO_ACONNECT'"} {
+			if strings.HasPrefix(l, p) {
+				untranslatable[i+1] = true
+			}
 		}
 	}
 	re := regexp.MustCompile(`^sendmail\.mc:(\d+): `)

@@ -2,11 +2,13 @@ package server
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,8 +16,48 @@ import (
 	"github.com/mxguard/mxguard/internal/admit"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
+	"github.com/mxguard/mxguard/internal/limit"
 	"github.com/mxguard/mxguard/internal/tcpwrap"
 )
+
+// Check runs every check of cfg that reads the disk, as `mxguard check`
+// and the start of `serve` do: the kind of each path the configuration
+// names, the files it names (access map, TCP-wrappers files, trust and
+// deny lists) and the STARTTLS key pair. It reports every problem, each
+// with the file and line it comes from, and the warnings.
+func Check(cfg *config.Config) (warnings []string, err error) {
+	_, _, warnings, err = load(cfg)
+	return warnings, err
+}
+
+// load reads everything cfg names from disk: the admission policy and the
+// TLS configuration. Every problem is reported at once; any error leaves
+// the caller with what it had, so a broken file never replaces a good one.
+func load(cfg *config.Config) (*admit.Policy, *tls.Config, []string, error) {
+	if errs := cfg.CheckPaths(); len(errs) > 0 {
+		// The files are of the wrong kind: reading them would only add
+		// confusing errors about the same mistake.
+		return nil, nil, nil, errs
+	}
+	p, warnings, err := LoadPolicy(cfg)
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
+	var tc *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			errs = append(errs, cfg.KeyError("tls_cert", fmt.Errorf("with tls_key %s: %w", cfg.TLSKey, err)))
+		} else {
+			tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, nil, warnings, errors.Join(errs...)
+	}
+	return p, tc, warnings, nil
+}
 
 // LoadPolicy reads every file admission depends on. Any error leaves the
 // caller with the policy it had: a broken file never replaces a good one.
@@ -36,6 +78,9 @@ func LoadPolicy(cfg *config.Config) (*admit.Policy, []string, error) {
 	}
 	if cfg.AccessMap != "" {
 		m, err := accessmap.Load(cfg.AccessMap)
+		if err == nil {
+			err = checkAccessNumbers(m)
+		}
 		if err != nil {
 			errs = append(errs, err)
 		} else {
@@ -53,6 +98,23 @@ func LoadPolicy(cfg *config.Config) (*admit.Policy, []string, error) {
 		}
 	}
 	return p, warnings, errors.Join(errs...)
+}
+
+// checkAccessNumbers refuses ClientRate: values the limiter cannot count,
+// which would otherwise load and then turn every matching client away
+// with a temporary failure.
+func checkAccessNumbers(m *accessmap.Map) error {
+	var errs []error
+	for e := range m.All() {
+		if e.Tag != accessmap.TagClientRate {
+			continue
+		}
+		if n, err := strconv.Atoi(e.Value); err == nil && n > limit.MaxRateLimit {
+			errs = append(errs, &accessmap.LineError{File: m.Name(), Line: e.Line,
+				Err: fmt.Errorf("%s: %d is more than the largest supported rate, %d", e, n, limit.MaxRateLimit)})
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // readPrefixFile reads a list of networks kept by `mxguard trust` and

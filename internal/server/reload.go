@@ -28,16 +28,12 @@ func (s *Server) Reload() (string, error) {
 		}
 		next = c
 	}
-	p, warnings, err := LoadPolicy(next)
+	p, tc, warnings, err := load(next)
 	if err != nil {
 		s.log.Error("reload failed, keeping the running configuration", "err", err.Error())
 		return "", err
 	}
-	sc, err := smtpConfig(next, s.log)
-	if err != nil {
-		s.log.Error("reload failed, keeping the running configuration", "err", err.Error())
-		return "", err
-	}
+	sc := smtpConfig(next, tc, s.log)
 	for _, w := range warnings {
 		s.log.Warn(w)
 	}

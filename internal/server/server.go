@@ -64,7 +64,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		}
 	}()
 
-	policy, warnings, err := LoadPolicy(cfg)
+	policy, tc, warnings, err := load(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +73,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	}
 	res, err := resolve.New(resolve.Config{Server: cfg.Resolver}, logger)
 	if err != nil {
-		return nil, fmt.Errorf("resolver: %w", err)
+		return nil, err // says "resolve: ..." itself
 	}
 	if s.limiter, err = newLimiter(cfg, logger, &s.closers); err != nil {
 		return nil, err
@@ -81,7 +81,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.admit = admit.New(policy, s.limiter, res, logger)
 
 	if s.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), logger); err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+		return nil, err // says "spool: ..." itself
 	}
 	var d deliver.Deliverer
 	if cfg.Delivery.Relay != "" {
@@ -102,11 +102,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		Workers: 16,
 	}, logger)
 
-	sc, err := smtpConfig(cfg, logger)
-	if err != nil {
-		return nil, err
-	}
-	s.smtp = smtpd.NewServer(sc, &handler{s: s})
+	s.smtp = smtpd.NewServer(smtpConfig(cfg, tc, logger), &handler{s: s})
 	ok = true
 	return s, nil
 }
@@ -133,10 +129,11 @@ func newLimiter(cfg *config.Config, logger *slog.Logger, closers *[]func()) (lim
 	return limit.NewFailover(r, mem, policy, logger), nil
 }
 
-func smtpConfig(cfg *config.Config, logger *slog.Logger) (smtpd.Config, error) {
-	t := &cfg.Timeouts
-	sc := smtpd.Config{
+func smtpConfig(cfg *config.Config, tc *tls.Config, logger *slog.Logger) smtpd.Config {
+	t := cfg.Timeouts.ServerSide()
+	return smtpd.Config{
 		Hostname:        cfg.Hostname,
+		TLS:             tc,
 		MaxMessageSize:  cfg.Limits.MaxMessageSize,
 		MaxRcpts:        cfg.Limits.MaxRcptsPerMessage,
 		BadRcptThrottle: cfg.Limits.BadRcptThrottle,
@@ -147,17 +144,10 @@ func smtpConfig(cfg *config.Config, logger *slog.Logger) (smtpd.Config, error) {
 			Rset: t.Rset, Quit: t.Quit, Misc: t.Misc, StartTLS: t.StartTLS,
 		},
 	}
-	if cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return sc, fmt.Errorf("tls_cert/tls_key: %w", err)
-		}
-		sc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	return sc, nil
 }
 
-func relayTimeouts(t *config.Timeouts) deliver.Timeouts {
+func relayTimeouts(all *config.Timeouts) deliver.Timeouts {
+	t := all.RelaySide()
 	return deliver.Timeouts{
 		Connect: t.Connect, Initial: t.Initial, Helo: t.Helo, Lhlo: t.LHLO, Mail: t.Mail,
 		Rcpt: t.Rcpt, DataInit: t.DataInit, DataBlock: t.DataBlock, DataFinal: t.DataFinal, Quit: t.Quit,

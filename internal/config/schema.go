@@ -1,0 +1,268 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/limit"
+)
+
+// Key is one configuration key, declared once: its name, its default, the
+// check of a value and its line of documentation. The parser, Default, the
+// key tables of docs/SPEC.md and the test of testdata/full.toml all derive
+// from Keys, so that a key cannot be documented with one default and
+// applied with another.
+type Key struct {
+	Name string // dotted: "hostname", "limits.client_rate"
+	// Default is the TOML value an absent key means (string, int64, bool
+	// or []any of strings), applied through the same setter as a value
+	// from a file. nil when the default is computed; Computed says how.
+	Default  any
+	Computed string
+	Doc      string // one line: what the key means
+	Sendmail string // the sendmail option it stands for, "" if none
+	// Unused, when set, marks a key accepted so that a configuration
+	// translated from sendmail loads, but that has no effect in mxguard;
+	// setting it logs this text as a warning.
+	Unused string
+	// Path says what a path-valued key must name on disk (checked by
+	// CheckPaths, not by the parser, which reads no files).
+	Path PathKind
+	// ServerPhase marks a timeout of a server-side phase: 0 there means
+	// "as timeouts.command".
+	ServerPhase bool
+	// RelayDefault, for a timeout, is what the relay client waits when
+	// the key is 0: RFC 5321 4.5.3.2's minimum where it names one. ""
+	// when the relay client has no such wait.
+	RelayDefault string
+
+	set setter
+	dur func(*Config) *time.Duration // timeouts: the field the key sets
+	str func(*Config) *string        // paths: the field the key sets
+}
+
+// pathKey completes a key whose value is a path.
+func pathKey(k Key, field func(*Config) *string) Key {
+	k.str, k.set = field, pathVal(field, k.Path != Directory)
+	return k
+}
+
+// timeoutKey completes a [timeouts] key. min is the shortest value allowed
+// (0: "0s" allowed, meaning "as command" on the server side).
+func timeoutKey(k Key, field func(*Config) *time.Duration, min time.Duration) Key {
+	k.dur = field
+	if min > 0 {
+		k.set = durationVal(field, min)
+	} else {
+		k.set = timeoutVal(field)
+	}
+	return k
+}
+
+// PathKind is what a path-valued key must name.
+type PathKind int
+
+// Kinds of path.
+const (
+	NotPath      PathKind = iota
+	RegularFile           // must exist and be a regular file (access map, certificate)
+	OptionalFile          // may be absent; if present, a regular file (trust and deny lists)
+	Directory             // may be absent (created); if present, a directory
+	Socket                // may be absent; if present, a Unix socket (ours, left by a crash)
+)
+
+// Section returns the table the key lives in ("" for the top level) and its
+// name within it.
+func (k *Key) Section() (section, name string) {
+	if i := strings.IndexByte(k.Name, '.'); i >= 0 {
+		return k.Name[:i], k.Name[i+1:]
+	}
+	return "", k.Name
+}
+
+// DefaultText is the default as the documentation writes it: a TOML
+// literal, or the description of a computed default.
+func (k *Key) DefaultText() string {
+	if k.Default == nil {
+		return k.Computed
+	}
+	return tomlLiteral(k.Default)
+}
+
+func tomlLiteral(v any) string {
+	switch v := v.(type) {
+	case string:
+		return strconv.Quote(v)
+	case int64:
+		return strconv.FormatInt(v, 10)
+	case bool:
+		return strconv.FormatBool(v)
+	case []any:
+		parts := make([]string, len(v))
+		for i, e := range v {
+			parts[i] = tomlLiteral(e)
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	}
+	panic(fmt.Sprintf("config: default of type %T", v))
+}
+
+// Sections are the tables of the file, in the order the documentation
+// shows them; "" is the top level.
+var Sections = []string{"", "limits", "timeouts", "delivery", "fleet"}
+
+// Keys returns every configuration key, in documentation order.
+func Keys() []Key { return append([]Key(nil), schema...) }
+
+func strs(s ...string) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
+}
+
+// schema is the list behind Keys. It is read-only after initialisation.
+var schema = []Key{
+	{Name: "hostname", Computed: "the OS host name", Doc: "name in the greeting and replies",
+		set: stringVal(func(c *Config) *string { return &c.Hostname }, checkHostname)},
+	{Name: "listen", Default: strs("127.0.0.1:2525"), Doc: "addresses to listen on (host:port; \":25\" is every address)",
+		set: setListen},
+	pathKey(Key{Name: "data_dir", Default: "./data", Doc: "spool, state files and the default Maildir root", Path: Directory},
+		func(c *Config) *string { return &c.DataDir }),
+	{Name: "local_domains", Default: strs("localhost"), Doc: "domains we accept mail for",
+		set: setLocalDomains},
+	{Name: "trusted_networks", Default: strs("127.0.0.0/8", "::1/128"), Doc: "never limited; may relay (a bare address is one host)",
+		set: setTrustedNetworks},
+	{Name: "resolver", Default: "", Doc: "`host[:port]` of the DNS server for reverse/forward lookups; \"\" is the system resolver",
+		set: stringVal(func(c *Config) *string { return &c.Resolver }, checkResolver)},
+	pathKey(Key{Name: "access_map", Default: "", Doc: "path of a sendmail-format access file; re-read on SIGHUP", Sendmail: "FEATURE(access_db)", Path: RegularFile},
+		func(c *Config) *string { return &c.AccessMap }),
+	pathKey(Key{Name: "hosts_allow", Default: "", Doc: "path of a hosts_access(5) allow file (daemon `mxguard` or `sendmail`)", Path: RegularFile},
+		func(c *Config) *string { return &c.HostsAllow }),
+	pathKey(Key{Name: "hosts_deny", Default: "", Doc: "path of a hosts_access(5) deny file", Path: RegularFile},
+		func(c *Config) *string { return &c.HostsDeny }),
+	pathKey(Key{Name: "tls_cert", Default: "", Doc: "STARTTLS certificate chain (PEM); no STARTTLS when empty", Path: RegularFile},
+		func(c *Config) *string { return &c.TLSCert }),
+	pathKey(Key{Name: "tls_key", Default: "", Doc: "STARTTLS private key (PEM); set with tls_cert", Path: RegularFile},
+		func(c *Config) *string { return &c.TLSKey }),
+	pathKey(Key{Name: "control", Computed: "\"<data_dir>/control.sock\"", Doc: "Unix socket for `mxguard trust/deny/reload/status`", Path: Socket},
+		func(c *Config) *string { return &c.Control }),
+	pathKey(Key{Name: "trust_file", Computed: "\"<data_dir>/trusted.txt\"", Doc: "networks added by `mxguard trust`, one a line", Path: OptionalFile},
+		func(c *Config) *string { return &c.TrustFile }),
+	pathKey(Key{Name: "deny_file", Computed: "\"<data_dir>/denied.txt\"", Doc: "networks added by `mxguard deny`, one a line", Path: OptionalFile},
+		func(c *Config) *string { return &c.DenyFile }),
+	{Name: "delay_checks", Default: false, Doc: "From: rejections are given at RCPT, and `Spam:<rcpt> FRIEND` lifts them", Sendmail: "FEATURE(delay_checks)",
+		set: boolVal(func(c *Config) *bool { return &c.DelayChecks })},
+
+	{Name: "limits.max_daemon_children", Default: int64(0), Doc: "concurrent connections in all; more get 421 (0: no limit)", Sendmail: "confMAX_DAEMON_CHILDREN",
+		set: intVal(func(c *Config) *int { return &c.Limits.MaxDaemonChildren }, 0)},
+	{Name: "limits.connection_rate_throttle", Default: int64(0), Doc: "new connections per second from all clients; excess ones are stalled (0: off)", Sendmail: "confCONNECTION_RATE_THROTTLE",
+		set: intVal(func(c *Config) *int { return &c.Limits.ConnectionRateThrottle }, 0)},
+	{Name: "limits.connection_rate_window_size", Default: "60s", Doc: "window of ClientRate", Sendmail: "confCONNECTION_RATE_WINDOW_SIZE",
+		set: durationVal(func(c *Config) *time.Duration { return &c.Limits.ConnectionRateWindowSize }, time.Second)},
+	{Name: "limits.client_rate", Default: int64(0), Doc: "connections per window from one client without a `ClientRate:` entry (0: no limit)", Sendmail: "ClientRate: (FEATURE(ratecontrol))",
+		set: intVal(func(c *Config) *int { return &c.Limits.ClientRate }, limit.MaxRateLimit)},
+	{Name: "limits.client_conn", Default: int64(0), Doc: "concurrent connections from one client without a `ClientConn:` entry (0: no limit)", Sendmail: "ClientConn: (FEATURE(conncontrol))",
+		set: intVal(func(c *Config) *int { return &c.Limits.ClientConn }, 0)},
+	{Name: "limits.terminate", Default: true, Doc: "over-limit clients get 421 and are closed; false: 452 to MAIL and RCPT", Sendmail: "FEATURE(ratecontrol/conncontrol, `terminate')",
+		set: boolVal(func(c *Config) *bool { return &c.Limits.Terminate })},
+	{Name: "limits.greet_pause", Default: "0s", Doc: "hold the greeting; clients that talk first get 554 (`GreetPause:` overrides; capped at 5m)", Sendmail: "FEATURE(greet_pause)",
+		set: setGreetPause},
+	{Name: "limits.bad_rcpt_throttle", Default: int64(0), Doc: "refused RCPTs in a transaction after which each RCPT waits 1 s (0: off)", Sendmail: "confBAD_RCPT_THROTTLE",
+		set: intVal(func(c *Config) *int { return &c.Limits.BadRcptThrottle }, 0)},
+	{Name: "limits.max_rcpts_per_message", Default: int64(0), Doc: "recipients per transaction; more get 452 (0: no limit)", Sendmail: "confMAX_RCPTS_PER_MESSAGE",
+		set: intVal(func(c *Config) *int { return &c.Limits.MaxRcptsPerMessage }, 0)},
+	{Name: "limits.max_message_size", Default: "25MiB", Doc: "largest message, announced in SIZE (0: no limit)", Sendmail: "confMAX_MESSAGE_SIZE",
+		set: setMaxMessageSize},
+
+	timeoutKey(Key{Name: "timeouts.command", Default: "5m", Doc: "server: a command wait without its own value below", Sendmail: "confTO_COMMAND"},
+		func(c *Config) *time.Duration { return &c.Timeouts.Command }, time.Second),
+	timeoutKey(Key{Name: "timeouts.helo", Default: "0s", Doc: "server: the first command after the greeting; relay: the reply to EHLO/HELO", Sendmail: "confTO_HELO", RelayDefault: "5m", ServerPhase: true},
+		func(c *Config) *time.Duration { return &c.Timeouts.Helo }, 0),
+	timeoutKey(Key{Name: "timeouts.mail", Default: "0s", Doc: "server: the wait for MAIL; relay: the reply to MAIL", Sendmail: "confTO_MAIL", RelayDefault: "5m", ServerPhase: true},
+		func(c *Config) *time.Duration { return &c.Timeouts.Mail }, 0),
+	timeoutKey(Key{Name: "timeouts.rcpt", Default: "0s", Doc: "server: the wait after MAIL; relay: the reply to each RCPT", Sendmail: "confTO_RCPT", RelayDefault: "5m", ServerPhase: true},
+		func(c *Config) *time.Duration { return &c.Timeouts.Rcpt }, 0),
+	timeoutKey(Key{Name: "timeouts.datainit", Default: "0s", Doc: "server: the wait after an accepted RCPT; relay: the reply to DATA", Sendmail: "confTO_DATAINIT", RelayDefault: "2m", ServerPhase: true},
+		func(c *Config) *time.Duration { return &c.Timeouts.DataInit }, 0),
+	timeoutKey(Key{Name: "timeouts.datablock", Default: "3m", Doc: "each 64 KiB of message data (both sides)", Sendmail: "confTO_DATABLOCK", RelayDefault: "3m", ServerPhase: true},
+		func(c *Config) *time.Duration { return &c.Timeouts.DataBlock }, 0),
+	timeoutKey(Key{Name: "timeouts.datafinal", Default: "10m", Doc: "server: the whole body from 354 to the final dot; relay: the reply to the final dot", Sendmail: "confTO_DATAFINAL", RelayDefault: "10m", ServerPhase: true},
+		func(c *Config) *time.Duration { return &c.Timeouts.DataFinal }, 0),
+	timeoutKey(Key{Name: "timeouts.rset", Default: "0s", Doc: "server: the command after RSET", Sendmail: "confTO_RSET", ServerPhase: true},
+		func(c *Config) *time.Duration { return &c.Timeouts.Rset }, 0),
+	timeoutKey(Key{Name: "timeouts.quit", Default: "0s", Doc: "server: the command after an accepted message; relay: the reply to QUIT", Sendmail: "confTO_QUIT", RelayDefault: "1m", ServerPhase: true},
+		func(c *Config) *time.Duration { return &c.Timeouts.Quit }, 0),
+	timeoutKey(Key{Name: "timeouts.misc", Default: "0s", Doc: "server: the command after NOOP, VRFY, HELP", Sendmail: "confTO_MISC", ServerPhase: true},
+		func(c *Config) *time.Duration { return &c.Timeouts.Misc }, 0),
+	timeoutKey(Key{Name: "timeouts.starttls", Default: "0s", Doc: "the TLS handshake (both sides)", Sendmail: "confTO_STARTTLS", RelayDefault: "1m", ServerPhase: true},
+		func(c *Config) *time.Duration { return &c.Timeouts.StartTLS }, 0),
+	timeoutKey(Key{Name: "timeouts.auth", Default: "0s", Doc: "read from sendmail configurations; no effect (mxguard offers no SMTP AUTH)", Sendmail: "confTO_AUTH",
+		Unused: "mxguard offers no SMTP AUTH"},
+		func(c *Config) *time.Duration { return &c.Timeouts.Auth }, 0),
+	timeoutKey(Key{Name: "timeouts.connect", Default: "0s", Doc: "relay: each connect(2) to the downstream", Sendmail: "confTO_CONNECT", RelayDefault: "30s"},
+		func(c *Config) *time.Duration { return &c.Timeouts.Connect }, 0),
+	timeoutKey(Key{Name: "timeouts.iconnect", Default: "0s", Doc: "read from sendmail configurations; no effect (the relay dials one host: `connect` applies)", Sendmail: "confTO_ICONNECT",
+		Unused: "the relay client dials one host, which timeouts.connect bounds"},
+		func(c *Config) *time.Duration { return &c.Timeouts.IConnect }, 0),
+	timeoutKey(Key{Name: "timeouts.aconnect", Default: "0s", Doc: "read from sendmail configurations; no effect (the relay dials one host: `connect` applies)", Sendmail: "confTO_ACONNECT",
+		Unused: "the relay client dials one host, which timeouts.connect bounds"},
+		func(c *Config) *time.Duration { return &c.Timeouts.AConnect }, 0),
+	timeoutKey(Key{Name: "timeouts.initial", Default: "0s", Doc: "relay: the downstream's greeting", Sendmail: "confTO_INITIAL", RelayDefault: "5m"},
+		func(c *Config) *time.Duration { return &c.Timeouts.Initial }, 0),
+	timeoutKey(Key{Name: "timeouts.lhlo", Default: "0s", Doc: "relay: the reply to LHLO (LMTP)", Sendmail: "confTO_LHLO", RelayDefault: "5m"},
+		func(c *Config) *time.Duration { return &c.Timeouts.LHLO }, 0),
+	timeoutKey(Key{Name: "timeouts.control", Default: "30s", Doc: "one exchange on the control socket", Sendmail: "confTO_CONTROL"},
+		func(c *Config) *time.Duration { return &c.Timeouts.Control }, time.Second),
+
+	{Name: "delivery.relay", Default: "", Doc: "\"\": local Maildir under `<data_dir>/mail/<domain>/<localpart>/`; or `smtp://host:port`, `lmtp://host:port`, `lmtp+unix:///path`",
+		set: stringVal(func(c *Config) *string { return &c.Delivery.Relay }, checkRelay)},
+	{Name: "delivery.queue_lifetime", Default: "5d", Doc: "how long delivery is retried before the message is bounced", Sendmail: "confTO_QUEUERETURN",
+		set: durationVal(func(c *Config) *time.Duration { return &c.Delivery.QueueLifetime }, time.Minute)},
+
+	{Name: "fleet.redis", Default: "", Doc: "Redis shared by the nodes: host:port or a redis://, rediss://, unix:// URL; \"\" is in-process counters",
+		set: stringVal(func(c *Config) *string { return &c.Fleet.Redis }, checkRedisValue)},
+	{Name: "fleet.key_prefix", Default: "mxguard:", Doc: "prefix of every Redis key",
+		set: stringVal(func(c *Config) *string { return &c.Fleet.KeyPrefix }, nil)},
+	{Name: "fleet.on_redis_error", Default: OnRedisErrorLocal, Doc: "when Redis is away: \"local\" counts on this node, \"tempfail\" answers 421",
+		set: stringVal(func(c *Config) *string { return &c.Fleet.OnRedisError }, checkOnRedisError)},
+}
+
+// keyIndex finds a key by section and name. It is built once from schema
+// and read-only after.
+var keyIndex = func() map[string]map[string]*Key {
+	idx := make(map[string]map[string]*Key)
+	for i := range schema {
+		k := &schema[i]
+		sec, name := k.Section()
+		if idx[sec] == nil {
+			idx[sec] = make(map[string]*Key)
+		}
+		if idx[sec][name] != nil {
+			panic("config: key declared twice: " + k.Name)
+		}
+		idx[sec][name] = k
+	}
+	return idx
+}()
+
+// LookupKey returns the key with the dotted name ("limits.client_rate").
+func LookupKey(name string) (Key, bool) {
+	sec, k, ok := strings.Cut(name, ".")
+	if !ok {
+		sec, k = "", name
+	}
+	if key := lookupKey(sec, k); key != nil {
+		return *key, true
+	}
+	return Key{}, false
+}
+
+// lookupKey returns the key name in section ("" for the top level).
+func lookupKey(section, name string) *Key { return keyIndex[section][name] }
+
+// isSection reports whether name is a table of the file.
+func isSection(name string) bool { return name != "" && keyIndex[name] != nil }

@@ -30,8 +30,8 @@ const usage = `usage:
   mxguard serve   [--config FILE]        run in the foreground; logs to stderr
   mxguard check   --config FILE          validate; exit 0 ok, 1 with every error listed
   mxguard import-sendmail --mc FILE [--access FILE] [--hosts-deny FILE]   TOML on stdout
-  mxguard trust   [--config FILE] IP|CIDR|"a log line"   trust a client, live and persisted
-  mxguard deny    [--config FILE] IP|CIDR|"a log line"   refuse a client, live and persisted
+  mxguard trust   [--config FILE] IP|CIDR|'a log line'   trust a client, live and persisted
+  mxguard deny    [--config FILE] IP|CIDR|'a log line'   refuse a client, live and persisted
   mxguard reload  [--config FILE]        re-read the configuration (like SIGHUP)
   mxguard version
 `
@@ -230,33 +230,8 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mxguard: %v\n", err)
 		return 1
 	}
-	line := cmd
-	if cmd == "trust" || cmd == "deny" {
-		if fs.NArg() == 0 {
-			fmt.Fprintf(stderr, "mxguard %s: give an IP, a CIDR prefix or a log line\n", cmd)
-			return 2
-		}
-		target := fs.Arg(0)
-		for _, a := range fs.Args()[1:] {
-			target += " " + a
-		}
-		p, err := control.ParseTarget(target)
-		if err != nil {
-			fmt.Fprintf(stderr, "mxguard %s: %v\n", cmd, err)
-			return 1
-		}
-		line = cmd + " " + p.String()
-		out, err := control.Send(cfg.Control, line, 10*time.Second)
-		if errors.Is(err, control.ErrNotRunning) {
-			// Nobody to tell: write the file so the next start picks it up.
-			msg, err := server.PersistPrefix(cfg, p, cmd == "trust")
-			if err != nil {
-				fmt.Fprintf(stderr, "mxguard %s: %v\n", cmd, err)
-				return 1
-			}
-			fmt.Fprintf(stdout, "%s (server not running: takes effect when it starts)\n", msg)
-			return 0
-		}
+	if cmd != "trust" && cmd != "deny" {
+		out, err := control.Send(cfg.Control, cmd, 10*time.Second)
 		if err != nil {
 			fmt.Fprintf(stderr, "mxguard %s: %v\n", cmd, err)
 			return 1
@@ -264,8 +239,41 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, out)
 		return 0
 	}
-	out, err := control.Send(cfg.Control, line, 10*time.Second)
+	switch fs.NArg() {
+	case 0:
+		fmt.Fprintf(stderr, "mxguard %s: give an IP, a CIDR prefix or a log line\n", cmd)
+		return 2
+	case 1:
+	default:
+		// Unquoted, the shell splits a log line and drops its quotes, and
+		// the quotes decide which text is a field and which is message.
+		fmt.Fprintf(stderr, "mxguard %s: %d arguments; give one: an IP, a CIDR prefix, or a whole log line in single quotes\n", cmd, fs.NArg())
+		return 2
+	}
+	t, err := control.ParseTarget(fs.Arg(0))
 	if err != nil {
+		fmt.Fprintf(stderr, "mxguard %s: %v\n", cmd, err)
+		return 1
+	}
+	fmt.Fprintln(stdout, t)
+	out, err := control.Send(cfg.Control, cmd+" "+t.Prefix.String(), 10*time.Second)
+	switch {
+	case errors.Is(err, control.ErrNotRunning):
+		// Nobody to tell: write the file so the next start picks it up.
+		msg, perr := server.PersistPrefix(cfg, t.Prefix, cmd == "trust")
+		if perr != nil {
+			fmt.Fprintf(stderr, "mxguard %s: %v; and the %s file could not be written: %v\n", cmd, err, cmd, perr)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s (server not running: takes effect when it starts)\n", msg)
+		return 0
+	case errors.Is(err, control.ErrPermission):
+		// A server may well be running: writing its file behind its back
+		// would not change it, and a later reload would pick up what the
+		// operator was told had failed.
+		fmt.Fprintf(stderr, "mxguard %s: %v; nothing was changed\n", cmd, err)
+		return 1
+	case err != nil:
 		fmt.Fprintf(stderr, "mxguard %s: %v\n", cmd, err)
 		return 1
 	}

@@ -1,13 +1,20 @@
 // Package control is mxguard's local control channel: a Unix socket on
 // which the running server takes operator commands (`mxguard trust`,
-// `mxguard deny`, `mxguard reload`) without a restart, and the helpers to
-// pick an address out of whatever the operator pastes, a bare IP, a CIDR
-// or a whole log line, so that a host is trusted "directly from the log
-// entry".
+// `mxguard deny`, `mxguard reload`, `mxguard status`) without a restart,
+// and ParseTarget, which reads what the operator gives trust and deny: a
+// bare IP, a CIDR prefix, or a whole log line (mxguard's, in logfmt or
+// JSON, or sendmail's), so that a host is trusted "directly from the log
+// entry". From a line it takes the client's address only from the field
+// the server wrote for the client (mxguard's ip=, sendmail's relay= or its
+// leading [addr]), never from text the client sent, and refuses a line
+// where that field is missing or appears twice.
 //
-// The protocol is one line each way: "TRUST 192.0.2.0/24\n" answered by
-// "OK ...\n" or "ERR ...\n". It is a Unix socket, not TCP, so that file
-// permissions decide who may steer the server.
+// The protocol is one line each way: "TRUST 192.0.2.0/24\n" (an address or
+// a prefix, nothing else; the command line parses log lines before it
+// sends) answered by "OK ...\n" or "ERR ...\n". It is a Unix socket, not
+// TCP, so that file permissions decide who may steer the server: Send
+// tells "permission denied" apart from "no server listening", and Listen
+// replaces nothing at its path but a stale socket of its own kind.
 package control
 
 import (
@@ -15,12 +22,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"regexp"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -33,18 +41,77 @@ type Handler interface {
 }
 
 // Listen opens the control socket at path, readable and writable by its
-// owner only.
+// owner only. A socket already at path that refuses connections is the
+// stale one of a server that died, and is replaced; a socket that answers
+// belongs to a running server, and anything else there (a file, a
+// directory, a link) is not ours to delete: both are errors naming path.
 func Listen(path string) (net.Listener, error) {
-	os.Remove(path) // a stale socket left by a crash
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("control socket %s: %v", path, bare(err))
+	case fi.Mode().Type() != fs.ModeSocket:
+		return nil, fmt.Errorf("control socket %s: there is %s at that path, not a socket; mxguard removes only "+
+			"its own stale socket: move it away or set the \"control\" key to another path", path, describe(fi.Mode()))
+	default:
+		c, err := net.DialTimeout("unix", path, 2*time.Second)
+		switch {
+		case err == nil, errors.Is(err, syscall.EAGAIN): // EAGAIN: it answers, but its backlog is full
+			if c != nil {
+				c.Close()
+			}
+			return nil, fmt.Errorf("control socket %s is in use by a running server "+
+				"(another mxguard? stop it, or set the \"control\" key to another path)", path)
+		case errors.Is(err, syscall.ECONNREFUSED):
+			// Nobody listens: left behind by a server that died.
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("control socket %s: removing the stale socket: %v", path, bare(err))
+			}
+		default:
+			return nil, fmt.Errorf("control socket %s exists and cannot be checked for a running server: %v", path, bare(err))
+		}
+	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("control socket %s: %v", path, bare(err))
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
-		return nil, err
+		return nil, fmt.Errorf("control socket %s: %v", path, bare(err))
 	}
 	return ln, nil
+}
+
+// describe names a kind of file for an error message.
+func describe(m fs.FileMode) string {
+	switch m.Type() {
+	case 0:
+		return "a regular file"
+	case fs.ModeDir:
+		return "a directory"
+	case fs.ModeSymlink:
+		return "a symbolic link"
+	case fs.ModeNamedPipe:
+		return "a named pipe"
+	case fs.ModeDevice, fs.ModeDevice | fs.ModeCharDevice:
+		return "a device"
+	}
+	return "something (" + m.Type().String() + ")"
+}
+
+// bare drops the "lstat PATH:" or "dial unix PATH:" wrapping of an error
+// whose message names the path already.
+func bare(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		return se.Err
+	}
+	return err
 }
 
 // Serve takes control connections on ln until ctx is done, then closes ln.
@@ -79,7 +146,7 @@ func serveConn(c net.Conn, timeout time.Duration, h Handler, log *slog.Logger) {
 	switch strings.ToUpper(verb) {
 	case "TRUST", "DENY":
 		var p netip.Prefix
-		p, err = ParseTarget(arg)
+		p, err = ParsePrefix(strings.TrimSpace(arg))
 		if err == nil {
 			if strings.EqualFold(verb, "TRUST") {
 				msg, err = h.Trust(p)
@@ -105,67 +172,40 @@ func serveConn(c net.Conn, timeout time.Duration, h Handler, log *slog.Logger) {
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", "; ") }
 
-// ErrNotRunning means no server answers on the control socket.
-var ErrNotRunning = errors.New("no mxguard server is listening on the control socket")
+// Errors of Send when it cannot reach the server. Only ErrNotRunning means
+// that no server runs on the socket; with ErrPermission one may well run,
+// but this user may not talk to it.
+var (
+	ErrNotRunning = errors.New("no mxguard server is listening on the control socket")
+	ErrPermission = errors.New("permission denied on the control socket")
+)
 
 // Send sends one command and returns the server's answer.
 func Send(path, command string, timeout time.Duration) (string, error) {
 	c, err := net.DialTimeout("unix", path, timeout)
 	if err != nil {
-		return "", fmt.Errorf("%w (%s): %v", ErrNotRunning, path, err)
+		switch {
+		case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+			return "", fmt.Errorf("%w %s (the socket or its directory): run this command as the user mxguard runs as, or as root", ErrPermission, path)
+		case errors.Is(err, syscall.ENOENT):
+			return "", fmt.Errorf("%w %s (there is no socket)", ErrNotRunning, path)
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return "", fmt.Errorf("%w %s (connection refused: the socket is stale, or not a socket)", ErrNotRunning, path)
+		}
+		return "", fmt.Errorf("control socket %s: %v", path, bare(err))
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(timeout))
 	if _, err := fmt.Fprintf(c, "%s\n", command); err != nil {
-		return "", err
+		return "", fmt.Errorf("control socket %s: %v", path, bare(err))
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
-		return "", fmt.Errorf("control socket: %v", err)
+		return "", fmt.Errorf("control socket %s: no answer: %v", path, bare(err))
 	}
 	line = strings.TrimSpace(line)
 	if rest, ok := strings.CutPrefix(line, "OK"); ok {
 		return strings.TrimSpace(rest), nil
 	}
 	return "", errors.New(strings.TrimSpace(strings.TrimPrefix(line, "ERR")))
-}
-
-// Patterns for an address inside a log line, most specific first: our own
-// slog attribute, sendmail's and our "[1.2.3.4]" / "[IPv6:...]", a
-// hosts_access "(host, ip)" pair, then any bare address.
-var (
-	reAttr    = regexp.MustCompile(`\bip=([0-9A-Fa-f:.]+)`)
-	reBracket = regexp.MustCompile(`\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]`)
-	rePair    = regexp.MustCompile(`\([^,()]*, ([0-9A-Fa-f:.]+)\)`)
-	reBare    = regexp.MustCompile(`[0-9A-Fa-f:.]*[0-9A-Fa-f][0-9A-Fa-f:.]*`)
-)
-
-// ParseTarget reads what an operator gives `mxguard trust` or `deny`: an
-// IP address (a /32 or /128), a CIDR prefix, or a whole log line, from
-// which the client's address is picked.
-func ParseTarget(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	if a, err := netip.ParseAddr(s); err == nil {
-		a = a.Unmap()
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
-	for _, re := range []*regexp.Regexp{reAttr, reBracket, rePair} {
-		for _, m := range re.FindAllStringSubmatch(s, -1) {
-			if a, err := netip.ParseAddr(m[1]); err == nil {
-				a = a.Unmap()
-				return netip.PrefixFrom(a, a.BitLen()), nil
-			}
-		}
-	}
-	for _, m := range reBare.FindAllString(s, -1) {
-		m = strings.Trim(m, ".:")
-		if a, err := netip.ParseAddr(m); err == nil && (a.Is4() || strings.Count(m, ":") >= 2) {
-			a = a.Unmap()
-			return netip.PrefixFrom(a, a.BitLen()), nil
-		}
-	}
-	return netip.Prefix{}, fmt.Errorf("no IP address or CIDR prefix in %q", s)
 }

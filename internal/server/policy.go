@@ -140,8 +140,8 @@ func readPrefixFile(path string) ([]netip.Prefix, error) {
 		if line == "" {
 			continue
 		}
-		p, err := control.ParseTarget(line)
-		if err != nil || strings.ContainsAny(line, " \t") {
+		p, err := control.ParsePrefix(line)
+		if err != nil {
 			return nil, fmt.Errorf("%s:%d: not an address or CIDR prefix: %q", path, n, line)
 		}
 		out = append(out, p)

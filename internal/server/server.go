@@ -172,7 +172,7 @@ func (s *Server) Listen() error {
 	if cfg.Control != "" {
 		ln, err := control.Listen(cfg.Control)
 		if err != nil {
-			return fmt.Errorf("control socket: %w", err)
+			return err // names the control socket and its path
 		}
 		s.ctlLn = ln
 	}

@@ -115,13 +115,10 @@ func bare(err error) error {
 }
 
 // Serve takes control connections on ln until ctx is done, then closes ln.
-// timeout bounds each exchange.
+// timeout (the config's timeouts.control) bounds each exchange.
 func Serve(ctx context.Context, ln net.Listener, timeout time.Duration, h Handler, log *slog.Logger) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
 	for {
 		c, err := ln.Accept()
 		if err != nil {

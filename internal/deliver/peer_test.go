@@ -33,6 +33,8 @@ type peer struct {
 	// delay is waited before every reply, as a distant or busy server
 	// would take.
 	delay time.Duration
+	// onQuit, when set, runs when QUIT arrives, before the reply.
+	onQuit func()
 
 	mu     sync.Mutex
 	conns  int
@@ -171,6 +173,9 @@ func (p *peer) serve(c net.Conn) {
 				p.finalSent <- time.Now()
 			}
 		case "QUIT":
+			if p.onQuit != nil {
+				p.onQuit()
+			}
 			say("221 2.0.0 bye")
 			return
 		default:

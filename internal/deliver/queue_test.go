@@ -231,6 +231,7 @@ func TestQueueMaildir(t *testing.T) {
 	e.queue.Enqueue(after)
 	e.log.wait(1, "message finished, removed from spool", "id", before)
 	e.log.wait(1, "message finished, removed from spool", "id", after)
+	e.log.wait(3, "delivered", "via", "maildir") // logged after the removal
 	for _, box := range []string{"localhost/bob", "example.org/carol", "localhost/dave"} {
 		if m := maildirMessages(t, e.root, box); len(m) != 1 {
 			t.Errorf("%s holds %q, want one message", box, m)
@@ -413,6 +414,7 @@ func TestQueueRestart(t *testing.T) {
 	q2 := NewQueue(sp2, NewMaildir(root, "mx.test", []string{"localhost"}, slog.New(log2)), cfg, slog.New(log2))
 	runQueue(t, q2)
 	log2.wait(1, "message finished, removed from spool", "id", id)
+	log2.wait(1, "delivered", "rcpt", "bob@localhost") // logged after the removal
 	if n := log2.count("delivered"); n != 1 || log2.count("delivered", "rcpt", "bob@localhost") != 1 {
 		t.Errorf("second run: %d deliveries, want only bob's", n)
 	}

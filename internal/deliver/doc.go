@@ -23,7 +23,11 @@
 // the same reason a delivery whose final reply never arrives (connection
 // lost or timed out after the final dot) is tried again and may arrive
 // twice, as may one whose outcome the spool fails to record (an I/O error,
-// logged as such). Nothing accepted is lost in any of these cases.
+// logged as such). Nothing accepted is lost in any of these cases. Bounces
+// have a window of their own, whatever the Deliverer: a DSN is committed
+// before its recipients are marked done, so a crash in between sends it
+// twice; a worker is in one window at a time, so the bound per crash
+// holds for both together.
 //
 // Maildir delivery is exactly once: its file names are derived from the
 // spool ID and the recipient's index, so a crash between the Maildir rename

@@ -237,10 +237,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.maildir != nil {
 		// Once listening, and in the background: the walk reads one tmp/
-		// per mailbox, seconds or more on a large mail root with a cold
-		// cache, and what it removes costs nothing but space meanwhile (a
-		// reader never sees tmp/). Deliveries can run beside it: the files
-		// this process writes carry its Maildir's token and are left alone.
+		// per mailbox, 55-65 µs each with a warm cache on the development
+		// machine (deliver.BenchmarkCleanTmp), so seconds for 100,000
+		// mailboxes and more with a cold cache, while what it removes
+		// costs nothing but space meanwhile (a reader never sees tmp/).
+		// Deliveries can run beside it: the files this process writes
+		// carry its Maildir's token and are left alone.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

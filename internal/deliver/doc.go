@@ -4,13 +4,35 @@
 // recipient fails for good or the message outlives the queue lifetime,
 // returns an RFC 3464 delivery status notification to the sender.
 //
-// The spool is the only record of what is left to do. After each attempt
-// the per-recipient state is written back with Spool.Update before anything
-// else happens, so a restart resumes where the last run stopped and never
-// hands a recipient that is already done to the downstream again. Maildir
-// delivery goes one step further: its file names are derived from the spool
-// ID and the recipient's index, so a crash between the Maildir rename and the
-// spool update is noticed on the next attempt and causes no duplicate.
+// The spool is the only record of what is left to do. As soon as an
+// attempt has decided every recipient it tried (for a relay: the moment the
+// downstream's final reply is read), its outcome goes into the spool before
+// anything else happens: the message is removed when no recipient is left,
+// otherwise the recipients now done are saved with Spool.Update. QUIT, the
+// log lines and bounces come after. A restart resumes where the last run
+// stopped.
+//
+// Relayed mail is therefore delivered at least once, not exactly once. A
+// crash after the downstream has accepted a message (its 250 to the final
+// dot) and before that record is durable (one fsync of the spool directory,
+// shared through the group commit) hands the message to the downstream
+// again after the restart. Only transactions in flight at the crash can be
+// in that window, so a crash repeats at most one transaction per delivery
+// worker. SMTP has no way to close the window: a client cannot tell the
+// server that it saw the 250, so every SMTP client has one (RFC 1047). For
+// the same reason a delivery whose final reply never arrives (connection
+// lost or timed out after the final dot) is tried again and may arrive
+// twice, as may one whose outcome the spool fails to record (an I/O error,
+// logged as such). Nothing accepted is lost in any of these cases. Bounces
+// have a window of their own, whatever the Deliverer: a DSN is committed
+// before its recipients are marked done, so a crash in between sends it
+// twice; a worker is in one window at a time, so the bound per crash
+// holds for both together.
+//
+// Maildir delivery is exactly once: its file names are derived from the
+// spool ID and the recipient's index, so a crash between the Maildir rename
+// and the spool update is noticed on the next attempt and causes no
+// duplicate.
 //
 // Bounces are ordinary spooled messages with the null sender; they take the
 // same path as any other message and are never bounced themselves.
@@ -38,8 +60,16 @@ import (
 // message (CRLF line endings, no dot-stuffing) each time it is called, so an
 // implementation may read the body more than once. Deliver must honour ctx:
 // when it ends, recipients not yet decided are reported as Deferred.
+//
+// decided, unless nil, may be called once, with the results Deliver is
+// about to return, as soon as every recipient is decided and before
+// anything else: for a relay, right after the downstream's final reply is
+// read, before QUIT and closing. The Queue records the outcome in the
+// spool within that call, which is what keeps the time in which a crash
+// makes a delivered message a duplicate as short as a spool fsync (see
+// Queue). A Deliverer that does not call it is settled after it returns.
 type Deliverer interface {
-	Deliver(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), rcpts []int) []Result
+	Deliver(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), rcpts []int, decided func([]Result)) []Result
 }
 
 // Status is what became of one recipient in one delivery attempt.

@@ -27,10 +27,13 @@ import (
 // (one spool ID is never reused, and one delivery per recipient index) and
 // at the same time predictable: before writing, Maildir looks for that name
 // in new/ and cur/, so a delivery that completed just before a crash is not
-// repeated.
+// repeated. While it is written, the file's name in tmp/ also carries a
+// token of this Maildir value ("...R0G<token>.<host>"), which tells
+// CleanTmp the files it must leave alone from those a crash left behind.
 type Maildir struct {
 	root    string
 	host    string // the host part of file names, escaped
+	token   string // in tmp/ names of this value's writes: see tmpName
 	domains map[string]bool
 	// defaultDomain completes a domain-less recipient (RFC 5321 allows a
 	// bare "postmaster").
@@ -46,7 +49,7 @@ func NewMaildir(root, hostname string, localDomains []string, logger *slog.Logge
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Maildir{root: root, host: escapeHost(hostname), domains: make(map[string]bool), logger: logger}
+	m := &Maildir{root: root, host: escapeHost(hostname), token: newToken(), domains: make(map[string]bool), logger: logger}
 	for _, d := range localDomains {
 		m.domains[strings.ToLower(d)] = true
 	}
@@ -59,8 +62,10 @@ func NewMaildir(root, hostname string, localDomains []string, logger *slog.Logge
 // String names the deliverer in logs.
 func (m *Maildir) String() string { return "maildir" }
 
-// Deliver implements Deliverer.
-func (m *Maildir) Deliver(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), rcpts []int) []Result {
+// Deliver implements Deliverer. It does not call decided: a repeated
+// attempt finds the files this one wrote (see Maildir), so there is no
+// hurry to record the outcome.
+func (m *Maildir) Deliver(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), rcpts []int, _ func([]Result)) []Result {
 	res := make([]Result, len(rcpts))
 	for i, ri := range rcpts {
 		if err := ctx.Err(); err != nil {
@@ -109,6 +114,16 @@ func safeName(s string) bool {
 
 // fileName returns the Maildir file name for recipient index ri.
 func (m *Maildir) fileName(env *spool.Envelope, ri int) string {
+	return m.unique(env, ri) + "." + m.host
+}
+
+// tmpName returns the name in tmp/ of the file that becomes fileName.
+func (m *Maildir) tmpName(env *spool.Envelope, ri int) string {
+	return m.unique(env, ri) + "G" + m.token + "." + m.host
+}
+
+// unique returns the part of a file name before the host.
+func (m *Maildir) unique(env *spool.Envelope, ri int) string {
 	var b strings.Builder
 	b.WriteString(strconv.FormatInt(env.Received.Unix(), 10))
 	b.WriteString(".S")
@@ -124,8 +139,6 @@ func (m *Maildir) fileName(env *spool.Envelope, ri int) string {
 	}
 	b.WriteString("R")
 	b.WriteString(strconv.Itoa(ri))
-	b.WriteString(".")
-	b.WriteString(m.host)
 	return b.String()
 }
 
@@ -160,7 +173,7 @@ func (m *Maildir) deliverOne(env *spool.Envelope, body func() (io.ReadCloser, er
 		m.logger.Info("maildir: message already delivered, not writing it again", "id", env.ID, "rcpt", addr, "file", name)
 		return Result{Status: Delivered, Reply: localReply(250, "2.0.0", "already in maildir as "+name)}
 	}
-	if err := writeMessage(dir, name, env, addr, body); err != nil {
+	if err := writeMessage(dir, m.tmpName(env, ri), name, env, addr, body); err != nil {
 		return ioFailure("writing maildir", err)
 	}
 	return Result{Status: Delivered, Reply: localReply(250, "2.0.0", "delivered to maildir as "+name)}
@@ -245,10 +258,11 @@ func alreadyDelivered(dir, name string) (bool, error) {
 	}
 }
 
-// writeMessage writes the message to tmp/name, syncs it, renames it into
-// new/ and syncs new/, as the Maildir protocol and a crash require.
-func writeMessage(dir, name string, env *spool.Envelope, addr string, body func() (io.ReadCloser, error)) error {
-	tmp := filepath.Join(dir, "tmp", name)
+// writeMessage writes the message to tmp/tmpName, syncs it, renames it
+// into new/name and syncs new/, as the Maildir protocol and a crash
+// require.
+func writeMessage(dir, tmpName, name string, env *spool.Envelope, addr string, body func() (io.ReadCloser, error)) error {
+	tmp := filepath.Join(dir, "tmp", tmpName)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err

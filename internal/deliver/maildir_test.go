@@ -32,7 +32,7 @@ func files(t *testing.T, dir, sub string) []string {
 func TestMaildirDeliver(t *testing.T) {
 	m, root := newTestMaildir(t)
 	env := testEnvelope("sender@example.net", "Bob@Example.org", "alice@localhost", "postmaster")
-	res := m.Deliver(context.Background(), env, bodyOf(testBody), all(env))
+	res := m.Deliver(context.Background(), env, bodyOf(testBody), all(env), nil)
 	for i, r := range res {
 		if r.Status != Delivered || !strings.HasPrefix(r.Reply, "250 2.0.0") {
 			t.Errorf("rcpt %d: %+v", i, r)
@@ -78,7 +78,7 @@ func TestMaildirRefuses(t *testing.T) {
 	m, root := newTestMaildir(t)
 	for _, tt := range tests {
 		env := testEnvelope("s@example.net", tt.addr)
-		res := m.Deliver(context.Background(), env, bodyOf(testBody), all(env))
+		res := m.Deliver(context.Background(), env, bodyOf(testBody), all(env), nil)
 		if res[0].Status != Failed || !strings.HasPrefix(res[0].Reply, "550 "+tt.enhanced+" ") {
 			t.Errorf("%q: %+v, want failed with 550 %s", tt.addr, res[0], tt.enhanced)
 		}
@@ -97,7 +97,7 @@ func TestMaildirExactlyOnce(t *testing.T) {
 	env := testEnvelope("s@example.net", "bob@example.org")
 	deliver := func() Result {
 		t.Helper()
-		res := m.Deliver(context.Background(), env, bodyOf(testBody), []int{0})
+		res := m.Deliver(context.Background(), env, bodyOf(testBody), []int{0}, nil)
 		if res[0].Status != Delivered {
 			t.Fatalf("%+v", res[0])
 		}
@@ -121,10 +121,10 @@ func TestMaildirExactlyOnce(t *testing.T) {
 	}
 	// Another message, and the same message's other recipient, are new.
 	env.Rcpts = append(env.Rcpts, env.Rcpts[0])
-	m.Deliver(context.Background(), env, bodyOf(testBody), []int{1})
+	m.Deliver(context.Background(), env, bodyOf(testBody), []int{1}, nil)
 	other := testEnvelope("s@example.net", "bob@example.org")
 	other.ID = "T2"
-	m.Deliver(context.Background(), other, bodyOf(testBody), []int{0})
+	m.Deliver(context.Background(), other, bodyOf(testBody), []int{0}, nil)
 	if n := files(t, dir, "new"); len(n) != 2 {
 		t.Fatalf("new/ = %q, want two more messages", n)
 	}
@@ -137,7 +137,7 @@ func TestMaildirIOError(t *testing.T) {
 	}
 	m := NewMaildir(root, "mx.test", []string{"example.org"}, testLogger(t))
 	env := testEnvelope("s@example.net", "bob@example.org")
-	res := m.Deliver(context.Background(), env, bodyOf(testBody), all(env))
+	res := m.Deliver(context.Background(), env, bodyOf(testBody), all(env), nil)
 	if res[0].Status != Deferred || !strings.HasPrefix(res[0].Reply, "451 4.3.0") || strings.Contains(res[0].Reply, root) {
 		t.Errorf("%+v, want deferred with 451 4.3.0 and no path", res[0])
 	}
@@ -174,7 +174,7 @@ func BenchmarkMaildirDeliver(b *testing.B) {
 	for b.Loop() {
 		i++
 		env.ID = "B" + strconv.Itoa(i)
-		if r := m.Deliver(context.Background(), env, bodyOf(msg), []int{0}); r[0].Status != Delivered {
+		if r := m.Deliver(context.Background(), env, bodyOf(msg), []int{0}, nil); r[0].Status != Delivered {
 			b.Fatal(r)
 		}
 	}

@@ -27,6 +27,14 @@ type peer struct {
 	// stalled, when set, receives a value when a DATA command arrives,
 	// which then gets no reply until the client hangs up.
 	stalled chan struct{}
+	// finalSent, when set, receives the time each final reply to the
+	// end of data was written (the last one, for LMTP).
+	finalSent chan<- time.Time
+	// delay is waited before every reply, as a distant or busy server
+	// would take.
+	delay time.Duration
+	// onQuit, when set, runs when QUIT arrives, before the reply.
+	onQuit func()
 
 	mu     sync.Mutex
 	conns  int
@@ -34,7 +42,7 @@ type peer struct {
 	cmds   []string
 }
 
-func (p *peer) start(t *testing.T) string {
+func (p *peer) start(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -71,7 +79,10 @@ func (p *peer) serve(c net.Conn) {
 	first := p.conns == 1
 	p.mu.Unlock()
 	br, w := bufio.NewReader(c), c
-	say := func(s string) { w.Write([]byte(s + "\r\n")) }
+	say := func(s string) {
+		time.Sleep(p.delay)
+		w.Write([]byte(s + "\r\n"))
+	}
 	say("220 peer ESMTP")
 	accepted := 0
 	for {
@@ -158,7 +169,13 @@ func (p *peer) serve(c net.Conn) {
 				}
 				say(rep)
 			}
+			if p.finalSent != nil {
+				p.finalSent <- time.Now()
+			}
 		case "QUIT":
+			if p.onQuit != nil {
+				p.onQuit()
+			}
 			say("221 2.0.0 bye")
 			return
 		default:

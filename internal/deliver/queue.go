@@ -48,7 +48,10 @@ func (c QueueConfig) withDefaults() QueueConfig {
 // Queue delivers the messages of a spool through a Deliverer: every
 // message found at start, every message handed to Enqueue, and every
 // bounce it makes itself. A message leaves the spool when each of its
-// recipients is delivered or bounced.
+// recipients is delivered or bounced. An attempt's outcome is recorded the
+// moment the Deliverer knows it (see Deliverer's decided), which bounds
+// what a crash can repeat: at most the attempts in flight, one per worker
+// (the package documentation has the whole promise).
 type Queue struct {
 	sp     *spool.Spool
 	d      Deliverer
@@ -246,22 +249,31 @@ func (q *Queue) process(ctx context.Context, id string) {
 			pending = append(pending, i)
 		}
 	}
-	if len(pending) > 0 {
-		if r := q.attempt(ctx, env, pending); r != nil {
-			retry = *r
-			return
-		}
-	}
-	if err := q.sp.Remove(id); err != nil && !errors.Is(err, spool.ErrNotFound) {
-		q.logger.Error("cannot remove finished message", "id", id, "err", err)
+	if len(pending) == 0 {
+		q.retire(id)
 		return
 	}
-	q.logger.Debug("message finished, removed from spool", "id", id)
+	if r := q.attempt(ctx, env, pending); r != nil {
+		retry = *r
+	}
 }
 
-// attempt delivers to the pending recipients, bounces what failed and saves
-// the state. It returns the time of the next attempt, or nil when every
-// recipient is done.
+// retire removes a finished message from the spool and reports whether it
+// is gone.
+func (q *Queue) retire(id string) bool {
+	if err := q.sp.Remove(id); err != nil && !errors.Is(err, spool.ErrNotFound) {
+		// It stays in the spool with every recipient to do: the next start
+		// delivers it again.
+		q.logger.Error("cannot remove finished message", "id", id, "err", err)
+		return false
+	}
+	q.logger.Debug("message finished, removed from spool", "id", id)
+	return true
+}
+
+// attempt delivers to the pending recipients, records the outcome in the
+// spool, logs it and bounces what failed. It returns the time of the next
+// attempt, or nil when the message is finished.
 func (q *Queue) attempt(ctx context.Context, env *spool.Envelope, pending []int) *time.Time {
 	body := func() (io.ReadCloser, error) {
 		b, err := q.sp.Body(env.ID)
@@ -270,42 +282,118 @@ func (q *Queue) attempt(ctx context.Context, env *spool.Envelope, pending []int)
 		}
 		return b, nil
 	}
-	results := q.d.Deliver(ctx, env, body, pending)
-	var failed, deferred []int
-	for i, ri := range pending {
+	o := &outcome{q: q, ctx: ctx, env: env, pending: pending}
+	results := q.d.Deliver(ctx, env, body, pending, o.settle)
+	o.settle(results) // unless the Deliverer did
+	return o.finish()
+}
+
+// outcome is one attempt's result on its way into the spool. settle runs
+// the moment every recipient is decided (from inside the Deliverer, for a
+// relay before QUIT) and writes to the spool what must not wait; finish
+// runs after the Deliverer has returned and does the rest: log lines,
+// bounces, and the state write when settle had no reason to hurry.
+type outcome struct {
+	q       *Queue
+	ctx     context.Context
+	env     *spool.Envelope
+	pending []int // indices into env.Rcpts
+
+	settled          bool
+	results          []Result // one per pending recipient
+	failed, deferred []int    // indices into env.Rcpts
+	interrupted      bool     // the queue is stopping
+	now, deadline    time.Time
+	next             time.Time // of the next attempt, when anything is left
+	saved            bool      // the spool holds this outcome
+}
+
+func (o *outcome) settle(results []Result) {
+	if o.settled {
+		return
+	}
+	o.settled = true
+	env := o.env
+	delivered := false
+	o.results = make([]Result, len(o.pending))
+	for i, ri := range o.pending {
 		r := Result{Status: Deferred, Reply: localReply(451, "4.3.0", "internal error: no result from deliverer")}
 		if i < len(results) {
 			r = results[i]
 		}
+		o.results[i] = r
 		rc := &env.Rcpts[ri]
 		rc.Status = r.Reply
-		attrs := []any{"id", env.ID, "rcpt", rc.Addr, "via", q.via, "reply", r.Reply}
 		switch r.Status {
 		case Delivered:
-			rc.Done = true
-			q.logger.Info("delivered", attrs...)
+			rc.Done, delivered = true, true
 		case Failed:
-			failed = append(failed, ri)
-			q.logger.Info("bounced", attrs...)
+			o.failed = append(o.failed, ri)
 		default:
-			deferred = append(deferred, ri)
+			o.deferred = append(o.deferred, ri)
 		}
 	}
 	// A stop of the queue that cut this attempt short is no failure of the
 	// destination: it neither counts nor earns a back-off, so the next
 	// start delivers at once.
-	interrupted := ctx.Err() != nil
-	if !interrupted {
+	o.interrupted = o.ctx.Err() != nil
+	if !o.interrupted {
 		env.Attempts++
 	}
-	now := time.Now()
-	deadline := env.Received.Add(q.cfg.QueueLifetime)
-	expired := !now.Before(deadline)
-	for _, ri := range deferred {
+	o.now = time.Now()
+	o.deadline = env.Received.Add(o.q.cfg.QueueLifetime)
+	o.next = o.now.Add(o.q.backoff(env.Attempts))
+	if o.next.After(o.deadline) && o.deadline.After(o.now) {
+		// One last attempt when the lifetime ends, then the bounce.
+		o.next = o.deadline
+	}
+	env.NextTry = o.next
+	if o.interrupted {
+		o.next, env.NextTry = o.now, time.Time{}
+	}
+	if delivered {
+		// The destination has the message for these recipients: until the
+		// spool says so, a crash would hand it over again. Nothing else
+		// comes first.
+		o.save()
+	}
+}
+
+// save records the envelope as it now is: the message is removed when no
+// recipient is left, its state updated otherwise.
+func (o *outcome) save() {
+	o.saved = true
+	if !anyLeft(o.env) {
+		o.q.retire(o.env.ID)
+		return
+	}
+	if err := o.q.sp.Update(o.env); err != nil {
+		// The next attempt repeats this one's recipients; Maildir
+		// notices what it already has, a relay may get a duplicate.
+		o.q.logger.Error("cannot save delivery state", "id", o.env.ID, "err", err)
+	}
+}
+
+// finish logs the outcome, bounces what failed or expired, saves what
+// settle did not, and returns the time of the next attempt, or nil.
+func (o *outcome) finish() *time.Time {
+	q, env := o.q, o.env
+	for i, ri := range o.pending {
+		r, rc := o.results[i], env.Rcpts[ri]
+		attrs := []any{"id", env.ID, "rcpt", rc.Addr, "via", q.via, "reply", r.Reply}
+		switch r.Status {
+		case Delivered:
+			q.logger.Info("delivered", attrs...)
+		case Failed:
+			q.logger.Info("bounced", attrs...)
+		}
+	}
+	expired := !o.now.Before(o.deadline)
+	for _, ri := range o.deferred {
 		rc := env.Rcpts[ri]
 		if expired {
 			q.logger.Info("bounced", "id", env.ID, "rcpt", rc.Addr, "via", q.via, "reply", rc.Status,
-				"reason", "queue lifetime expired", "age", now.Sub(env.Received).Round(time.Millisecond))
+				"reason", "queue lifetime expired", "age", o.now.Sub(env.Received).Round(time.Millisecond))
 		} else {
 			q.logger.Info("deferred", "id", env.ID, "rcpt", rc.Addr, "via", q.via, "reply", rc.Status, "attempts", env.Attempts)
 		}
@@ -313,35 +401,32 @@ func (q *Queue) attempt(ctx context.Context, env *spool.Envelope, pending []int)
 
 	// The DSN is committed before the recipients are marked done: a crash
 	// in between may send a bounce twice, but never loses one.
-	if len(failed) > 0 && q.bounce(env, failed, false) {
-		markDone(env, failed)
+	bounced := false
+	if len(o.failed) > 0 && q.bounce(env, o.failed, false) {
+		markDone(env, o.failed)
+		bounced = true
 	}
-	if expired && len(deferred) > 0 && q.bounce(env, deferred, true) {
-		markDone(env, deferred)
+	if expired && len(o.deferred) > 0 && q.bounce(env, o.deferred, true) {
+		markDone(env, o.deferred)
+		bounced = true
 	}
-	left := false
-	for _, rc := range env.Rcpts {
-		left = left || !rc.Done
+	if !o.saved || bounced {
+		o.save()
 	}
-	if !left {
+	if !anyLeft(env) {
 		return nil
 	}
-
-	next := now.Add(q.backoff(env.Attempts))
-	if next.After(deadline) && deadline.After(now) {
-		// One last attempt when the lifetime ends, then the bounce.
-		next = deadline
-	}
-	env.NextTry = next
-	if interrupted {
-		next, env.NextTry = now, time.Time{}
-	}
-	if err := q.sp.Update(env); err != nil {
-		// The next attempt repeats this one's recipients; Maildir
-		// notices what it already has, a relay may get a duplicate.
-		q.logger.Error("cannot save delivery state", "id", env.ID, "err", err)
-	}
+	next := o.next
 	return &next
+}
+
+func anyLeft(env *spool.Envelope) bool {
+	for _, rc := range env.Rcpts {
+		if !rc.Done {
+			return true
+		}
+	}
+	return false
 }
 
 func markDone(env *spool.Envelope, idx []int) {

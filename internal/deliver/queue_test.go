@@ -231,6 +231,7 @@ func TestQueueMaildir(t *testing.T) {
 	e.queue.Enqueue(after)
 	e.log.wait(1, "message finished, removed from spool", "id", before)
 	e.log.wait(1, "message finished, removed from spool", "id", after)
+	e.log.wait(3, "delivered", "via", "maildir") // logged after the removal
 	for _, box := range []string{"localhost/bob", "example.org/carol", "localhost/dave"} {
 		if m := maildirMessages(t, e.root, box); len(m) != 1 {
 			t.Errorf("%s holds %q, want one message", box, m)
@@ -413,6 +414,7 @@ func TestQueueRestart(t *testing.T) {
 	q2 := NewQueue(sp2, NewMaildir(root, "mx.test", []string{"localhost"}, slog.New(log2)), cfg, slog.New(log2))
 	runQueue(t, q2)
 	log2.wait(1, "message finished, removed from spool", "id", id)
+	log2.wait(1, "delivered", "rcpt", "bob@localhost") // logged after the removal
 	if n := log2.count("delivered"); n != 1 || log2.count("delivered", "rcpt", "bob@localhost") != 1 {
 		t.Errorf("second run: %d deliveries, want only bob's", n)
 	}
@@ -438,7 +440,7 @@ func TestQueueMaildirCrash(t *testing.T) {
 	}
 	m := NewMaildir(e.root, "mx.test", []string{"localhost"}, nil)
 	body := func() (rc io.ReadCloser, err error) { return e.sp.Body(id) }
-	if r := m.Deliver(context.Background(), env, body, []int{0}); r[0].Status != Delivered {
+	if r := m.Deliver(context.Background(), env, body, []int{0}, nil); r[0].Status != Delivered {
 		t.Fatal(r)
 	}
 	runQueue(t, e.queue)
@@ -514,6 +516,8 @@ func TestQueueRelayRetry(t *testing.T) {
 			}
 			fixed := startSinkAt(t, addr, false)
 			e.log.wait(1, "message finished, removed from spool", "id", id)
+			// The removal comes first, the log lines after it.
+			e.log.wait(2, "delivered", "id", id)
 			if n := e.log.count("delivered", "id", id); n != 2 {
 				t.Errorf("%d delivered lines, want 2", n)
 			}
@@ -560,6 +564,98 @@ func TestQueueRelayBounce(t *testing.T) {
 		t.Errorf("per-recipient fields %q", r)
 	}
 	e.log.wait(1, "message finished, removed from spool", "id", id)
+}
+
+// TestQueueRecordsBeforeQuit: once the downstream's final reply is read,
+// the spool records the outcome before the client does anything else, so
+// that a crash from then on (here: at QUIT, where the peer looks at the
+// spool) does not hand the downstream the same message again. A message
+// delivered to all its recipients is gone from the spool; one delivered
+// to some has those marked done.
+func TestQueueRecordsBeforeQuit(t *testing.T) {
+	type atQuit struct {
+		env *spool.Envelope
+		err error
+	}
+	run := func(t *testing.T, p *peer, url string, rcpts ...string) (*queueEnv, string, atQuit) {
+		seen := make(chan atQuit, 4) // the DSN of a bounce says QUIT too
+		var e *queueEnv
+		var id string
+		ready := make(chan struct{})
+		p.onQuit = func() {
+			<-ready
+			env, err := e.sp.Envelope(id)
+			select {
+			case seen <- atQuit{env, err}:
+			default:
+			}
+		}
+		addr := p.start(t)
+		cfg := testQueueConfig()
+		cfg.MinBackoff, cfg.MaxBackoff = time.Hour, time.Hour // one attempt is all this test looks at
+		e = newRelayQueue(t, url+addr, cfg)
+		id = submit(t, e.sp, "alice@example.net", rcpts...)
+		close(ready)
+		runQueue(t, e.queue)
+		select {
+		case q := <-seen:
+			return e, id, q
+		case <-time.After(10 * time.Second):
+			t.Fatal("no QUIT reached the downstream")
+		}
+		panic("unreachable")
+	}
+
+	t.Run("delivered", func(t *testing.T) {
+		e, id, q := run(t, &peer{ext: []string{"PIPELINING"}}, "smtp://", "bob@example.org", "carol@example.org")
+		if !errors.Is(q.err, spool.ErrNotFound) {
+			t.Errorf("at QUIT the spool still holds the delivered message: %+v, %v", q.env, q.err)
+		}
+		e.log.wait(2, "delivered", "id", id)
+	})
+
+	t.Run("partly delivered", func(t *testing.T) {
+		p := &peer{
+			lmtp: true,
+			rcpt: func(addr string) string {
+				if strings.HasPrefix(addr, "dave") {
+					return "550 5.1.1 no such user"
+				}
+				return "250 2.1.5 ok"
+			},
+			final: []string{"250 2.0.0 saved", "452 4.2.2 mailbox full"},
+		}
+		e, id, q := run(t, p, "lmtp://", "bob@example.org", "carol@example.org", "dave@example.org")
+		if q.err != nil {
+			t.Fatalf("at QUIT: %v", q.err)
+		}
+		if done := []bool{q.env.Rcpts[0].Done, q.env.Rcpts[1].Done}; !done[0] || done[1] {
+			t.Errorf("at QUIT the spool says bob done %v, carol done %v; want true, false", done[0], done[1])
+		}
+		if q.env.Attempts != 1 || q.env.NextTry.IsZero() {
+			t.Errorf("at QUIT the spool says %d attempts, next at %v; want 1 and a time", q.env.Attempts, q.env.NextTry)
+		}
+		// Then the bounce for dave, and his recipient done with it.
+		e.log.wait(1, "bounce queued", "id", id)
+		e.log.wait(1, "deferred", "id", id, "rcpt", "carol@example.org")
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			env, err := e.sp.Envelope(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if env.Rcpts[2].Done {
+				if !env.Rcpts[0].Done || env.Rcpts[1].Done {
+					t.Errorf("after the bounce: %+v", env.Rcpts)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("dave never marked done after his bounce: %+v", env.Rcpts)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
 }
 
 // TestQueueShutdown stops the queue while a delivery waits for the

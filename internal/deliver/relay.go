@@ -127,9 +127,11 @@ func (r *Relay) String() string { return r.url }
 // repeated without TLS.
 var errTLS = errors.New("STARTTLS failed")
 
-// Deliver implements Deliverer.
-func (r *Relay) Deliver(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), rcpts []int) []Result {
+// Deliver implements Deliverer. It calls decided right after the
+// downstream's last reply to the transaction is read, before QUIT.
+func (r *Relay) Deliver(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), rcpts []int, decided func([]Result)) []Result {
 	t := newTxn(env, rcpts)
+	t.onDecided = decided
 	err := r.attempt(ctx, t, body, true)
 	if errors.Is(err, errTLS) && !t.started {
 		r.logger.Warn("relay: STARTTLS failed, retrying in plaintext", "id", env.ID, "relay", r.url, "err", err)
@@ -146,6 +148,9 @@ type txn struct {
 	res     []Result
 	decided []bool
 	started bool // MAIL was sent: no second attempt within this call
+	// onDecided is Deliver's decided: told the results once every
+	// recipient has its reply.
+	onDecided func([]Result)
 }
 
 func newTxn(env *spool.Envelope, rcpts []int) *txn {
@@ -307,7 +312,13 @@ func (r *Relay) attempt(ctx context.Context, t *txn, body func() (io.ReadCloser,
 	}
 	err = r.transaction(c, t, ext, body)
 	if err == nil {
-		// Best effort: everything is decided, a failing QUIT changes nothing.
+		// Every recipient has its reply. Until the queue has recorded
+		// them, a crash would deliver the message again, so that comes
+		// first; QUIT is a courtesy, and a failing one changes nothing.
+		t.finish(nil)
+		if t.onDecided != nil {
+			t.onDecided(t.res)
+		}
 		c.cmd(r.t.Quit, "QUIT")
 	}
 	return err

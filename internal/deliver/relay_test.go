@@ -111,7 +111,7 @@ func TestRelaySink(t *testing.T) {
 			}
 			r := newTestRelay(t, url)
 			env := testEnvelope("sender@example.org", "a@example.net", "b@example.net")
-			res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env))
+			res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env), nil)
 			if got := statuses(res); !slices.Equal(got, tt.want) {
 				t.Fatalf("statuses = %v, want %v (%v)", got, tt.want, res)
 			}
@@ -145,7 +145,7 @@ func TestRelayNullSender(t *testing.T) {
 	s := startSink(t, false)
 	r := newTestRelay(t, "smtp://"+s.Addr)
 	env := testEnvelope("", "a@example.net")
-	res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env))
+	res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env), nil)
 	if res[0].Status != Delivered {
 		t.Fatal(res)
 	}
@@ -174,7 +174,7 @@ func TestRelaySize(t *testing.T) {
 		p := &peer{ext: []string{tt.ext}}
 		r := newTestRelay(t, "smtp://"+p.start(t))
 		env := testEnvelope("s@example.org", "a@x")
-		res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env))
+		res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env), nil)
 		if res[0].Status != tt.status {
 			t.Errorf("%s: %+v, want %v", tt.ext, res[0], tt.status)
 		}
@@ -195,7 +195,7 @@ func TestRelaySize(t *testing.T) {
 func TestRelayConnectionRefused(t *testing.T) {
 	r := newTestRelay(t, "smtp://"+smtpsink.FreePort(t))
 	env := testEnvelope("s@example.org", "a@example.net")
-	res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env))
+	res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env), nil)
 	if res[0].Status != Deferred || !strings.Contains(res[0].Reply, "connection refused") {
 		t.Fatalf("got %+v, want deferred with connection refused", res[0])
 	}
@@ -225,7 +225,7 @@ func TestRelayTimeouts(t *testing.T) {
 			}
 			env := testEnvelope("s@example.org", "a@example.net")
 			start := time.Now()
-			res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env))
+			res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env), nil)
 			if el := time.Since(start); el > 2*time.Second {
 				t.Errorf("took %v; the %s timeout was 100ms", el, tt.name)
 			}
@@ -243,7 +243,7 @@ func TestRelayContextCancel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	res := r.Deliver(ctx, env, bodyOf(testBody), all(env))
+	res := r.Deliver(ctx, env, bodyOf(testBody), all(env), nil)
 	if el := time.Since(start); el > 2*time.Second {
 		t.Errorf("Deliver took %v after its context ended", el)
 	}
@@ -272,7 +272,7 @@ func TestRelayLMTPMixed(t *testing.T) {
 	addr := p.start(t)
 	r := newTestRelay(t, "lmtp://"+addr)
 	env := testEnvelope("s@example.org", "a@x", "unknown@x", "c@x", "busy@x", "d@x")
-	res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env))
+	res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env), nil)
 	want := []Result{
 		{Delivered, "250 2.0.0 <a> saved"},
 		{Failed, "550 5.1.1 no such user"},
@@ -306,14 +306,14 @@ func TestRelaySMTPPartialRcpt(t *testing.T) {
 	}
 	r := newTestRelay(t, "smtp://"+p.start(t))
 	env := testEnvelope("s@example.org", "a@x", "bad@x", "c@x")
-	res := r.Deliver(context.Background(), env, bodyOf(testBody), []int{0, 1, 2})
+	res := r.Deliver(context.Background(), env, bodyOf(testBody), []int{0, 1, 2}, nil)
 	if got, want := statuses(res), []Status{Delivered, Failed, Delivered}; !slices.Equal(got, want) {
 		t.Fatalf("statuses %v, want %v", got, want)
 	}
 	// Only the requested recipients are sent.
 	p2 := &peer{ext: []string{"PIPELINING"}}
 	r2 := newTestRelay(t, "smtp://"+p2.start(t))
-	res = r2.Deliver(context.Background(), env, bodyOf(testBody), []int{2})
+	res = r2.Deliver(context.Background(), env, bodyOf(testBody), []int{2}, nil)
 	if len(res) != 1 || res[0].Status != Delivered {
 		t.Fatal(res)
 	}
@@ -356,7 +356,7 @@ func TestRelayStartTLS(t *testing.T) {
 			}
 			r := newTestRelay(t, "smtp://"+p.start(t))
 			env := testEnvelope("s@example.org", "a@x")
-			res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env))
+			res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env), nil)
 			if res[0].Status != Delivered {
 				t.Fatal(res)
 			}
@@ -371,7 +371,7 @@ func TestRelayBadAddresses(t *testing.T) {
 	p := &peer{ext: []string{"PIPELINING"}}
 	r := newTestRelay(t, "smtp://"+p.start(t))
 	env := testEnvelope("s@example.org", "ok@x", "evil@x>\r\nRSET", "")
-	res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env))
+	res := r.Deliver(context.Background(), env, bodyOf(testBody), all(env), nil)
 	if got, want := statuses(res), []Status{Delivered, Failed, Failed}; !slices.Equal(got, want) {
 		t.Fatalf("statuses %v, want %v", got, want)
 	}
@@ -440,7 +440,7 @@ func BenchmarkRelaySink(b *testing.B) {
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
 	for b.Loop() {
-		res := r.Deliver(context.Background(), env, bodyOf(msg), []int{0, 1})
+		res := r.Deliver(context.Background(), env, bodyOf(msg), []int{0, 1}, nil)
 		if res[0].Status != Delivered || res[1].Status != Delivered {
 			b.Fatal(res)
 		}

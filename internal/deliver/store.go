@@ -48,7 +48,7 @@ func (m *Maildir) Store(env *spool.Envelope, body io.Reader) (name string, err e
 		}
 	}
 	name = m.fileName(env, 0)
-	tmp := filepath.Join(dirs[0], "tmp", name)
+	tmp := filepath.Join(dirs[0], "tmp", m.tmpName(env, 0))
 	if err := writeTmp(tmp, env.From, body); err != nil {
 		return "", err
 	}

@@ -33,6 +33,13 @@ import (
 // transaction finish before they are cut off.
 const ShutdownGrace = 30 * time.Second
 
+// DeliveryWorkers is how many messages the delivery queue hands on at the
+// same time. Delivery waits on fsyncs (Maildir) or on the network (relay),
+// not on the CPU: enough workers to keep the disk's queue full. It is also
+// the most relayed messages a crash can deliver twice (see the deliver
+// package).
+const DeliveryWorkers = 16
+
 // Server is one mxguard node.
 type Server struct {
 	log      *slog.Logger
@@ -97,9 +104,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.queue = deliver.NewQueue(s.spool, d, deliver.QueueConfig{
 		Hostname:      cfg.Hostname,
 		QueueLifetime: cfg.Delivery.QueueLifetime,
-		// Delivery waits on fsyncs (Maildir) or on the network (relay),
-		// not on the CPU: enough workers to keep the disk's queue full.
-		Workers: 16,
+		Workers:       DeliveryWorkers,
 	}, logger)
 
 	s.smtp = smtpd.NewServer(smtpConfig(cfg, tc, logger), &handler{s: s})
@@ -219,6 +224,20 @@ func (s *Server) Run(ctx context.Context) error {
 			s.acceptLoop(ctx, hard, ln)
 		}()
 		s.log.Info("listening", "addr", ln.Addr().String())
+	}
+	if s.maildir != nil {
+		// Once listening, and in the background: the walk reads one tmp/
+		// per mailbox, 55-65 µs each with a warm cache on the development
+		// machine (deliver.BenchmarkCleanTmp), so seconds for 100,000
+		// mailboxes and more with a cold cache, while what it removes
+		// costs nothing but space meanwhile (a reader never sees tmp/).
+		// Deliveries can run beside it: the files this process writes
+		// carry its Maildir's token and are left alone.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.maildir.CleanTmp(ctx, time.Now())
+		}()
 	}
 	<-ctx.Done()
 	s.log.Info("shutting down", "sessions", s.smtp.Sessions())

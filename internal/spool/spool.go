@@ -450,27 +450,34 @@ func (s *Spool) syncFile(f *os.File) error {
 
 // Remove deletes message id and its state, durably. Removing a message
 // that is not there returns an error wrapping ErrNotFound.
+//
+// The files are unlinked at once, in the caller, and only the directory
+// fsync is left to the committer, whose next one starts after the unlinks
+// and so covers them. From the unlink on, a restarted process no longer
+// finds the message; had the committer done the unlinks, they would wait
+// behind the fsync it may be in the middle of. For the deliver package
+// that wait is part of the window in which a crash sends a relayed
+// message twice.
 func (s *Spool) Remove(id string) error {
 	if !validID(id) {
 		return fmt.Errorf("%w: %q", ErrBadID, id)
 	}
-	err := s.commitDir(func() error {
-		// The message goes first: a crash in between leaves an orphan
-		// state file, which Open removes, rather than a message whose
-		// delivery state has been lost and which would be delivered
-		// again to every recipient.
-		if err := os.Remove(s.messagePath(id)); err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("%w: %s", ErrNotFound, id)
-			}
-			return fmt.Errorf("spool: %w", err)
+	if s.isClosed() {
+		return ErrClosed
+	}
+	// The message goes first: a crash in between leaves an orphan state
+	// file, which Open removes, rather than a message whose delivery state
+	// has been lost and which would be delivered again to every recipient.
+	if err := os.Remove(s.messagePath(id)); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
-		if err := os.Remove(s.statePath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("spool: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	if err := os.Remove(s.statePath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("spool: %w", err)
+	}
+	if err := s.commitDir(func() error { return nil }); err != nil {
 		return err
 	}
 	s.stats.removes.Add(1)

@@ -19,41 +19,36 @@ import (
 )
 
 // Timeouts bound each wait of the relay client, named as in the [timeouts]
-// section of the configuration (sendmail's Timeout.* options). A zero field
-// takes the default given beside it, which is RFC 5321 §4.5.3.2's minimum
-// where the RFC names one.
+// section of the configuration (sendmail's Timeout.* options). Every field
+// must be set: the configuration resolves the ones left at 0 to RFC 5321
+// §4.5.3.2's minimums (config.Timeouts.RelaySide), and NewRelay refuses a
+// zero wait rather than invent a second default here.
 type Timeouts struct {
-	Connect   time.Duration // TCP or unix-socket connect; default 30s
-	Initial   time.Duration // the 220 greeting; default 5m
-	Helo      time.Duration // reply to EHLO/HELO; default 5m
-	Lhlo      time.Duration // reply to LHLO; default 5m
-	StartTLS  time.Duration // STARTTLS reply and TLS handshake; default 1m
-	Mail      time.Duration // reply to MAIL; default 5m
-	Rcpt      time.Duration // reply to each RCPT; default 5m
-	DataInit  time.Duration // reply to DATA; default 2m
-	DataBlock time.Duration // each write of the body; default 3m
-	DataFinal time.Duration // reply to the final dot (each reply, for LMTP); default 10m
-	Quit      time.Duration // reply to QUIT; default 1m
+	Connect   time.Duration // TCP or unix-socket connect
+	Initial   time.Duration // the 220 greeting
+	Helo      time.Duration // reply to EHLO/HELO
+	Lhlo      time.Duration // reply to LHLO
+	StartTLS  time.Duration // STARTTLS reply and TLS handshake
+	Mail      time.Duration // reply to MAIL
+	Rcpt      time.Duration // reply to each RCPT
+	DataInit  time.Duration // reply to DATA
+	DataBlock time.Duration // each write of the body
+	DataFinal time.Duration // reply to the final dot (each reply, for LMTP)
+	Quit      time.Duration // reply to QUIT
 }
 
-func (t Timeouts) withDefaults() Timeouts {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
+func (t Timeouts) check() error {
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"connect", t.Connect}, {"initial", t.Initial}, {"helo", t.Helo}, {"lhlo", t.Lhlo},
+		{"starttls", t.StartTLS}, {"mail", t.Mail}, {"rcpt", t.Rcpt}, {"datainit", t.DataInit},
+		{"datablock", t.DataBlock}, {"datafinal", t.DataFinal}, {"quit", t.Quit}} {
+		if f.d <= 0 {
+			return fmt.Errorf("relay: timeout %s is not set", f.name)
 		}
 	}
-	def(&t.Connect, 30*time.Second)
-	def(&t.Initial, 5*time.Minute)
-	def(&t.Helo, 5*time.Minute)
-	def(&t.Lhlo, 5*time.Minute)
-	def(&t.StartTLS, time.Minute)
-	def(&t.Mail, 5*time.Minute)
-	def(&t.Rcpt, 5*time.Minute)
-	def(&t.DataInit, 2*time.Minute)
-	def(&t.DataBlock, 3*time.Minute)
-	def(&t.DataFinal, 10*time.Minute)
-	def(&t.Quit, time.Minute)
-	return t
+	return nil
 }
 
 // Relay delivers to one downstream SMTP or LMTP server. It opens a new
@@ -90,7 +85,10 @@ func NewRelay(rawURL, hostname string, t Timeouts, logger *slog.Logger) (*Relay,
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Relay{url: rawURL, hostname: hostname, t: t.withDefaults(), logger: logger}
+	if err := t.check(); err != nil {
+		return nil, err
+	}
+	r := &Relay{url: rawURL, hostname: hostname, t: t, logger: logger}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("relay %q: user, query and fragment are not supported", rawURL)
 	}

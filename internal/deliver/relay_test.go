@@ -404,8 +404,11 @@ func TestNewRelay(t *testing.T) {
 		{url: "lmtp+unix://", err: true},
 		{url: "::", err: true},
 	}
+	if _, err := NewRelay("smtp://h:25", "mx.test", Timeouts{Connect: time.Second}, nil); err == nil {
+		t.Error("NewRelay with unset timeouts: no error")
+	}
 	for _, tt := range tests {
-		r, err := NewRelay(tt.url, "mx.test", Timeouts{}, slog.New(slog.DiscardHandler))
+		r, err := NewRelay(tt.url, "mx.test", fastTimeouts, slog.New(slog.DiscardHandler))
 		if tt.err {
 			if err == nil {
 				t.Errorf("NewRelay(%q) = %+v, want an error", tt.url, r)
@@ -419,8 +422,8 @@ func TestNewRelay(t *testing.T) {
 		if r.network != tt.network || r.addr != tt.addr || r.lmtp != tt.lmtp {
 			t.Errorf("NewRelay(%q) = %s %s lmtp=%v, want %s %s lmtp=%v", tt.url, r.network, r.addr, r.lmtp, tt.network, tt.addr, tt.lmtp)
 		}
-		if r.t.DataFinal != 10*time.Minute {
-			t.Errorf("default datafinal timeout %v", r.t.DataFinal)
+		if r.t != fastTimeouts {
+			t.Errorf("timeouts %+v, want the ones given", r.t)
 		}
 	}
 }

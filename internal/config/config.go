@@ -65,6 +65,8 @@ type Limits struct {
 	BadRcptThrottle          int           // rejected RCPTs after which each RCPT waits a second
 	MaxRcptsPerMessage       int           // recipients per transaction
 	MaxMessageSize           int64         // bytes; default 25 MiB
+	MaxSessionBytes          int64         // bytes read from one client in one session, TLS included; default 1 GiB
+	MaxSessionTime           time.Duration // how long one session may last; default 1h
 }
 
 // MaxGreetPause is the longest greeting pause mxguard will apply. RFC 5321
@@ -141,6 +143,16 @@ func Default() *Config {
 			ConnectionRateWindowSize: 60 * time.Second,
 			Terminate:                true,
 			MaxMessageSize:           25 << 20,
+			// A session that sends a gigabyte or lasts an hour is no
+			// mail server's: they send a few messages over a connection
+			// and close it within minutes (Postfix reuses one for 300 s
+			// at most). At these values an abuser costs a bounded share
+			// of bandwidth and CPU, and a sender that does reach them
+			// only gets a 421 and sends the rest over a new connection.
+			// finish raises them when max_message_size or datafinal
+			// would not fit.
+			MaxSessionBytes: 1 << 30,
+			MaxSessionTime:  time.Hour,
 		},
 		Timeouts: Timeouts{
 			Command:   5 * time.Minute,

@@ -140,6 +140,8 @@ func smtpConfig(cfg *config.Config, logger *slog.Logger) (smtpd.Config, error) {
 		MaxMessageSize:  cfg.Limits.MaxMessageSize,
 		MaxRcpts:        cfg.Limits.MaxRcptsPerMessage,
 		BadRcptThrottle: cfg.Limits.BadRcptThrottle,
+		MaxSessionBytes: cfg.Limits.MaxSessionBytes,
+		MaxSessionTime:  cfg.Limits.MaxSessionTime,
 		Logger:          logger,
 		Timeouts: smtpd.Timeouts{
 			Command: t.Command, Helo: t.Helo, Mail: t.Mail, Rcpt: t.Rcpt,

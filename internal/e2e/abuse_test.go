@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -91,7 +90,7 @@ func abuse(src, addr string, kind abuseKind, began func()) (res abuseResult) {
 	defer nc.Close()
 	tc := nc.(*net.TCPConn)
 	tc.SetWriteBuffer(abuseSendBuf)
-	res.sndbuf = sockBuf(tc, syscall.SO_SNDBUF)
+	res.sndbuf = sockBuf(tc, unix.SO_SNDBUF)
 	nc.SetDeadline(time.Now().Add(60 * time.Second))
 	br := bufio.NewReader(nc)
 	step := func(cmd, want string) bool {
@@ -211,7 +210,7 @@ func sockBuf(tc *net.TCPConn, opt int) int {
 		return 0
 	}
 	var n int
-	rc.Control(func(fd uintptr) { n, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, opt) })
+	rc.Control(func(fd uintptr) { n, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, opt) })
 	return n
 }
 

@@ -11,6 +11,9 @@
 //	mxload -mode flood -addr HOST:PORT [-c 20] [-duration 10s] [-bind RANGE] [-json]
 //	mxload -mode idle -addr HOST:PORT [-conns 10000] [-c 20] [-ehlo-first] [-hold 10s]
 //	       [-interval 1s] [-pid PID | -pids PID,PID,...|PATTERN] [-bind RANGE] [-json]
+//	mxload -mode abuse -addr HOST:PORT [-conns 2000] [-c 0] [-kind mix|header|data|command]
+//	       [-max-size 1048576] [-line-max 4096] [-cap 67108864] [-from ADDR] [-to ADDR]
+//	       [-pid PID | -pids PID,PID,...|PATTERN] [-bind RANGE] [-json]
 //
 // send delivers -n messages over -c concurrent sessions, -msgs-per-conn
 // each (0: one long session per worker), and reports messages/s, MB/s
@@ -34,6 +37,18 @@
 // mxguard's) or -pids (a list, or a pattern matched against process names
 // such as '^(smtpd|master)$' for Postfix) it samples the processes' RSS
 // and PSS before and during the hold and prints bytes per idle connection.
+//
+// abuse opens -conns sessions, -c at a time (0: all at once), and has
+// each send an endless header line (after DATA), endless DATA or an
+// endless command line (-kind; mix deals the three out in turn) in 16 KiB
+// writes until the server closes the connection, or -cap octets are sent.
+// Per kind it reports how many the server cut off and with which reply,
+// the octets each got into the kernel before it learnt of the cut (what
+// the server read plus what the socket buffers held), how far past the
+// server's limit that was (-max-size for the DATA kinds, -line-max for the
+// command line), and the time from the write that passed the limit to the
+// close. With -pid or -pids it reports the CPU time (user+system) the
+// server used during the run.
 //
 // mxload raises its own open-file limit to the hard limit at start.
 // Results go to standard output, as text or with -json as one JSON object;
@@ -87,7 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, logger *s
 	fs := flag.NewFlagSet("mxload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		mode     = fs.String("mode", "send", "`mode`: send, flood or idle")
+		mode     = fs.String("mode", "send", "`mode`: send, flood, idle or abuse")
 		addr     = fs.String("addr", "127.0.0.1:2525", "server `host:port`")
 		conc     = fs.Int("c", 20, "concurrent sessions (send), dialers (flood, and idle while opening)")
 		bind     = fs.String("bind", "", "source `addresses`, round robin: 127.0.0.2-127.0.0.200, or a comma list")
@@ -98,19 +113,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, logger *s
 		size     = fs.Int("size", 1024, "send: body `octets` per message, after the header")
 		rcpts    = fs.Int("rcpts", 1, "send: recipients per message (to, 2to, 3to ... as smtp-source)")
 		perConn  = fs.Int("msgs-per-conn", 1, "send: messages per session; 0 = one session per worker for all")
-		from     = fs.String("from", "mxload@localhost", "send: envelope `sender`")
-		to       = fs.String("to", "user@localhost", "send: first envelope `recipient`")
+		from     = fs.String("from", "mxload@localhost", "send, abuse: envelope `sender`")
+		to       = fs.String("to", "user@localhost", "send: first envelope `recipient`; abuse: the recipient")
 		pipeline = fs.Bool("pipelining", false, "send: use PIPELINING when the server offers it")
 		maildir  = fs.String("wait-maildir", "", "send: after sending, wait for -expect files in `DIR`/**/new/")
 		expect   = fs.Int("expect", 0, "send: files to wait for with -wait-maildir")
 		waitFor  = fs.Duration("wait-timeout", time.Minute, "send: how long to wait for -wait-maildir")
 		duration = fs.Duration("duration", 10*time.Second, "flood: how long to flood")
-		conns    = fs.Int("conns", 10000, "idle: connections to open and hold")
+		conns    = fs.Int("conns", 10000, "idle: connections to open and hold; abuse: abusers (default 2000)")
 		hold     = fs.Duration("hold", 10*time.Second, "idle: how long to hold them")
 		interval = fs.Duration("interval", time.Second, "idle: how often to report")
 		ehloFst  = fs.Bool("ehlo-first", false, "idle: wait for the greeting and send EHLO before falling silent")
-		pid      = fs.Int("pid", 0, "idle: server process to measure (RSS and PSS)")
-		pids     = fs.String("pids", "", "idle: server processes to measure: `PID,PID,...` or a name pattern")
+		pid      = fs.Int("pid", 0, "idle: server process to measure (RSS and PSS); abuse: (CPU time)")
+		pids     = fs.String("pids", "", "idle, abuse: server processes to measure: `PID,PID,...` or a name pattern")
+		kind     = fs.String("kind", "mix", "abuse: `kind` of endless input: header, data, command, or mix (all three in turn)")
+		maxSize  = fs.Int64("max-size", 1<<20, "abuse: the server's max_message_size, in `octets`")
+		lineMax  = fs.Int64("line-max", 4096, "abuse: the server's longest command line, in `octets`")
+		abuseCap = fs.Int64("cap", 64<<20, "abuse: `octets` each abuser sends at most")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -128,6 +147,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, logger *s
 	nofile, err := loadgen.RaiseNoFileLimit()
 	if err != nil {
 		logger.Warn("cannot raise the open-file limit", "err", err)
+	}
+
+	var procs *loadgen.ProcSet
+	switch {
+	case *pid != 0 && *pids != "":
+		return usageError{errors.New("-pid and -pids exclude each other")}
+	case *pid != 0:
+		procs, err = loadgen.ParseProcs(strconv.Itoa(*pid))
+	case *pids != "":
+		procs, err = loadgen.ParseProcs(*pids)
+	}
+	if err != nil {
+		return usageError{fmt.Errorf("-pids: %v", err)}
 	}
 
 	var res result
@@ -152,18 +184,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, logger *s
 		}
 		err = e
 	case "idle":
-		var procs *loadgen.ProcSet
-		switch {
-		case *pid != 0 && *pids != "":
-			return usageError{errors.New("-pid and -pids exclude each other")}
-		case *pid != 0:
-			procs, err = loadgen.ParseProcs(strconv.Itoa(*pid))
-		case *pids != "":
-			procs, err = loadgen.ParseProcs(*pids)
-		}
-		if err != nil {
-			return usageError{fmt.Errorf("-pids: %v", err)}
-		}
 		if need := uint64(*conns) + 64; nofile != 0 && need > nofile {
 			logger.Warn("open-file limit too low for -conns; raise the hard limit (ulimit -Hn)",
 				"limit", nofile, "conns", *conns)
@@ -177,8 +197,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, logger *s
 			res = r
 		}
 		err = e
+	case "abuse":
+		n := *conns
+		if !flagSet(fs, "conns") {
+			n = 2000
+		}
+		kinds := loadgen.AbuseKinds
+		if *kind != "mix" {
+			kinds = []loadgen.AbuseKind{loadgen.AbuseKind(*kind)}
+		}
+		if need := uint64(n) + 64; nofile != 0 && need > nofile {
+			logger.Warn("open-file limit too low for -conns; raise the hard limit (ulimit -Hn)",
+				"limit", nofile, "conns", n)
+		}
+		conc := *conc
+		if !flagSet(fs, "c") {
+			conc = 0 // all at once
+		}
+		r, e := loadgen.Abuse(ctx, loadgen.AbuseConfig{
+			Addr: *addr, Abusers: n, Concurrency: conc, Kinds: kinds, Bind: pool, EHLO: *ehlo, From: *from, To: *to,
+			MaxSize: *maxSize, LineMax: *lineMax, Cap: *abuseCap, Timeout: *timeout, Procs: procs,
+		})
+		if r != nil {
+			res = r
+		}
+		err = e
 	default:
-		return usageError{fmt.Errorf("-mode %q: want send, flood or idle", *mode)}
+		return usageError{fmt.Errorf("-mode %q: want send, flood, idle or abuse", *mode)}
 	}
 	if res == nil {
 		return err
@@ -192,4 +237,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, logger *s
 		return errors.Join(enc.Encode(res), err)
 	}
 	return errors.Join(res.WriteText(stdout), err)
+}
+
+// flagSet reports whether the command line set the flag name, so that a
+// mode can have its own default for a flag it shares.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

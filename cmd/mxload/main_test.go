@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -55,6 +56,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"-bind", "127.0.0.9-127.0.0.1"},
 		{"-mode", "idle", "-pid", "1", "-pids", "smtpd"},
 		{"-mode", "idle", "-pids", "("},
+		{"-mode", "abuse", "-pid", "1", "-pids", "smtpd"},
 		{"-no-such-flag"},
 		{"extra"},
 	} {
@@ -62,5 +64,54 @@ func TestRunUsageErrors(t *testing.T) {
 		if !errors.As(err, new(usageError)) {
 			t.Errorf("run(%q) = %v, want a usage error", args, err)
 		}
+	}
+}
+
+func TestRunAbuseJSON(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			// Greets, takes EHLO, then cuts the endless command line
+			// as soon as it starts.
+			go func() {
+				defer c.Close()
+				c.Write([]byte("220 hi\r\n"))
+				r := bufio.NewReader(c)
+				r.ReadString('\n')
+				c.Write([]byte("250 hi\r\n"))
+				r.ReadByte()
+				c.Write([]byte("500 5.5.2 Line too long\r\n"))
+			}()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	err = run(ctx, []string{"-mode", "abuse", "-addr", l.Addr().String(), "-conns", "3", "-kind", "command", "-line-max", "1", "-json"},
+		&out, io.Discard, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Mode  string `json:"mode"`
+		Kinds map[string]struct {
+			Clients int            `json:"clients"`
+			Cut     int            `json:"cut"`
+			Replies map[string]int `json:"replies"`
+		} `json:"kinds"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatalf("%v in %s", err, out.Bytes())
+	}
+	if k := got.Kinds["command"]; got.Mode != "abuse" || k.Clients != 3 || k.Cut != 3 || k.Replies["500"] != 3 {
+		t.Errorf("result %s", out.Bytes())
 	}
 }

@@ -76,6 +76,8 @@ type Limits struct {
 	BadRcptThrottle          int           // rejected RCPTs after which each RCPT waits a second
 	MaxRcptsPerMessage       int           // recipients per transaction
 	MaxMessageSize           int64         // bytes; default 25 MiB
+	MaxSessionBytes          int64         // bytes read from one client in one session, TLS included; default 1 GiB
+	MaxSessionTime           time.Duration // how long one session may last; default 1h
 }
 
 // MaxGreetPause is the longest greeting pause mxguard will apply. RFC 5321

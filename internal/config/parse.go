@@ -129,6 +129,7 @@ func (p *parser) finish() {
 	case c.TLSKey != "" && c.TLSCert == "":
 		p.errorf("tls_key", "is set but tls_cert is not; set both or neither")
 	}
+	p.checkSessionLimits()
 
 	if p.file != "" {
 		// Relative paths in a file are relative to the file.
@@ -144,6 +145,35 @@ func (p *parser) finish() {
 		}
 	}
 	c.deriveDataPaths()
+}
+
+// checkSessionLimits makes sure that a session can carry one message of
+// the largest size, taking the longest the timeouts allow: otherwise its
+// sender would be cut off with 421, and would retry in vain, every time. A
+// default is raised to fit; a value set in the file that does not fit is an
+// error. Twice max_message_size leaves room for the session's commands and
+// TLS framing without a formula that depends on them.
+func (p *parser) checkSessionLimits() {
+	l, c := &p.cfg.Limits, p.cfg
+	if need := l.MaxMessageSize; l.MaxSessionBytes > 0 && need > 0 && l.MaxSessionBytes/2 < need {
+		switch {
+		case p.seen["limits.max_session_bytes"]:
+			p.errorf("limits.max_session_bytes", "%s is less than twice max_message_size (%s): a message of the largest size would not fit in a session",
+				FormatSize(l.MaxSessionBytes), FormatSize(need))
+		case need > math.MaxInt64/2:
+			l.MaxSessionBytes = 0
+		default:
+			l.MaxSessionBytes = 2 * need
+		}
+	}
+	if need := c.Timeouts.DataFinal; l.MaxSessionTime > 0 && l.MaxSessionTime < need {
+		if p.seen["limits.max_session_time"] {
+			p.errorf("limits.max_session_time", "%s is less than timeouts.datafinal (%s): a message whose body takes all the time allowed would not fit in a session",
+				FormatDuration(l.MaxSessionTime), FormatDuration(need))
+		} else {
+			l.MaxSessionTime = need
+		}
+	}
 }
 
 // A setter checks one value and stores it in the Config. Its error text
@@ -325,24 +355,42 @@ func setGreetPause(p *parser, v any) error {
 	return nil
 }
 
-func setMaxMessageSize(p *parser, v any) error {
-	var n int64
-	switch v := v.(type) {
-	case int64:
-		if v < 0 {
-			return fmt.Errorf("must not be negative (0 means no limit), not %d", v)
+// sizeVal sets a size in bytes, where 0 means no limit.
+func sizeVal(field func(*Config) *int64) setter {
+	return func(p *parser, v any) error {
+		var n int64
+		switch v := v.(type) {
+		case int64:
+			if v < 0 {
+				return fmt.Errorf("must not be negative (0 means no limit), not %d", v)
+			}
+			n = v
+		case string:
+			var err error
+			if n, err = ParseSize(v); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("must be a size like \"25MiB\" or a byte count, not %s", typeName(v))
 		}
-		n = v
-	case string:
-		var err error
-		if n, err = ParseSize(v); err != nil {
+		*field(p.cfg) = n
+		return nil
+	}
+}
+
+// limitDurationVal sets a duration limit, where 0 means no limit.
+func limitDurationVal(field func(*Config) *time.Duration) setter {
+	return func(p *parser, v any) error {
+		d, err := durationString(v)
+		if err != nil {
 			return err
 		}
-	default:
-		return fmt.Errorf("must be a size like \"25MiB\" or a byte count, not %s", typeName(v))
+		if d != 0 && d < time.Second {
+			return fmt.Errorf("%s is too short to be meant; at least 1s (0 means no limit)", FormatDuration(d))
+		}
+		*field(p.cfg) = d
+		return nil
 	}
-	p.cfg.Limits.MaxMessageSize = n
-	return nil
 }
 
 // stringList extracts an array of strings, reporting each bad element on

@@ -175,8 +175,19 @@ var schema = []Key{
 		set: intVal(func(c *Config) *int { return &c.Limits.BadRcptThrottle }, 0)},
 	{Name: "limits.max_rcpts_per_message", Default: int64(0), Doc: "recipients per transaction; more get 452 (0: no limit)", Sendmail: "confMAX_RCPTS_PER_MESSAGE",
 		set: intVal(func(c *Config) *int { return &c.Limits.MaxRcptsPerMessage }, 0)},
-	{Name: "limits.max_message_size", Default: "25MiB", Doc: "largest message, announced in SIZE (0: no limit)", Sendmail: "confMAX_MESSAGE_SIZE",
-		set: setMaxMessageSize},
+	{Name: "limits.max_message_size", Default: "25MiB", Doc: "largest message, announced in SIZE (0: no limit); a body more than 64 KiB over it gets 552 at once and the connection is closed", Sendmail: "confMAX_MESSAGE_SIZE",
+		set: sizeVal(func(c *Config) *int64 { return &c.Limits.MaxMessageSize })},
+	// A session that sends a gigabyte or lasts an hour is no mail server's:
+	// they send a few messages over a connection and close it within
+	// minutes (Postfix reuses one for 300 s at most). At these values an
+	// abuser costs a bounded share of bandwidth and CPU, and a sender that
+	// does reach them only gets a 421 and sends the rest over a new
+	// connection. checkSessionLimits raises them when max_message_size or
+	// datafinal would not fit.
+	{Name: "limits.max_session_bytes", Default: "1GiB", Doc: "octets one client may send in one session, counted as they arrive (commands, data, TLS records); at least 2 × max_message_size, to which the default is raised (0: no limit; mxguard addition)",
+		set: sizeVal(func(c *Config) *int64 { return &c.Limits.MaxSessionBytes })},
+	{Name: "limits.max_session_time", Default: "1h", Doc: "how long one session may last; every wait for the client ends by then; at least timeouts.datafinal, to which the default is raised (0: no limit; mxguard addition)",
+		set: limitDurationVal(func(c *Config) *time.Duration { return &c.Limits.MaxSessionTime })},
 
 	timeoutKey(Key{Name: "timeouts.command", Default: "5m", Doc: "server: a command wait without its own value below", Sendmail: "confTO_COMMAND"},
 		func(c *Config) *time.Duration { return &c.Timeouts.Command }, time.Second),

@@ -1,5 +1,5 @@
 // Package loadgen drives SMTP servers hard, for mxguard's benchmarks and for
-// comparing mxguard with Postfix on the same machine. It has three modes:
+// comparing mxguard with Postfix on the same machine. It has four modes:
 //
 //   - [Send] delivers a fixed number of messages over concurrent SMTP
 //     sessions and measures throughput and latency, per message (MAIL to the
@@ -11,6 +11,10 @@
 //     connection flood (421, 550, 554) and how fast.
 //   - [Idle] opens many connections, keeps them open and silent, and
 //     measures what each one costs the server in memory, read from /proc.
+//   - [Abuse] has many sessions each send input that never ends (a header
+//     line, DATA, a command line) and measures how much each got to send
+//     before the server cut it off, how long after passing the server's
+//     limit that was, and the CPU time the server spent, read from /proc.
 //
 // Clients can spread their source addresses over a range of loopback
 // addresses ([ParseAddrs]), round robin, because one source address offers

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -34,7 +35,7 @@ func summarize(samples []time.Duration) Percentiles {
 
 // rank returns the nearest-rank p-th percentile of sorted: the smallest
 // sample that at least p percent of the samples do not exceed.
-func rank(sorted []time.Duration, p int) time.Duration {
+func rank[T cmp.Ordered](sorted []T, p int) T {
 	i := (len(sorted)*p + 99) / 100 // ceil(n*p/100), 1-based
 	return sorted[max(i, 1)-1]
 }

@@ -142,6 +142,8 @@ func smtpConfig(cfg *config.Config, tc *tls.Config, logger *slog.Logger) smtpd.C
 		MaxMessageSize:  cfg.Limits.MaxMessageSize,
 		MaxRcpts:        cfg.Limits.MaxRcptsPerMessage,
 		BadRcptThrottle: cfg.Limits.BadRcptThrottle,
+		MaxSessionBytes: cfg.Limits.MaxSessionBytes,
+		MaxSessionTime:  cfg.Limits.MaxSessionTime,
 		Logger:          logger,
 		Timeouts: smtpd.Timeouts{
 			Command: t.Command, Helo: t.Helo, Mail: t.Mail, Rcpt: t.Rcpt,

@@ -21,8 +21,25 @@ const maxCommandLine = 512
 
 // readBufSize is the session's read buffer: larger than a command line,
 // large enough to take a pipelined batch of commands in one read, small
-// enough that thousands of idle sessions stay cheap.
+// enough that thousands of idle sessions stay cheap. It is also the longest
+// command line that is read to its end: a line between maxCommandLine and
+// this gets 500 and the session goes on (a client that miscounts, or a long
+// VRFY, is not an attack), but a longer one can only be garbage or a client
+// that never ends its line, and reading on to find its end is exactly the
+// unbounded work an abuser wants. It gets 500 and the connection is closed.
 const readBufSize = 4096
+
+// sizeMargin is how far past MaxMessageSize a body is still read to its
+// end. A message just over the limit (its sender did not declare SIZE, or
+// counted differently: we count octets as transmitted, dot-stuffing
+// included, SIZE counts them before stuffing) still gets its 552 after the
+// final dot, in step, and its sender can go on with the next message in
+// the same session. Beyond the margin the body is plainly not a message we
+// will take, and reading on only serves a client that never stops: the
+// session replies 552 at once and closes. 64 KiB is one data block (the
+// unit the datablock deadline counts in) and 0.25 % of the default 25 MiB
+// limit, so the abuse a margin allows stays small next to the limit itself.
+const sizeMargin = 64 << 10
 
 // blockSize is how much message data renews the data-block deadline: a
 // client must keep sending at least this much per Timeouts.DataBlock.
@@ -61,8 +78,9 @@ var phaseNames = [...]string{"helo", "mail", "rcpt", "datainit", "rset", "quit",
 
 type conn struct {
 	srv  *Server
-	raw  net.Conn // the accepted connection; deadlines set from other goroutines go here
-	nc   net.Conn // raw, or the TLS connection over it after STARTTLS
+	raw  net.Conn     // the accepted connection; deadlines set from other goroutines go here
+	mc   *meteredConn // raw, counting what the client sends
+	nc   net.Conn     // mc, or the TLS connection over it after STARTTLS
 	ctx  context.Context
 	cfg  *Config       // the server's configuration when the session started
 	br   *bufio.Reader // nil while the session waits idle for a command
@@ -70,6 +88,8 @@ type conn struct {
 	out  []byte
 	sess Session
 
+	end       time.Time // the session's end (MaxSessionTime); zero = none
+	atEnd     bool      // the read deadline now set is end, not a phase's own
 	phase     int
 	errors    int
 	badRcpts  int
@@ -106,7 +126,7 @@ func (c *conn) serve() {
 	for {
 		line, err := c.readCommand()
 		if err != nil {
-			c.readFailed(err)
+			c.readFailed(err, phaseNames[c.phase])
 			return
 		}
 		if line == "" {
@@ -130,7 +150,7 @@ func (c *conn) serve() {
 // Nothing the client sent early is ever parsed.
 func (c *conn) greet() bool {
 	if p := c.sess.GreetPause; p > 0 {
-		c.nc.SetReadDeadline(time.Now().Add(p))
+		c.setReadDeadline(time.Now().Add(p))
 		var b [1]byte
 		n, err := c.nc.Read(b[:])
 		switch {
@@ -143,6 +163,9 @@ func (c *conn) greet() bool {
 			return false
 		case !isTimeout(err):
 			return false // the client left during the pause
+		case c.atEnd:
+			c.readFailed(err, "greet")
+			return false
 		}
 	}
 	c.reply(&Reply{220, "", c.cfg.Hostname + " ESMTP mxguard"})
@@ -165,7 +188,7 @@ func (c *conn) readCommand() (string, error) {
 			}
 		}
 	}
-	c.nc.SetReadDeadline(time.Now().Add(c.timeout()))
+	c.setReadDeadline(time.Now().Add(c.timeout()))
 	if c.br == nil || c.br.Buffered() == 0 {
 		if err := c.waitInput(); err != nil {
 			return "", c.readError(err)
@@ -173,13 +196,7 @@ func (c *conn) readCommand() (string, error) {
 	}
 	line, err := c.br.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
-		for err == bufio.ErrBufferFull {
-			_, err = c.br.ReadSlice('\n')
-		}
-		if err != nil {
-			return "", err
-		}
-		return c.lineError(replyLineTooLong, "line too long")
+		return "", errLineCut // see readBufSize
 	}
 	if err != nil {
 		return "", c.readError(err)
@@ -202,7 +219,12 @@ func (c *conn) readCommand() (string, error) {
 	return string(line), nil
 }
 
-var errDraining = errors.New("server shutting down")
+// Reasons a session ends early that readFailed reports.
+var (
+	errDraining     = errors.New("server shutting down")
+	errLineCut      = errors.New("command line longer than the read buffer")
+	errSessionBytes = errors.New("session byte limit exceeded")
+)
 
 func (c *conn) readError(err error) error {
 	if c.srv.draining.Load() && isTimeout(err) && c.ctx.Err() == nil {
@@ -262,20 +284,41 @@ func (c *conn) lineError(r *Reply, reason string) (string, error) {
 	return "", nil
 }
 
-// readFailed ends the session after a failed read: a phase timeout gets
-// sendmail's 421, a shutdown 421, a vanished client nothing.
-func (c *conn) readFailed(err error) {
+// readFailed ends the session after a failed read while waiting for phase:
+// a phase timeout gets sendmail's 421, a shutdown 421, a client over the
+// session's limits its own 421 (and a command line past the read buffer
+// 500), a vanished client nothing. Each limit is logged with its own reason
+// so that an operator (or fail2ban) tells them apart.
+func (c *conn) readFailed(err error, phase string) {
 	switch {
 	case err == errDraining || c.ctx.Err() != nil:
 		c.reply(&Reply{421, "4.3.2", c.cfg.Hostname + " Service shutting down"})
+	case err == errLineCut:
+		c.log().Info("command line too long from "+c.clientName()+", disconnecting", "reason", "line_too_long", "limit", readBufSize)
+		c.reply(replyLineTooLong)
+	case errors.Is(err, errSessionBytes):
+		c.log().Info("session byte limit exceeded by "+c.clientName()+", disconnecting", "reason", "session_bytes", "phase", phase, "octets", c.mc.n)
+		c.reply(&Reply{421, "4.7.0", c.cfg.Hostname + " Error: session data limit exceeded"})
+	case isTimeout(err) && c.atEnd:
+		c.log().Info("session time limit exceeded by "+c.clientName()+", disconnecting", "reason", "session_time", "phase", phase, "octets", c.mc.n)
+		c.reply(&Reply{421, "4.7.0", c.cfg.Hostname + " Error: session time limit exceeded"})
 	case isTimeout(err):
-		phase := phaseNames[c.phase]
 		c.log().Info("timeout waiting for "+phase+" from "+c.clientName(), "reason", "timeout", "phase", phase)
 		c.reply(&Reply{421, "4.4.2", c.cfg.Hostname + " Error: timeout exceeded"})
 	default:
 		return
 	}
 	c.flush()
+}
+
+// setReadDeadline sets the deadline of the next read, never later than the
+// session's end, and notes which of the two it is.
+func (c *conn) setReadDeadline(d time.Time) {
+	c.atEnd = !c.end.IsZero() && !d.Before(c.end)
+	if c.atEnd {
+		d = c.end
+	}
+	c.nc.SetReadDeadline(d)
 }
 
 func (c *conn) timeout() time.Duration {
@@ -606,23 +649,26 @@ func (c *conn) data(arg string) bool {
 		}
 		return end
 	}
-	c.nc.SetReadDeadline(deadline())
+	c.setReadDeadline(deadline())
 	var renewed int64
-	dr := NewDataReader(c.br, c.cfg.MaxMessageSize, func(n int64) {
+	limit, stop := c.cfg.MaxMessageSize, int64(0)
+	if limit > 0 {
+		stop = limit + sizeMargin
+	}
+	dr := NewDataReader(c.br, limit, stop, func(n int64) {
 		if n-renewed >= blockSize {
 			renewed = n
-			c.nc.SetReadDeadline(deadline())
+			c.setReadDeadline(deadline())
 		}
 	})
 	r := c.srv.handler.Data(&c.sess, dr)
 	if err := dr.Drain(); err != nil {
 		c.sess.reset()
-		c.phase = phaseRcpt // for the log: the client stalled in DATA
-		if isTimeout(err) && c.ctx.Err() == nil {
-			c.log().Info("timeout waiting for data from "+c.clientName(), "reason", "timeout", "phase", "datablock")
-			c.reply(&Reply{421, "4.4.2", c.cfg.Hostname + " Error: timeout exceeded"})
-		} else if c.ctx.Err() != nil {
-			c.reply(&Reply{421, "4.3.2", c.cfg.Hostname + " Service shutting down"})
+		if err == ErrCut {
+			c.log().Info("message far over the size limit from "+c.clientName()+", disconnecting", "reason", "too_big", "size", dr.Size(), "limit", limit)
+			c.reply(replyTooBig)
+		} else {
+			c.readFailed(err, "datablock")
 		}
 		return false
 	}
@@ -700,10 +746,21 @@ func (c *conn) starttls(arg string) bool {
 		c.br.Discard(n)
 	}
 	tc := tls.Server(c.nc, c.cfg.TLS)
-	c.nc.SetDeadline(time.Now().Add(orDefault(c.cfg.Timeouts.StartTLS, c.timeout())))
+	d := time.Now().Add(orDefault(c.cfg.Timeouts.StartTLS, c.timeout()))
+	c.nc.SetWriteDeadline(d)
+	c.setReadDeadline(d)
 	if err := tc.HandshakeContext(c.ctx); err != nil {
-		// Only this client loses its connection.
-		c.log().Info("TLS handshake failed with "+c.clientName(), "reason", "tls", "err", err.Error())
+		// Only this client loses its connection. A session limit met in
+		// the handshake is logged as such; no reply, since the client
+		// expects TLS records, not a plaintext 421.
+		reason := "tls"
+		switch {
+		case errors.Is(err, errSessionBytes):
+			reason = "session_bytes"
+		case isTimeout(err) && c.atEnd:
+			reason = "session_time"
+		}
+		c.log().Info("TLS handshake failed with "+c.clientName(), "reason", reason, "err", err.Error())
 		return false
 	}
 	c.nc.SetDeadline(time.Time{})
@@ -717,4 +774,27 @@ func (c *conn) starttls(arg string) bool {
 	c.sess.Helo, c.sess.ESMTP = "", false
 	c.phase = phaseHelo
 	return true
+}
+
+// meteredConn counts the octets the client sends, as they arrive on the
+// connection (so TLS records and handshakes count too), and fails every
+// read once more than max (0 = no limit) have arrived: a client cannot make
+// the session read more than max+1 octets, whatever the phase.
+type meteredConn struct {
+	net.Conn
+	n, max int64 // only the session's goroutine reads
+}
+
+func (m *meteredConn) Read(p []byte) (int, error) {
+	if m.max > 0 {
+		if m.n > m.max {
+			return 0, errSessionBytes
+		}
+		if rest := m.max - m.n + 1; int64(len(p)) > rest {
+			p = p[:rest]
+		}
+	}
+	n, err := m.Conn.Read(p)
+	m.n += int64(n)
+	return n, err
 }

@@ -9,7 +9,8 @@ import (
 
 // Protocol errors found in a message body. The reader keeps reading to the
 // real end of data (CRLF.CRLF) after any of them, so the session stays in
-// step with the client, and the whole message is refused.
+// step with the client, and the whole message is refused; only a body that
+// runs on past the reader's stop limit is not read to its end (ErrCut).
 var (
 	ErrBareLF      = errors.New("bare LF in message data")
 	ErrBareCR      = errors.New("bare CR in message data")
@@ -17,6 +18,11 @@ var (
 	ErrLineTooLong = errors.New("message line longer than 1000 octets")
 	ErrTooBig      = errors.New("message exceeds the size limit")
 )
+
+// ErrCut means the body ran on past the reader's stop limit and the reader
+// gave up before the end of data: the rest is still on its way, so the
+// session cannot go on in step with the client and must be closed.
+var ErrCut = errors.New("message data cut off far over the size limit")
 
 // maxTextLine is RFC 5321 4.5.3.1.6's limit, CRLF included.
 const maxTextLine = 1000
@@ -30,10 +36,12 @@ const maxTextLine = 1000
 //
 // Read returns io.EOF at the end of data when the body was clean, or the
 // first protocol error (ErrBareLF etc.) after the end of data has been
-// reached; any other error is the connection's (timeout, EOF).
+// reached, or ErrCut once more than the stop limit was read without
+// reaching it; any other error is the connection's (timeout, EOF).
 type DataReader struct {
 	br        *bufio.Reader
 	max       int64  // size limit; 0 = none
+	stop      int64  // octets after which reading ends with ErrCut; 0 = never
 	n         int64  // octets received so far, as transmitted
 	pending   []byte // decoded data not yet returned by Read
 	lineStart bool   // the next octet starts a line
@@ -46,11 +54,13 @@ type DataReader struct {
 }
 
 // NewDataReader returns a reader for the body that follows a 354 reply.
-// max is the size limit in octets (0 = none); progress, if not nil, is
-// called after each chunk read with the total octets so far (the session
-// uses it to move the data-block deadline).
-func NewDataReader(br *bufio.Reader, max int64, progress func(int64)) *DataReader {
-	return &DataReader{br: br, max: max, lineStart: true, prevCRLF: true, progress: progress}
+// max is the size limit in octets (0 = none): a longer body is refused with
+// ErrTooBig at its end. stop (0 = never) is where reading ends with ErrCut
+// instead: at most stop octets plus one buffer's worth are read. progress,
+// if not nil, is called after each chunk read with the total octets so far
+// (the session uses it to move the data-block deadline).
+func NewDataReader(br *bufio.Reader, max, stop int64, progress func(int64)) *DataReader {
+	return &DataReader{br: br, max: max, stop: stop, lineStart: true, prevCRLF: true, progress: progress}
 }
 
 // Read implements io.Reader.
@@ -74,7 +84,8 @@ func (r *DataReader) ProtocolError() error { return r.protoErr }
 
 // Drain reads and discards the rest of the body up to the end of data, so
 // the session can reply and go on after a handler stopped reading early.
-// It returns the connection error, if any.
+// It returns the connection error, if any, or ErrCut when the end of data
+// was not reached within the stop limit.
 func (r *DataReader) Drain() error {
 	for r.err == nil {
 		r.next()
@@ -107,6 +118,11 @@ func (r *DataReader) next() {
 		if r.protoErr != nil {
 			r.err = r.protoErr
 		}
+		return
+	}
+	if r.stop > 0 && r.n > r.stop {
+		r.fail(ErrTooBig)
+		r.err = ErrCut
 		return
 	}
 	if start {

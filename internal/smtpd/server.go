@@ -40,6 +40,14 @@ type Config struct {
 	MaxErrors       int         // protocol errors before 421; 0 = 20
 	Timeouts        Timeouts
 	Logger          *slog.Logger
+
+	// MaxSessionBytes and MaxSessionTime bound a whole session, whatever
+	// its phases' own limits, so that no client holds a session's share of
+	// bandwidth and CPU for ever: octets read from the client (commands,
+	// message data and TLS records alike) and time since ServeConn began.
+	// Past either, the session gets 421 and is closed. 0 = no limit.
+	MaxSessionBytes int64
+	MaxSessionTime  time.Duration
 }
 
 // Handler decides on envelopes and stores messages. Its methods run on the
@@ -114,7 +122,12 @@ func (srv *Server) SetConfig(cfg Config) {
 // ServeConn speaks SMTP on nc until the client quits, a timeout or error
 // ends the session, or ctx is done (hard stop). It closes nc.
 func (srv *Server) ServeConn(ctx context.Context, nc net.Conn, info ConnInfo) {
-	c := &conn{srv: srv, raw: nc, nc: nc, ctx: ctx, cfg: srv.cfg.Load()}
+	cfg := srv.cfg.Load()
+	mc := &meteredConn{Conn: nc, max: cfg.MaxSessionBytes}
+	c := &conn{srv: srv, raw: nc, mc: mc, nc: mc, ctx: ctx, cfg: cfg}
+	if cfg.MaxSessionTime > 0 {
+		c.end = time.Now().Add(cfg.MaxSessionTime)
+	}
 	c.sess.ConnInfo = info
 	c.sess.ID = srv.idPrefix + strconv.FormatUint(srv.ids.Add(1), 36)
 	if !srv.track(c) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -112,13 +114,18 @@ func (w testWriter) Write(p []byte) (int, error) {
 //
 //	@key value   server setting before the first step: hostname, max_size,
 //	             max_rcpts, bad_rcpt_throttle, greet_pause, timeout.<phase>,
-//	             tls (any value), defer ("code status text")
+//	             tls (any value), defer ("code status text"),
+//	             max_session_bytes, max_session_time
 //	C: text      the client sends text and CRLF
 //	EHLO name    the client sends EHLO and reads the whole 250 reply
 //	R: "quoted"  the client sends these exact bytes (Go string syntax)
+//	FLOOD n "quoted"  the client sends these bytes n times over, and stops
+//	             early without complaint if the server closes the connection
+//	SLEEP d      the client waits d
 //	S: prefix    the server's next reply line starts with prefix
 //	CLOSED       the server has closed the connection
 //	TLS          the client starts TLS (after S: 220 2.0.0)
+//	TLS FAILS    the client tries to start TLS, and the handshake fails
 //	MESSAGES n   the handler has stored n messages so far
 //	MESSAGE i "quoted"  message i (from 1) is exactly this
 //	ELAPSED >d   at least d has passed since the connection opened
@@ -214,9 +221,43 @@ func runTranscript(t *testing.T, file string) {
 					break
 				}
 			}
+		case "FLOOD":
+			ns, q, _ := strings.Cut(arg, " ")
+			n, err := strconv.Atoi(ns)
+			if err != nil {
+				fail("bad count: %v", err)
+			}
+			raw, err := strconv.Unquote(q)
+			if err != nil || raw == "" {
+				fail("bad quoted string: %v", err)
+			}
+			// Batched, so that a flood of short strings is not a
+			// system call each.
+			batch := []byte(strings.Repeat(raw, max(1, min(n, 64<<10/max(len(raw), 1)))))
+			for sent := 0; sent < n; sent += len(batch) / len(raw) {
+				if _, err := nc.Write(batch[:min(len(batch), (n-sent)*len(raw))]); err != nil {
+					if !isReset(err) && !errors.Is(err, syscall.EPIPE) {
+						fail("write: %v", err)
+					}
+					break
+				}
+			}
+		case "SLEEP":
+			d, err := time.ParseDuration(arg)
+			if err != nil {
+				fail("bad duration")
+			}
+			time.Sleep(d)
 		case "TLS":
 			tc := tls.Client(nc, &tls.Config{InsecureSkipVerify: true})
-			if err := tc.Handshake(); err != nil {
+			err := tc.Handshake()
+			if arg == "FAILS" {
+				if err == nil {
+					fail("TLS handshake succeeded")
+				}
+				break
+			}
+			if err != nil {
 				fail("TLS handshake: %v", err)
 			}
 			nc, br = tc, bufio.NewReader(tc)
@@ -285,6 +326,10 @@ func applySetting(t *testing.T, cfg *Config, info *ConnInfo, k, v string) {
 		cfg.BadRcptThrottle = num()
 	case "max_errors":
 		cfg.MaxErrors = num()
+	case "max_session_bytes":
+		cfg.MaxSessionBytes = int64(num())
+	case "max_session_time":
+		cfg.MaxSessionTime = dur()
 	case "greet_pause":
 		info.GreetPause = dur()
 	case "tls":

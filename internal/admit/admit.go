@@ -28,10 +28,6 @@ import (
 	"github.com/mxguard/mxguard/internal/tcpwrap"
 )
 
-// maxGreetPause is RFC 5321 4.5.3.2.1's five minutes for the greeting,
-// which sendmail also caps greet_pause at.
-const maxGreetPause = 5 * time.Minute
-
 // Policy is everything admission reads from configuration files. It is
 // immutable: a reload builds a new Policy and swaps it in, so sessions that
 // are running keep the one they started with.
@@ -233,7 +229,7 @@ func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
 			d.GreetPause = time.Duration(ms) * time.Millisecond
 		}
 	}
-	d.GreetPause = min(d.GreetPause, maxGreetPause)
+	d.GreetPause = min(d.GreetPause, config.MaxGreetPause) // a GreetPause: entry, too
 	return d
 }
 

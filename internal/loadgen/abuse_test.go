@@ -66,7 +66,11 @@ func startSMTPD(t testing.TB, cfg smtpd.Config) string {
 // tallies add up.
 func TestAbuseCut(t *testing.T) {
 	const maxSize = 64 << 10
-	addr := startSMTPD(t, smtpd.Config{MaxMessageSize: maxSize, Timeouts: smtpd.Timeouts{Command: 5 * time.Second}})
+	addr := startSMTPD(t, smtpd.Config{MaxMessageSize: maxSize, Timeouts: smtpd.Timeouts{
+		Command: 5 * time.Second, Helo: 5 * time.Second, Mail: 5 * time.Second, Rcpt: 5 * time.Second,
+		DataInit: 5 * time.Second, DataBlock: 5 * time.Second, DataFinal: 5 * time.Second, Rset: 5 * time.Second,
+		Quit: 5 * time.Second, Misc: 5 * time.Second, StartTLS: 5 * time.Second,
+	}})
 	self, err := ParseProcs(strconv.Itoa(os.Getpid()))
 	if err != nil {
 		t.Fatal(err)

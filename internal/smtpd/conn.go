@@ -323,30 +323,23 @@ func (c *conn) setReadDeadline(d time.Time) {
 
 func (c *conn) timeout() time.Duration {
 	t := &c.cfg.Timeouts
-	var d time.Duration
 	switch c.phase {
 	case phaseHelo:
-		d = t.Helo
+		return t.Helo
 	case phaseMail:
-		d = t.Mail
+		return t.Mail
 	case phaseRcpt:
-		d = t.Rcpt
+		return t.Rcpt
 	case phaseDataInit:
-		d = t.DataInit
+		return t.DataInit
 	case phaseRset:
-		d = t.Rset
+		return t.Rset
 	case phaseQuit:
-		d = t.Quit
+		return t.Quit
 	case phaseMisc:
-		d = t.Misc
+		return t.Misc
 	}
-	if d <= 0 {
-		d = t.Command
-	}
-	if d <= 0 {
-		d = 5 * time.Minute
-	}
-	return d
+	return t.Command
 }
 
 // wakeIfIdle makes an idle session notice a shutdown at once.
@@ -641,8 +634,8 @@ func (c *conn) data(arg string) bool {
 	}
 	t := &c.cfg.Timeouts
 	now := time.Now()
-	end := now.Add(orDefault(t.DataFinal, 10*time.Minute))
-	block := orDefault(t.DataBlock, 3*time.Minute)
+	end := now.Add(t.DataFinal)
+	block := t.DataBlock
 	deadline := func() time.Time {
 		if d := time.Now().Add(block); d.Before(end) {
 			return d
@@ -682,13 +675,6 @@ func (c *conn) data(arg string) bool {
 	c.sess.reset()
 	c.phase = phaseQuit
 	return true
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
 }
 
 func dataErrorReply(err error) *Reply {
@@ -746,7 +732,7 @@ func (c *conn) starttls(arg string) bool {
 		c.br.Discard(n)
 	}
 	tc := tls.Server(c.nc, c.cfg.TLS)
-	d := time.Now().Add(orDefault(c.cfg.Timeouts.StartTLS, c.timeout()))
+	d := time.Now().Add(c.cfg.Timeouts.StartTLS)
 	c.nc.SetWriteDeadline(d)
 	c.setReadDeadline(d)
 	if err := tc.HandshakeContext(c.ctx); err != nil {

@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"fmt"
 	"context"
 	"crypto/tls"
 	"io"
@@ -15,8 +16,13 @@ import (
 
 // Timeouts bound each wait for the client, one per protocol phase, with
 // sendmail's Timeout.* names. A zero phase timeout means Command.
+//
+// Every field must be positive: the configuration resolves the phases an
+// operator leaves at 0 (config.Timeouts.ServerSide), so that the protocol
+// holds no second set of defaults; NewServer and SetConfig panic on a zero
+// one, a mistake of the caller's code, not of the configuration.
 type Timeouts struct {
-	Command   time.Duration // every command wait without its own value
+	Command   time.Duration // a command wait of no phase below
 	Helo      time.Duration // first command after the greeting
 	Mail      time.Duration // waiting for MAIL
 	Rcpt      time.Duration // waiting for RCPT
@@ -27,6 +33,16 @@ type Timeouts struct {
 	Quit      time.Duration // the command after a message was accepted
 	Misc      time.Duration // the command after NOOP, VRFY, HELP and the like
 	StartTLS  time.Duration // the TLS handshake
+}
+
+func (t Timeouts) check() error {
+	for _, d := range []time.Duration{t.Command, t.Helo, t.Mail, t.Rcpt, t.DataInit, t.DataBlock,
+		t.DataFinal, t.Rset, t.Quit, t.Misc, t.StartTLS} {
+		if d <= 0 {
+			return fmt.Errorf("smtpd: a timeout is not set: %+v", t)
+		}
+	}
+	return nil
 }
 
 // Config is what the protocol layer needs to know. It is read, never
@@ -113,6 +129,9 @@ func NewServer(cfg Config, h Handler) *Server {
 // SetConfig replaces the configuration for sessions that start from now on
 // (a reload); running sessions keep theirs.
 func (srv *Server) SetConfig(cfg Config) {
+	if err := cfg.Timeouts.check(); err != nil {
+		panic(err)
+	}
 	if cfg.MaxErrors == 0 {
 		cfg.MaxErrors = 20
 	}

@@ -43,7 +43,7 @@ func expect(t *testing.T, br *bufio.Reader, prefix string) {
 // TestSlowloris: a client that trickles a byte at a time cannot hold the
 // session past the phase deadline, which is set once per wait.
 func TestSlowloris(t *testing.T) {
-	addr := testServer(t, Config{Timeouts: Timeouts{Command: 300 * time.Millisecond}}, &memHandler{}, ConnInfo{})
+	addr := testServer(t, Config{Timeouts: uniform(300 * time.Millisecond)}, &memHandler{}, ConnInfo{})
 	nc, br := dial(t, addr)
 	expect(t, br, "220")
 	start := time.Now()
@@ -81,7 +81,7 @@ func TestShutdown(t *testing.T) {
 	}
 	defer ln.Close()
 	h := &memHandler{}
-	srv := NewServer(Config{Hostname: "mx.test", Timeouts: Timeouts{Command: 10 * time.Second}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, h)
+	srv := NewServer(Config{Hostname: "mx.test", Timeouts: uniform(10 * time.Second), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, h)
 	served := make(chan struct{}, 2)
 	go func() {
 		for {
@@ -127,7 +127,7 @@ func (*panicHandler) Mail(*Session, Path, int64) *Reply { panic("boom") }
 
 // TestPanicIsolated: a panic in one session closes only that connection.
 func TestPanicIsolated(t *testing.T) {
-	addr := testServer(t, Config{}, &panicHandler{}, ConnInfo{})
+	addr := testServer(t, Config{Timeouts: uniform(10 * time.Second)}, &panicHandler{}, ConnInfo{})
 	for i := 0; i < 2; i++ {
 		nc, br := dial(t, addr)
 		expect(t, br, "220")
@@ -146,7 +146,7 @@ func BenchmarkSession(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	srv := NewServer(Config{Hostname: "mx.test", Timeouts: Timeouts{Command: 10 * time.Second}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, discardHandler{})
+	srv := NewServer(Config{Hostname: "mx.test", Timeouts: uniform(10 * time.Second), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, discardHandler{})
 	go func() {
 		for {
 			nc, err := ln.Accept()

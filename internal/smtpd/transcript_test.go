@@ -102,6 +102,20 @@ func testServer(t *testing.T, cfg Config, h Handler, info ConnInfo) string {
 	return ln.Addr().String()
 }
 
+// resolved sets every phase left at 0 to t.Command.
+func resolved(t Timeouts) Timeouts {
+	for _, d := range []*time.Duration{&t.Helo, &t.Mail, &t.Rcpt, &t.DataInit, &t.DataBlock,
+		&t.DataFinal, &t.Rset, &t.Quit, &t.Misc, &t.StartTLS} {
+		if *d == 0 {
+			*d = t.Command
+		}
+	}
+	return t
+}
+
+// uniform is d for every wait.
+func uniform(d time.Duration) Timeouts { return resolved(Timeouts{Command: d}) }
+
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {
@@ -148,6 +162,7 @@ func runTranscript(t *testing.T, file string) {
 		t.Fatal(err)
 	}
 	cfg := Config{MaxMessageSize: 1 << 20, Timeouts: Timeouts{Command: 5 * time.Second}}
+
 	var info ConnInfo
 	var steps []string
 	for _, line := range strings.Split(string(data), "\n") {
@@ -162,6 +177,9 @@ func runTranscript(t *testing.T, file string) {
 		steps = append(steps, line)
 	}
 	h := &memHandler{}
+	// The phases a transcript leaves unset wait as long as command, as
+	// the configuration resolves them (config.Timeouts.ServerSide).
+	cfg.Timeouts = resolved(cfg.Timeouts)
 	addr := testServer(t, cfg, h, info)
 	start := time.Now()
 	var nc net.Conn

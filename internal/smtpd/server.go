@@ -1,9 +1,9 @@
 package smtpd
 
 import (
-	"fmt"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"

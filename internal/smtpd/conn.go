@@ -263,7 +263,11 @@ func (c *conn) lineError(r *Reply, reason string) (string, error) {
 }
 
 // readFailed ends the session after a failed read: a phase timeout gets
-// sendmail's 421, a shutdown 421, a vanished client nothing.
+// sendmail's 421, a shutdown 421, a client that closed nothing more. The
+// replies still queued go out in every case: a client that pipelined its
+// last commands and closed its side (half-close, or a last line cut short)
+// may still be reading, and one that never sees the 250 for a message we
+// stored sends the message again.
 func (c *conn) readFailed(err error) {
 	switch {
 	case err == errDraining || c.ctx.Err() != nil:
@@ -272,8 +276,6 @@ func (c *conn) readFailed(err error) {
 		phase := phaseNames[c.phase]
 		c.log().Info("timeout waiting for "+phase+" from "+c.clientName(), "reason", "timeout", "phase", phase)
 		c.reply(&Reply{421, "4.4.2", c.cfg.Hostname + " Error: timeout exceeded"})
-	default:
-		return
 	}
 	c.flush()
 }

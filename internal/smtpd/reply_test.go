@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"net"
 	"strings"
 	"testing"
 )
@@ -29,3 +30,21 @@ func TestReplyLineLimit(t *testing.T) {
 	}
 }
 
+// TestRepliesBeforeEOF: a client that pipelines a whole transaction and
+// closes its side in the middle of its last line still gets the replies to
+// the commands it completed, above all the 250 for the message the server
+// stored; without it the client would send the message again.
+func TestRepliesBeforeEOF(t *testing.T) {
+	h := &memHandler{}
+	addr := testServer(t, Config{}, h, ConnInfo{})
+	nc, br := dial(t, addr)
+	expect(t, br, "220")
+	nc.Write([]byte("EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nhi\r\n.\r\nQUI"))
+	nc.(*net.TCPConn).CloseWrite()
+	for _, want := range []string{"250 ", "250 2.1.0", "250 2.1.5", "354", "250 2.0.0 Ok: queued as 1"} {
+		expect(t, br, want)
+	}
+	if n := len(h.messages()); n != 1 {
+		t.Fatalf("%d messages stored, want 1", n)
+	}
+}

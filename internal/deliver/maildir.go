@@ -19,7 +19,8 @@ import (
 
 // Maildir delivers to Maildir directories under a root:
 // <root>/<domain>/<localpart>/{tmp,new,cur}, created as needed. Domain and
-// local part are lower-cased. Recipients outside the local domains fail
+// local part are lower-cased (ASCII letters only, as sendmail and the access
+// map fold them). Recipients outside the local domains fail
 // permanently: with no relay configured there is nowhere else to take them.
 //
 // A message's file name is "<arrival time>.S<spool ID>R<recipient
@@ -94,7 +95,10 @@ func (m *Maildir) Path(addr string) (string, error) {
 	} else {
 		domain = m.defaultDomain
 	}
-	local, domain = strings.ToLower(local), strings.ToLower(domain)
+	// ASCII only, as the access map folds addresses: Unicode case
+	// mapping would take "\u212Aevin" (KELVIN SIGN) into the mailbox of
+	// kevin, whom a To:kevin@ REJECT entry refuses.
+	local, domain = asciiLower(local), asciiLower(domain)
 	if !m.domains[domain] {
 		return "", fmt.Errorf("<%s>: %w", addr, ErrNotLocal)
 	}
@@ -102,6 +106,22 @@ func (m *Maildir) Path(addr string) (string, error) {
 		return "", fmt.Errorf("<%s>: %w", addr, ErrUnsafeName)
 	}
 	return filepath.Join(m.root, domain, local), nil
+}
+
+// asciiLower returns s with the ASCII letters A-Z in lower case and
+// every other byte as it is.
+func asciiLower(s string) string {
+	i := strings.IndexFunc(s, func(r rune) bool { return 'A' <= r && r <= 'Z' })
+	if i < 0 {
+		return s
+	}
+	b := []byte(s)
+	for ; i < len(b); i++ {
+		if 'A' <= b[i] && b[i] <= 'Z' {
+			b[i] += 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // safeName reports whether s can be used as one path element as it is.

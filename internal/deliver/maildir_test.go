@@ -88,6 +88,23 @@ func TestMaildirRefuses(t *testing.T) {
 	}
 }
 
+// TestMaildirPathCase: addresses that differ in ASCII case share a
+// mailbox; no other case mapping applies, so that a mailbox is the one the
+// access map's To: entries (folded in ASCII only) speak of.
+func TestMaildirPathCase(t *testing.T) {
+	m, root := newTestMaildir(t)
+	for _, tt := range []struct{ addr, box string }{
+		{"Kevin@EXAMPLE.org", "example.org/kevin"},
+		{"\u212Aevin@example.org", "example.org/\u212Aevin"}, // KELVIN SIGN, which Unicode lowers to k
+		{"J\u00dcRGEN@example.org", "example.org/j\u00dcrgen"},
+	} {
+		got, err := m.Path(tt.addr)
+		if want := filepath.Join(root, tt.box); err != nil || got != want {
+			t.Errorf("Path(%q) = %q, %v; want %q", tt.addr, got, err, want)
+		}
+	}
+}
+
 // TestMaildirExactlyOnce redelivers as a restart after a crash between the
 // Maildir rename and the spool update would: the message must not appear
 // twice, wherever the mail reader has moved it.

@@ -6,8 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/deliver"
+	"github.com/mxguard/mxguard/internal/smtpd"
 	"github.com/mxguard/mxguard/internal/testcert"
 )
 
@@ -104,5 +107,41 @@ func TestCheck(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTimeoutsWiring: every [timeouts] value set in the file reaches the
+// relay client and the SMTP server (the relay's starttls was once dropped
+// on the way).
+func TestTimeoutsWiring(t *testing.T) {
+	cfg, err := config.Parse([]byte(`[timeouts]
+command = "11s"
+helo = "12s"
+mail = "13s"
+rcpt = "14s"
+datainit = "15s"
+datablock = "16s"
+datafinal = "17s"
+rset = "18s"
+quit = "19s"
+misc = "20s"
+starttls = "21s"
+connect = "22s"
+initial = "23s"
+lhlo = "24s"
+`), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := time.Second
+	if got, want := relayTimeouts(&cfg.Timeouts), (deliver.Timeouts{Connect: 22 * s, Initial: 23 * s, Helo: 12 * s,
+		Lhlo: 24 * s, StartTLS: 21 * s, Mail: 13 * s, Rcpt: 14 * s, DataInit: 15 * s, DataBlock: 16 * s,
+		DataFinal: 17 * s, Quit: 19 * s}); got != want {
+		t.Errorf("relay timeouts = %+v, want %+v", got, want)
+	}
+	if got, want := smtpConfig(cfg, nil, nil).Timeouts, (smtpd.Timeouts{Command: 11 * s, Helo: 12 * s, Mail: 13 * s,
+		Rcpt: 14 * s, DataInit: 15 * s, DataBlock: 16 * s, DataFinal: 17 * s, Rset: 18 * s, Quit: 19 * s,
+		Misc: 20 * s, StartTLS: 21 * s}); got != want {
+		t.Errorf("server timeouts = %+v, want %+v", got, want)
 	}
 }

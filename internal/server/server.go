@@ -59,8 +59,27 @@ type Server struct {
 	accepted atomic.Int64
 }
 
+// Option changes how New builds a server.
+type Option func(*options)
+
+type options struct {
+	verifier admit.Verifier
+}
+
+// WithVerifier makes admission take clients' reverse-DNS names from v
+// instead of from a resolver built from the configuration's resolver
+// setting: a server built in process (a fuzz test, an embedding program)
+// then asks no DNS server.
+func WithVerifier(v admit.Verifier) Option {
+	return func(o *options) { o.verifier = v }
+}
+
 // New builds a server from cfg. Nothing listens until Listen.
-func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
+func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	s := &Server{log: logger, started: time.Now()}
 	s.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	s.cfg.Store(cfg)
@@ -78,9 +97,13 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	for _, w := range warnings {
 		logger.Warn(w)
 	}
-	res, err := resolve.New(resolve.Config{Server: cfg.Resolver}, logger)
-	if err != nil {
-		return nil, err // says "resolve: ..." itself
+	res := o.verifier
+	if res == nil {
+		r, err := resolve.New(resolve.Config{Server: cfg.Resolver}, logger)
+		if err != nil {
+			return nil, err // says "resolve: ..." itself
+		}
+		res = r
 	}
 	if s.limiter, err = newLimiter(cfg, logger, &s.closers); err != nil {
 		return nil, err
@@ -94,7 +117,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	if cfg.Delivery.Relay != "" {
 		r, err := deliver.NewRelay(cfg.Delivery.Relay, cfg.Hostname, relayTimeouts(&cfg.Timeouts), logger)
 		if err != nil {
-			return nil, fmt.Errorf("relay: %w", err)
+			return nil, err // says "relay ..." itself
 		}
 		d = r
 	} else {
@@ -156,8 +179,9 @@ func smtpConfig(cfg *config.Config, tc *tls.Config, logger *slog.Logger) smtpd.C
 func relayTimeouts(all *config.Timeouts) deliver.Timeouts {
 	t := all.RelaySide()
 	return deliver.Timeouts{
-		Connect: t.Connect, Initial: t.Initial, Helo: t.Helo, Lhlo: t.LHLO, Mail: t.Mail,
-		Rcpt: t.Rcpt, DataInit: t.DataInit, DataBlock: t.DataBlock, DataFinal: t.DataFinal, Quit: t.Quit,
+		Connect: t.Connect, Initial: t.Initial, Helo: t.Helo, Lhlo: t.LHLO, StartTLS: t.StartTLS,
+		Mail: t.Mail, Rcpt: t.Rcpt, DataInit: t.DataInit, DataBlock: t.DataBlock, DataFinal: t.DataFinal,
+		Quit: t.Quit,
 	}
 }
 
@@ -295,11 +319,15 @@ func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) {
 		}
 		backoff = 0
 		s.accepted.Add(1)
-		go s.serveConn(hard, nc)
+		go s.ServeConn(hard, nc)
 	}
 }
 
-func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
+// ServeConn runs admission and then the SMTP session on nc, a connection
+// the caller accepted, until the session ends or ctx is done; it closes
+// nc. The accept loop calls it for every connection; a test can hand it a
+// net.Conn of its own, whose RemoteAddr must be a *net.TCPAddr.
+func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	ta, ok := nc.RemoteAddr().(*net.TCPAddr)
 	if !ok {
 		nc.Close()

@@ -288,7 +288,10 @@ func (c *conn) lineError(r *Reply, reason string) (string, error) {
 // a phase timeout gets sendmail's 421, a shutdown 421, a client over the
 // session's limits its own 421 (and a command line past the read buffer
 // 500), a vanished client nothing. Each limit is logged with its own reason
-// so that an operator (or fail2ban) tells them apart.
+// so that an operator (or fail2ban) tells them apart. The replies still
+// queued go out in every case: a client that pipelined its last commands
+// and closed its side may still be reading, and one that never sees the 250
+// for a message we stored sends the message again.
 func (c *conn) readFailed(err error, phase string) {
 	switch {
 	case err == errDraining || c.ctx.Err() != nil:
@@ -305,8 +308,6 @@ func (c *conn) readFailed(err error, phase string) {
 	case isTimeout(err):
 		c.log().Info("timeout waiting for "+phase+" from "+c.clientName(), "reason", "timeout", "phase", phase)
 		c.reply(&Reply{421, "4.4.2", c.cfg.Hostname + " Error: timeout exceeded"})
-	default:
-		return
 	}
 	c.flush()
 }

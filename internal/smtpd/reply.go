@@ -30,9 +30,18 @@ func (r *Reply) Temporary() bool { return r.Code >= 400 && r.Code < 500 }
 // Failed reports whether the reply is 4xx or 5xx.
 func (r *Reply) Failed() bool { return r.Code >= 400 }
 
+// maxReplyLine is RFC 5321 4.5.3.1.5's limit for a reply line, CRLF
+// included.
+const maxReplyLine = 512
+
+// appendTo renders the reply. A line that would exceed maxReplyLine is
+// cut: some texts echo what the client sent (an unknown MAIL parameter may
+// be nearly a whole command line long) and some come from the access map,
+// and a client may drop a connection whose reply lines break the limit.
 func (r *Reply) appendTo(b []byte) []byte {
 	lines := strings.Split(r.Text, "\n")
 	for i, l := range lines {
+		start := len(b)
 		b = strconv.AppendInt(b, int64(r.Code), 10)
 		if i < len(lines)-1 {
 			b = append(b, '-')
@@ -42,6 +51,9 @@ func (r *Reply) appendTo(b []byte) []byte {
 		if r.Status != "" {
 			b = append(b, r.Status...)
 			b = append(b, ' ')
+		}
+		if room := maxReplyLine - 2 - (len(b) - start); len(l) > room {
+			l = l[:max(room, 0)]
 		}
 		b = append(b, l...)
 		b = append(b, '\r', '\n')

@@ -14,6 +14,7 @@ package admit
 import (
 	"context"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/reply"
 	"log/slog"
 	"net/netip"
 	"strconv"
@@ -24,7 +25,6 @@ import (
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/limit"
 	"github.com/mxguard/mxguard/internal/resolve"
-	"github.com/mxguard/mxguard/internal/smtpd"
 	"github.com/mxguard/mxguard/internal/tcpwrap"
 )
 
@@ -88,7 +88,7 @@ func (a *Admitter) Children() int64 { return a.children.Load() }
 // Decision is the outcome for one connection. Release must be called when
 // the connection ends, whatever the outcome.
 type Decision struct {
-	Reject     *smtpd.Reply // non-nil: send this and close
+	Reject     *reply.Reply // non-nil: send this and close
 	Reason     string       // the control that rejected or deferred
 	Host       string       // forward-confirmed name, "" if none
 	DNS        resolve.Status
@@ -96,7 +96,7 @@ type Decision struct {
 	Relay      bool // Connect: RELAY
 	Discard    bool // Connect: DISCARD: accept mail, deliver none
 	GreetPause time.Duration
-	Defer      *smtpd.Reply // terminate=false: MAIL and RCPT get this
+	Defer      *reply.Reply // terminate=false: MAIL and RCPT get this
 	Policy     *Policy      // the policy this decision was made under
 
 	child       *Admitter // holds a max_daemon_children slot of this Admitter
@@ -117,15 +117,15 @@ func (d *Decision) Release() {
 }
 
 // Replies and reasons, as SPEC.md fixes them.
-func replyRate() *smtpd.Reply {
-	return &smtpd.Reply{Code: 421, Status: "4.3.2", Text: "Connection rate limit exceeded."}
+func replyRate() *reply.Reply {
+	return &reply.Reply{Code: 421, Status: "4.3.2", Text: "Connection rate limit exceeded."}
 }
 
-func replyConn() *smtpd.Reply {
-	return &smtpd.Reply{Code: 421, Status: "4.3.2", Text: "Too many open connections."}
+func replyConn() *reply.Reply {
+	return &reply.Reply{Code: 421, Status: "4.3.2", Text: "Too many open connections."}
 }
 
-var replyDenied = smtpd.Reply{Code: 550, Status: "5.7.1", Text: "Access denied"}
+var replyDenied = reply.Reply{Code: 550, Status: "5.7.1", Text: "Access denied"}
 
 // Admit decides on a connection from addr. It may wait (the global
 // connection_rate_throttle stalls connections into later seconds) but never
@@ -140,7 +140,7 @@ func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
 	d.child = a
 	if max := lim.MaxDaemonChildren; max > 0 && n > int64(max) && !d.Trusted {
 		return a.reject(d, addr, "max_daemon_children",
-			&smtpd.Reply{Code: 421, Status: "4.3.2", Text: p.Hostname + " Too many concurrent connections, try again later"},
+			&reply.Reply{Code: 421, Status: "4.3.2", Text: p.Hostname + " Too many concurrent connections, try again later"},
 			"max_daemon_children ("+strconv.Itoa(max)+") reached")
 	}
 	if inAny(p.Denied, addr) {
@@ -157,7 +157,7 @@ func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
-				d.Reject = &smtpd.Reply{Code: 421, Status: "4.3.2", Text: p.Hostname + " Service shutting down"}
+				d.Reject = &reply.Reply{Code: 421, Status: "4.3.2", Text: p.Hostname + " Service shutting down"}
 				d.Reason = "shutdown"
 				return d
 			}
@@ -247,7 +247,7 @@ func (a *Admitter) number(p *Policy, tag, host string, addr netip.Addr, def int)
 // overLimit applies sendmail's `terminate': with it the client is
 // refused now; without it the session goes on and MAIL/RCPT are deferred.
 // It reports whether the decision is final.
-func (a *Admitter) overLimit(d *Decision, addr netip.Addr, reason string, r *smtpd.Reply, detail string) bool {
+func (a *Admitter) overLimit(d *Decision, addr netip.Addr, reason string, r *reply.Reply, detail string) bool {
 	p := d.Policy
 	if p.Limits.Terminate {
 		a.reject(d, addr, reason, r, detail)
@@ -258,7 +258,7 @@ func (a *Admitter) overLimit(d *Decision, addr netip.Addr, reason string, r *smt
 	if d.Defer == nil {
 		// The first limit exceeded gives the reply, as sendmail's
 		// check_relay stops at ratecontrol before it reaches conncontrol.
-		d.Defer = &smtpd.Reply{Code: 452, Status: r.Status, Text: r.Text}
+		d.Defer = &reply.Reply{Code: 452, Status: r.Status, Text: r.Text}
 		d.Reason = reason
 	}
 	return false
@@ -268,11 +268,11 @@ func (a *Admitter) overLimit(d *Decision, addr netip.Addr, reason string, r *smt
 // with on_redis_error = "tempfail").
 func (a *Admitter) limiterDown(d *Decision, addr netip.Addr, err error) *Decision {
 	return a.reject(d, addr, "limiter",
-		&smtpd.Reply{Code: 421, Status: "4.3.0", Text: d.Policy.Hostname + " Service temporarily unavailable"},
+		&reply.Reply{Code: 421, Status: "4.3.0", Text: d.Policy.Hostname + " Service temporarily unavailable"},
 		"limit store unavailable: "+err.Error())
 }
 
-func (a *Admitter) reject(d *Decision, addr netip.Addr, reason string, r *smtpd.Reply, detail string) *Decision {
+func (a *Admitter) reject(d *Decision, addr netip.Addr, reason string, r *reply.Reply, detail string) *Decision {
 	d.Reject, d.Reason = r, reason
 	// One stable line per rejection: fail2ban and grep key on
 	// "rejecting connection from", the IP and the reason.
@@ -301,9 +301,9 @@ func limitKey(addr netip.Addr) string {
 }
 
 // ReplyFromAction turns an access-map action (REJECT, ERROR) into a reply.
-func ReplyFromAction(act accessmap.Action) *smtpd.Reply {
+func ReplyFromAction(act accessmap.Action) *reply.Reply {
 	if act.Code == 0 {
 		return &replyDenied
 	}
-	return &smtpd.Reply{Code: act.Code, Status: act.Status, Text: act.Text}
+	return &reply.Reply{Code: act.Code, Status: act.Status, Text: act.Text}
 }

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"bufio"
 	"context"
+	"github.com/mxguard/mxguard/internal/reply"
 	"io"
 	"log/slog"
 	"net"
@@ -20,13 +21,13 @@ import (
 // body to its end.
 type discard struct{}
 
-func (discard) Mail(*smtpd.Session, smtpd.Path, int64) *smtpd.Reply { return nil }
-func (discard) Rcpt(*smtpd.Session, smtpd.Path) *smtpd.Reply        { return nil }
-func (discard) Data(_ *smtpd.Session, r io.Reader) *smtpd.Reply {
+func (discard) Mail(*smtpd.Session, smtpd.Path, int64) *reply.Reply { return nil }
+func (discard) Rcpt(*smtpd.Session, smtpd.Path) *reply.Reply        { return nil }
+func (discard) Data(_ *smtpd.Session, r io.Reader) *reply.Reply {
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return nil
 	}
-	return &smtpd.Reply{Code: 250, Status: "2.0.0", Text: "Ok"}
+	return &reply.Reply{Code: 250, Status: "2.0.0", Text: "Ok"}
 }
 
 // startSMTPD runs mxguard's protocol core on a free loopback port until

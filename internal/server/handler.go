@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/mxguard/mxguard/internal/reply"
 	"io"
 	"strings"
 	"time"
@@ -17,7 +18,7 @@ type connState struct {
 	d       *admit.Decision
 	cfg     *config.Config
 	discard bool         // DISCARD matched: accept, deliver nothing
-	fromErr *smtpd.Reply // delay_checks: a From: rejection held until RCPT
+	fromErr *reply.Reply // delay_checks: a From: rejection held until RCPT
 }
 
 // handler applies mail policy (relaying, access map From:/To:) and puts
@@ -25,13 +26,13 @@ type connState struct {
 type handler struct{ s *Server }
 
 var (
-	replyRelayDenied = &smtpd.Reply{Code: 550, Status: "5.7.1", Text: "Relaying denied"}
-	replyStorage     = &smtpd.Reply{Code: 452, Status: "4.3.1", Text: "Insufficient system storage"}
+	replyRelayDenied = &reply.Reply{Code: 550, Status: "5.7.1", Text: "Relaying denied"}
+	replyStorage     = &reply.Reply{Code: 452, Status: "4.3.1", Text: "Insufficient system storage"}
 )
 
 func state(s *smtpd.Session) *connState { return s.Value.(*connState) }
 
-func (h *handler) Mail(s *smtpd.Session, from smtpd.Path, size int64) *smtpd.Reply {
+func (h *handler) Mail(s *smtpd.Session, from smtpd.Path, size int64) *reply.Reply {
 	st := state(s)
 	st.discard, st.fromErr = st.d.Discard, nil
 	m := st.d.Policy.Access
@@ -83,7 +84,7 @@ func rcptAddress(cfg *config.Config, p smtpd.Path) string {
 	return p.Local + "@" + strings.ToLower(p.Domain)
 }
 
-func (h *handler) Rcpt(s *smtpd.Session, to smtpd.Path) *smtpd.Reply {
+func (h *handler) Rcpt(s *smtpd.Session, to smtpd.Path) *reply.Reply {
 	st := state(s)
 	cfg := st.cfg
 	addr := rcptAddress(cfg, to)
@@ -119,7 +120,7 @@ func (h *handler) Rcpt(s *smtpd.Session, to smtpd.Path) *smtpd.Reply {
 		if _, err := md.Path(addr); err != nil {
 			// A mailbox name that cannot be a directory: refuse it now
 			// rather than bounce it later.
-			return &smtpd.Reply{Code: 550, Status: "5.1.3", Text: "Bad destination mailbox address"}
+			return &reply.Reply{Code: 550, Status: "5.1.3", Text: "Bad destination mailbox address"}
 		}
 	}
 	if toAct != nil {
@@ -128,7 +129,7 @@ func (h *handler) Rcpt(s *smtpd.Session, to smtpd.Path) *smtpd.Reply {
 			h.s.log.Info("rejecting recipient <"+addr+"> from "+clientName(s), "ip", s.Remote.Addr().String(), "reason", "access", "key", toKey)
 			if toAct.Kind == accessmap.Reject {
 				// sendmail's confRCPTREJ_MSG: it is the mailbox that is refused.
-				return &smtpd.Reply{Code: 550, Status: "5.2.1", Text: "Mailbox disabled for this recipient"}
+				return &reply.Reply{Code: 550, Status: "5.2.1", Text: "Mailbox disabled for this recipient"}
 			}
 			return admit.ReplyFromAction(*toAct)
 		case accessmap.Discard:
@@ -159,13 +160,13 @@ func hasRouting(p smtpd.Path) bool {
 	return strings.ContainsAny(p.Local, "%!@")
 }
 
-func (h *handler) Data(s *smtpd.Session, r io.Reader) *smtpd.Reply {
+func (h *handler) Data(s *smtpd.Session, r io.Reader) *reply.Reply {
 	st := state(s)
 	cfg := st.cfg
 	if st.discard {
 		io.Copy(io.Discard, r)
 		h.s.log.Info("discarded message from "+clientName(s), "ip", s.Remote.Addr().String(), "reason", "access DISCARD")
-		return &smtpd.Reply{Code: 250, Status: "2.0.0", Text: "Ok: discarded"}
+		return &reply.Reply{Code: 250, Status: "2.0.0", Text: "Ok: discarded"}
 	}
 	env := &spool.Envelope{
 		From:     s.From.String(),
@@ -209,12 +210,12 @@ func (h *handler) Data(s *smtpd.Session, r io.Reader) *smtpd.Reply {
 	}
 	h.s.queue.Enqueue(id)
 	h.s.log.Info("accepted", "id", id, "ip", s.Remote.Addr().String(), "from", env.From, "rcpts", len(env.Rcpts), "size", env.Size)
-	return &smtpd.Reply{Code: 250, Status: "2.0.0", Text: "Ok: queued as " + id}
+	return &reply.Reply{Code: 250, Status: "2.0.0", Text: "Ok: queued as " + id}
 }
 
 // store delivers a message for local recipients straight into their
 // Maildirs before the 250 (deliver.Maildir.Store says why).
-func (h *handler) store(s *smtpd.Session, env *spool.Envelope, r io.Reader) *smtpd.Reply {
+func (h *handler) store(s *smtpd.Session, env *spool.Envelope, r io.Reader) *reply.Reply {
 	env.ID = h.s.spool.NewID()
 	body := &readErr{r: r}
 	received := s.Received(state(s).cfg.Hostname, s.ID, env.Received)
@@ -231,7 +232,7 @@ func (h *handler) store(s *smtpd.Session, env *spool.Envelope, r io.Reader) *smt
 	for _, rc := range env.Rcpts {
 		h.s.log.Info("delivered", "id", env.ID, "rcpt", rc.Addr, "via", "maildir", "file", name)
 	}
-	return &smtpd.Reply{Code: 250, Status: "2.0.0", Text: "Ok: queued as " + env.ID}
+	return &reply.Reply{Code: 250, Status: "2.0.0", Text: "Ok: queued as " + env.ID}
 }
 
 // readErr remembers a read error, to tell a refused body or a vanished

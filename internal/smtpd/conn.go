@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/reply"
 	"io"
 	"log/slog"
 	"net"
@@ -156,7 +157,7 @@ func (c *conn) greet() bool {
 		switch {
 		case n > 0:
 			c.log().Info("rejecting commands from "+c.clientName()+" due to pre-greeting traffic", "reason", "pregreet")
-			c.reply(&Reply{554, "", c.cfg.Hostname + " not accepting messages"})
+			c.reply(&reply.Reply{Code: 554, Status: "", Text: c.cfg.Hostname + " not accepting messages"})
 			c.flush()
 			return false
 		case c.ctx.Err() != nil:
@@ -168,7 +169,7 @@ func (c *conn) greet() bool {
 			return false
 		}
 	}
-	c.reply(&Reply{220, "", c.cfg.Hostname + " ESMTP mxguard"})
+	c.reply(&reply.Reply{Code: 220, Status: "", Text: c.cfg.Hostname + " ESMTP mxguard"})
 	return c.flush()
 }
 
@@ -278,7 +279,7 @@ func (r *idleReader) Read(p []byte) (int, error) {
 	return r.c.nc.Read(p)
 }
 
-func (c *conn) lineError(r *Reply, reason string) (string, error) {
+func (c *conn) lineError(r *reply.Reply, reason string) (string, error) {
 	c.log().Info("protocol error from "+c.clientName(), "reason", reason)
 	c.fail(r)
 	return "", nil
@@ -295,19 +296,19 @@ func (c *conn) lineError(r *Reply, reason string) (string, error) {
 func (c *conn) readFailed(err error, phase string) {
 	switch {
 	case err == errDraining || c.ctx.Err() != nil:
-		c.reply(&Reply{421, "4.3.2", c.cfg.Hostname + " Service shutting down"})
+		c.reply(&reply.Reply{Code: 421, Status: "4.3.2", Text: c.cfg.Hostname + " Service shutting down"})
 	case err == errLineCut:
 		c.log().Info("command line too long from "+c.clientName()+", disconnecting", "reason", "line_too_long", "limit", readBufSize)
 		c.reply(replyLineTooLong)
 	case errors.Is(err, errSessionBytes):
 		c.log().Info("session byte limit exceeded by "+c.clientName()+", disconnecting", "reason", "session_bytes", "phase", phase, "octets", c.mc.n)
-		c.reply(&Reply{421, "4.7.0", c.cfg.Hostname + " Error: session data limit exceeded"})
+		c.reply(&reply.Reply{Code: 421, Status: "4.7.0", Text: c.cfg.Hostname + " Error: session data limit exceeded"})
 	case isTimeout(err) && c.atEnd:
 		c.log().Info("session time limit exceeded by "+c.clientName()+", disconnecting", "reason", "session_time", "phase", phase, "octets", c.mc.n)
-		c.reply(&Reply{421, "4.7.0", c.cfg.Hostname + " Error: session time limit exceeded"})
+		c.reply(&reply.Reply{Code: 421, Status: "4.7.0", Text: c.cfg.Hostname + " Error: session time limit exceeded"})
 	case isTimeout(err):
 		c.log().Info("timeout waiting for "+phase+" from "+c.clientName(), "reason", "timeout", "phase", phase)
-		c.reply(&Reply{421, "4.4.2", c.cfg.Hostname + " Error: timeout exceeded"})
+		c.reply(&reply.Reply{Code: 421, Status: "4.4.2", Text: c.cfg.Hostname + " Error: timeout exceeded"})
 	}
 	c.flush()
 }
@@ -350,10 +351,10 @@ func (c *conn) wakeIfIdle() {
 	}
 }
 
-func (c *conn) reply(r *Reply) { c.out = r.appendTo(c.out) }
+func (c *conn) reply(r *reply.Reply) { c.out = r.AppendTo(c.out) }
 
 // fail queues an error reply and counts it towards MaxErrors.
-func (c *conn) fail(r *Reply) {
+func (c *conn) fail(r *reply.Reply) {
 	c.errors++
 	c.reply(r)
 }
@@ -405,7 +406,7 @@ func (c *conn) dispatch(line string) bool {
 		c.phase = phaseMisc
 		c.reply(replyOK)
 	case "QUIT":
-		c.reply(&Reply{221, "2.0.0", c.cfg.Hostname + " closing connection"})
+		c.reply(&reply.Reply{Code: 221, Status: "2.0.0", Text: c.cfg.Hostname + " closing connection"})
 		return false
 	case "VRFY":
 		c.phase = phaseMisc
@@ -432,7 +433,7 @@ func (c *conn) dispatch(line string) bool {
 func (c *conn) helo(cmd Command) {
 	arg := strings.TrimSpace(cmd.Arg)
 	if arg == "" || strings.ContainsAny(arg, " \t") && cmd.Verb == "HELO" {
-		c.fail(&Reply{501, "5.5.4", "Syntax: " + cmd.Verb + " hostname"})
+		c.fail(&reply.Reply{Code: 501, Status: "5.5.4", Text: "Syntax: " + cmd.Verb + " hostname"})
 		return
 	}
 	c.sess.reset()
@@ -440,7 +441,7 @@ func (c *conn) helo(cmd Command) {
 	c.sess.ESMTP = cmd.Verb == "EHLO"
 	c.phase = phaseMail
 	if !c.sess.ESMTP {
-		c.reply(&Reply{250, "", c.cfg.Hostname})
+		c.reply(&reply.Reply{Code: 250, Status: "", Text: c.cfg.Hostname})
 		return
 	}
 	ext := []string{c.cfg.Hostname, "PIPELINING"}
@@ -453,7 +454,7 @@ func (c *conn) helo(cmd Command) {
 	if c.cfg.TLS != nil && c.sess.TLS == nil {
 		ext = append(ext, "STARTTLS")
 	}
-	c.reply(&Reply{250, "", strings.Join(ext, "\n")})
+	c.reply(&reply.Reply{Code: 250, Status: "", Text: strings.Join(ext, "\n")})
 }
 
 // cutPrefixFold is strings.CutPrefix, ignoring ASCII case.
@@ -475,7 +476,7 @@ func (c *conn) mail(arg string) {
 	}
 	rest, ok := cutPrefixFold(arg, "FROM:")
 	if !ok {
-		c.fail(&Reply{501, "5.5.4", "Syntax: MAIL FROM:<address>"})
+		c.fail(&reply.Reply{Code: 501, Status: "5.5.4", Text: "Syntax: MAIL FROM:<address>"})
 		return
 	}
 	from, params, err := ParsePathArg(rest, true, false)
@@ -487,7 +488,7 @@ func (c *conn) mail(arg string) {
 	var utf8, eightBit bool
 	for _, p := range params {
 		if !c.sess.ESMTP {
-			c.fail(&Reply{555, "5.5.4", "Unsupported option: " + p.Key})
+			c.fail(&reply.Reply{Code: 555, Status: "5.5.4", Text: "Unsupported option: " + p.Key})
 			return
 		}
 		switch p.Key {
@@ -514,12 +515,12 @@ func (c *conn) mail(arg string) {
 			}
 			utf8 = true
 		default:
-			c.fail(&Reply{555, "5.5.4", "Unsupported option: " + p.Key})
+			c.fail(&reply.Reply{Code: 555, Status: "5.5.4", Text: "Unsupported option: " + p.Key})
 			return
 		}
 	}
 	if !utf8 && !isASCII(from.String()) {
-		c.fail(&Reply{553, "5.6.7", "Non-ASCII address requires SMTPUTF8"})
+		c.fail(&reply.Reply{Code: 553, Status: "5.6.7", Text: "Non-ASCII address requires SMTPUTF8"})
 		return
 	}
 	if m := c.cfg.MaxMessageSize; m > 0 && size > m {
@@ -536,7 +537,7 @@ func (c *conn) mail(arg string) {
 	} else if r != nil {
 		c.reply(r)
 	} else {
-		c.reply(&Reply{250, "2.1.0", "Ok"})
+		c.reply(&reply.Reply{Code: 250, Status: "2.1.0", Text: "Ok"})
 	}
 	c.sess.inTx = true
 	c.sess.From, c.sess.UTF8, c.sess.EightBit = from, utf8, eightBit
@@ -544,20 +545,20 @@ func (c *conn) mail(arg string) {
 	c.phase = phaseRcpt
 }
 
-func pathError(err error, what string) *Reply {
+func pathError(err error, what string) *reply.Reply {
 	status := "5.1.7"
 	if what == "recipient" {
 		status = "5.1.3"
 	}
 	switch err {
 	case ErrNonASCIIPath:
-		return &Reply{553, "5.6.7", "Non-ASCII address requires SMTPUTF8"}
+		return &reply.Reply{Code: 553, Status: "5.6.7", Text: "Non-ASCII address requires SMTPUTF8"}
 	case ErrParamSyntax:
 		return replyNoParams
 	case ErrPathTooLong:
-		return &Reply{501, status, "Bad " + what + " address syntax: too long"}
+		return &reply.Reply{Code: 501, Status: status, Text: "Bad " + what + " address syntax: too long"}
 	}
-	return &Reply{501, status, "Bad " + what + " address syntax"}
+	return &reply.Reply{Code: 501, Status: status, Text: "Bad " + what + " address syntax"}
 }
 
 func (c *conn) rcpt(arg string) {
@@ -567,7 +568,7 @@ func (c *conn) rcpt(arg string) {
 	}
 	rest, ok := cutPrefixFold(arg, "TO:")
 	if !ok {
-		c.fail(&Reply{501, "5.5.4", "Syntax: RCPT TO:<address>"})
+		c.fail(&reply.Reply{Code: 501, Status: "5.5.4", Text: "Syntax: RCPT TO:<address>"})
 		return
 	}
 	to, params, err := ParsePathArg(rest, c.sess.UTF8, true)
@@ -579,7 +580,7 @@ func (c *conn) rcpt(arg string) {
 		return
 	}
 	if len(params) > 0 {
-		c.fail(&Reply{555, "5.5.4", "Unsupported option: " + params[0].Key})
+		c.fail(&reply.Reply{Code: 555, Status: "5.5.4", Text: "Unsupported option: " + params[0].Key})
 		return
 	}
 	// sendmail's BadRcptThrottle: once this many recipients of the
@@ -609,7 +610,7 @@ func (c *conn) rcpt(arg string) {
 		return
 	}
 	if r == nil {
-		r = &Reply{250, "2.1.5", "Ok"}
+		r = &reply.Reply{Code: 250, Status: "2.1.5", Text: "Ok"}
 	}
 	c.reply(r)
 	c.sess.Rcpts = append(c.sess.Rcpts, to)
@@ -620,7 +621,7 @@ func (c *conn) rcpt(arg string) {
 func (c *conn) data(arg string) bool {
 	switch {
 	case arg != "":
-		c.fail(&Reply{501, "5.5.4", "Syntax: DATA"})
+		c.fail(&reply.Reply{Code: 501, Status: "5.5.4", Text: "Syntax: DATA"})
 		return true
 	case !c.sess.inTx:
 		c.fail(replyNeedMail)
@@ -670,7 +671,7 @@ func (c *conn) data(arg string) bool {
 		r = dataErrorReply(pe)
 		c.log().Info("message refused from "+c.clientName()+": "+pe.Error(), "reason", dataErrorReason(pe), "size", dr.Size())
 	} else if r == nil {
-		r = &Reply{451, "4.3.0", "Error: message not stored"}
+		r = &reply.Reply{Code: 451, Status: "4.3.0", Text: "Error: message not stored"}
 	}
 	c.reply(r)
 	c.sess.reset()
@@ -678,7 +679,7 @@ func (c *conn) data(arg string) bool {
 	return true
 }
 
-func dataErrorReply(err error) *Reply {
+func dataErrorReply(err error) *reply.Reply {
 	switch err {
 	case ErrBareLF:
 		return replyBareLF
@@ -691,7 +692,7 @@ func dataErrorReply(err error) *Reply {
 	case ErrTooBig:
 		return replyTooBig
 	}
-	return &Reply{554, "5.6.0", "Message refused"}
+	return &reply.Reply{Code: 554, Status: "5.6.0", Text: "Message refused"}
 }
 
 func dataErrorReason(err error) string {
@@ -719,7 +720,7 @@ func (c *conn) starttls(arg string) bool {
 		c.fail(replyTLSAgain)
 		return true
 	case arg != "":
-		c.fail(&Reply{501, "5.5.4", "Syntax: STARTTLS"})
+		c.fail(&reply.Reply{Code: 501, Status: "5.5.4", Text: "Syntax: STARTTLS"})
 		return true
 	}
 	c.reply(replyTLSReady)

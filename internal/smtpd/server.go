@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/reply"
 	"io"
 	"log/slog"
 	"net"
@@ -67,18 +68,18 @@ type Config struct {
 }
 
 // Handler decides on envelopes and stores messages. Its methods run on the
-// session's goroutine; a nil *Reply means the default success reply.
+// session's goroutine; a nil *reply.Reply means the default success reply.
 type Handler interface {
 	// Mail is called for a syntactically valid MAIL FROM. size is the SIZE
 	// parameter (0 if absent), already checked against MaxMessageSize.
-	Mail(s *Session, from Path, size int64) *Reply
+	Mail(s *Session, from Path, size int64) *reply.Reply
 	// Rcpt is called for a syntactically valid RCPT TO within the limits.
-	Rcpt(s *Session, to Path) *Reply
+	Rcpt(s *Session, to Path) *reply.Reply
 	// Data reads the message body from r up to io.EOF and makes it durable
 	// before returning nil (250). Any other error from r means the body is
 	// refused or the client is gone: the handler discards what it has, and
 	// its reply is not used.
-	Data(s *Session, r io.Reader) *Reply
+	Data(s *Session, r io.Reader) *reply.Reply
 }
 
 // ConnInfo is what the caller decided about the connection before the
@@ -87,7 +88,7 @@ type ConnInfo struct {
 	Remote     netip.AddrPort
 	Host       string        // forward-confirmed reverse-DNS name, "" if none
 	GreetPause time.Duration // hold the greeting this long; 0 = none
-	Defer      *Reply        // when set, every MAIL and RCPT gets this reply
+	Defer      *reply.Reply  // when set, every MAIL and RCPT gets this reply
 	Value      any           // the caller's own per-connection data
 }
 
@@ -151,7 +152,7 @@ func (srv *Server) ServeConn(ctx context.Context, nc net.Conn, info ConnInfo) {
 	c.sess.ID = srv.idPrefix + strconv.FormatUint(srv.ids.Add(1), 36)
 	if !srv.track(c) {
 		// Shutting down: refuse politely.
-		c.reply(&Reply{421, "4.3.2", c.cfg.Hostname + " Service shutting down"})
+		c.reply(&reply.Reply{Code: 421, Status: "4.3.2", Text: c.cfg.Hostname + " Service shutting down"})
 		c.flush()
 		nc.Close()
 		return

@@ -3,6 +3,7 @@ package smtpd
 import (
 	"bufio"
 	"context"
+	"github.com/mxguard/mxguard/internal/reply"
 	"io"
 	"log/slog"
 	"net"
@@ -123,7 +124,7 @@ func TestShutdown(t *testing.T) {
 
 type panicHandler struct{ memHandler }
 
-func (*panicHandler) Mail(*Session, Path, int64) *Reply { panic("boom") }
+func (*panicHandler) Mail(*Session, Path, int64) *reply.Reply { panic("boom") }
 
 // TestPanicIsolated: a panic in one session closes only that connection.
 func TestPanicIsolated(t *testing.T) {
@@ -185,9 +186,9 @@ func BenchmarkSession(b *testing.B) {
 
 type discardHandler struct{}
 
-func (discardHandler) Mail(*Session, Path, int64) *Reply { return nil }
-func (discardHandler) Rcpt(*Session, Path) *Reply        { return nil }
-func (discardHandler) Data(_ *Session, r io.Reader) *Reply {
+func (discardHandler) Mail(*Session, Path, int64) *reply.Reply { return nil }
+func (discardHandler) Rcpt(*Session, Path) *reply.Reply        { return nil }
+func (discardHandler) Data(_ *Session, r io.Reader) *reply.Reply {
 	io.Copy(io.Discard, r)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/reply"
 	"io"
 	"log/slog"
 	"net"
@@ -30,21 +31,21 @@ type memHandler struct {
 	msgs []string
 }
 
-func (h *memHandler) Mail(s *Session, from Path, size int64) *Reply {
+func (h *memHandler) Mail(s *Session, from Path, size int64) *reply.Reply {
 	if from.Local == "reject" {
-		return &Reply{550, "5.7.1", "Access denied"}
+		return &reply.Reply{Code: 550, Status: "5.7.1", Text: "Access denied"}
 	}
 	return nil
 }
 
-func (h *memHandler) Rcpt(s *Session, to Path) *Reply {
+func (h *memHandler) Rcpt(s *Session, to Path) *reply.Reply {
 	if to.Local == "reject" {
-		return &Reply{550, "5.1.1", "User unknown"}
+		return &reply.Reply{Code: 550, Status: "5.1.1", Text: "User unknown"}
 	}
 	return nil
 }
 
-func (h *memHandler) Data(s *Session, r io.Reader) *Reply {
+func (h *memHandler) Data(s *Session, r io.Reader) *reply.Reply {
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return nil
@@ -52,7 +53,7 @@ func (h *memHandler) Data(s *Session, r io.Reader) *Reply {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.msgs = append(h.msgs, string(b))
-	return &Reply{250, "2.0.0", fmt.Sprintf("Ok: queued as %d", len(h.msgs))}
+	return &reply.Reply{Code: 250, Status: "2.0.0", Text: fmt.Sprintf("Ok: queued as %d", len(h.msgs))}
 }
 
 func (h *memHandler) messages() []string {
@@ -356,7 +357,7 @@ func applySetting(t *testing.T, cfg *Config, info *ConnInfo, k, v string) {
 		code, rest, _ := strings.Cut(v, " ")
 		status, text, _ := strings.Cut(rest, " ")
 		n, _ := strconv.Atoi(code)
-		info.Defer = &Reply{n, status, text}
+		info.Defer = &reply.Reply{Code: n, Status: status, Text: text}
 	case "timeout.command":
 		to.Command = dur()
 	case "timeout.helo":

@@ -14,6 +14,7 @@ package admit
 import (
 	"context"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/reply"
 	"log/slog"
 	"net/netip"
@@ -88,9 +89,9 @@ func (a *Admitter) Children() int64 { return a.children.Load() }
 // Decision is the outcome for one connection. Release must be called when
 // the connection ends, whatever the outcome.
 type Decision struct {
-	Reject     *reply.Reply // non-nil: send this and close
-	Reason     string       // the control that rejected or deferred
-	Host       string       // forward-confirmed name, "" if none
+	Reject     *reply.Reply  // non-nil: send this and close
+	Reason     reason.Reason // the control that rejected or deferred
+	Host       string        // forward-confirmed name, "" if none
 	DNS        resolve.Status
 	Trusted    bool
 	Relay      bool // Connect: RELAY
@@ -139,18 +140,18 @@ func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
 	n := a.children.Add(1)
 	d.child = a
 	if max := lim.MaxDaemonChildren; max > 0 && n > int64(max) && !d.Trusted {
-		return a.reject(d, addr, "max_daemon_children",
+		return a.reject(d, addr, reason.MaxDaemonChildren,
 			&reply.Reply{Code: 421, Status: "4.3.2", Text: p.Hostname + " Too many concurrent connections, try again later"},
 			"max_daemon_children ("+strconv.Itoa(max)+") reached")
 	}
 	if inAny(p.Denied, addr) {
-		return a.reject(d, addr, "deny_list", &replyDenied, "address in the deny list")
+		return a.reject(d, addr, reason.DenyList, &replyDenied, "address in the deny list")
 	}
 	if r := lim.ConnectionRateThrottle; r > 0 && !d.Trusted {
 		if wait := a.throttle.reserve(time.Now(), r); wait > 0 {
 			if a.throttle.shouldLog(time.Now()) {
 				a.log.Info(fmt.Sprintf("deferring connections on daemon mxguard: %d per second", r),
-					"reason", "connection_rate_throttle", "ip", addr.String())
+					"reason", reason.Throttle, "ip", addr.String())
 			}
 			t := time.NewTimer(wait)
 			select {
@@ -158,7 +159,7 @@ func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
 			case <-ctx.Done():
 				t.Stop()
 				d.Reject = &reply.Reply{Code: 421, Status: "4.3.2", Text: p.Hostname + " Service shutting down"}
-				d.Reason = "shutdown"
+				d.Reason = reason.Shutdown
 				return d
 			}
 		}
@@ -177,7 +178,7 @@ func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
 			if host == "" {
 				host = "unknown"
 			}
-			return a.reject(d, addr, "tcpwrappers", &replyDenied,
+			return a.reject(d, addr, reason.TCPWrappers, &replyDenied,
 				fmt.Sprintf("tcpwrappers (%s, %s) rejection (%s:%d %s)", host, addr, v.File, v.Line, v.Pattern))
 		}
 	}
@@ -188,7 +189,7 @@ func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
 				switch act.Kind {
 				case accessmap.Reject, accessmap.Error:
 					r := ReplyFromAction(act)
-					return a.reject(d, addr, "access", r, fmt.Sprintf("access Connect:%s %s", e.Key, e.Value))
+					return a.reject(d, addr, reason.Access, r, fmt.Sprintf("access Connect:%s %s", e.Key, e.Value))
 				case accessmap.Relay:
 					d.Relay = true
 				case accessmap.Discard:
@@ -204,7 +205,7 @@ func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
 			return a.limiterDown(d, addr, err)
 		}
 		if count > n {
-			if r := a.overLimit(d, addr, "ratecontrol", replyRate(),
+			if r := a.overLimit(d, addr, reason.RateControl, replyRate(),
 				fmt.Sprintf("ratecontrol: %d connections in %v, limit %d", count, lim.ConnectionRateWindowSize, n)); r {
 				return d
 			}
@@ -217,7 +218,7 @@ func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
 		}
 		d.connRelease = release
 		if count > n {
-			if r := a.overLimit(d, addr, "conncontrol", replyConn(),
+			if r := a.overLimit(d, addr, reason.ConnControl, replyConn(),
 				fmt.Sprintf("conncontrol: %d open connections, limit %d", count, n)); r {
 				return d
 			}
@@ -247,19 +248,19 @@ func (a *Admitter) number(p *Policy, tag, host string, addr netip.Addr, def int)
 // overLimit applies sendmail's `terminate': with it the client is
 // refused now; without it the session goes on and MAIL/RCPT are deferred.
 // It reports whether the decision is final.
-func (a *Admitter) overLimit(d *Decision, addr netip.Addr, reason string, r *reply.Reply, detail string) bool {
+func (a *Admitter) overLimit(d *Decision, addr netip.Addr, why reason.Reason, r *reply.Reply, detail string) bool {
 	p := d.Policy
 	if p.Limits.Terminate {
-		a.reject(d, addr, reason, r, detail)
+		a.reject(d, addr, why, r, detail)
 		return true
 	}
 	a.log.Info("deferring mail from "+ClientName(d.Host, addr)+": "+detail,
-		"ip", addr.String(), "reason", reason)
+		"ip", addr.String(), "reason", why)
 	if d.Defer == nil {
 		// The first limit exceeded gives the reply, as sendmail's
 		// check_relay stops at ratecontrol before it reaches conncontrol.
 		d.Defer = &reply.Reply{Code: 452, Status: r.Status, Text: r.Text}
-		d.Reason = reason
+		d.Reason = why
 	}
 	return false
 }
@@ -267,17 +268,17 @@ func (a *Admitter) overLimit(d *Decision, addr netip.Addr, reason string, r *rep
 // limiterDown handles a limiter error (the Redis fleet store unreachable
 // with on_redis_error = "tempfail").
 func (a *Admitter) limiterDown(d *Decision, addr netip.Addr, err error) *Decision {
-	return a.reject(d, addr, "limiter",
+	return a.reject(d, addr, reason.Limiter,
 		&reply.Reply{Code: 421, Status: "4.3.0", Text: d.Policy.Hostname + " Service temporarily unavailable"},
 		"limit store unavailable: "+err.Error())
 }
 
-func (a *Admitter) reject(d *Decision, addr netip.Addr, reason string, r *reply.Reply, detail string) *Decision {
-	d.Reject, d.Reason = r, reason
+func (a *Admitter) reject(d *Decision, addr netip.Addr, why reason.Reason, r *reply.Reply, detail string) *Decision {
+	d.Reject, d.Reason = r, why
 	// One stable line per rejection: fail2ban and grep key on
 	// "rejecting connection from", the IP and the reason.
 	a.log.Info("rejecting connection from "+ClientName(d.Host, addr)+": "+detail,
-		"ip", addr.String(), "reason", reason, "reply", r.String())
+		"ip", addr.String(), "reason", why, "reply", r.String())
 	return d
 }
 

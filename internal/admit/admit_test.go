@@ -94,7 +94,7 @@ Connect:127.0.4.4 RELAY
 		if d.Reject != nil {
 			got = d.Reject.String()
 		}
-		if got != tt.reply || d.Reason != tt.reason || d.GreetPause != tt.pause || d.Relay != tt.relay {
+		if got != tt.reply || string(d.Reason) != tt.reason || d.GreetPause != tt.pause || d.Relay != tt.relay {
 			t.Errorf("%s: reply %q reason %q pause %v relay %v; want %q %q %v %v",
 				tt.ip, got, d.Reason, d.GreetPause, d.Relay, tt.reply, tt.reason, tt.pause, tt.relay)
 		}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/reason"
 	"io"
 	"log/slog"
 	"sync"
@@ -393,7 +394,7 @@ func (o *outcome) finish() *time.Time {
 		rc := env.Rcpts[ri]
 		if expired {
 			q.logger.Info("bounced", "id", env.ID, "rcpt", rc.Addr, "via", q.via, "reply", rc.Status,
-				"reason", "queue lifetime expired", "age", o.now.Sub(env.Received).Round(time.Millisecond))
+				"reason", reason.QueueLifetime, "age", o.now.Sub(env.Received).Round(time.Millisecond))
 		} else {
 			q.logger.Info("deferred", "id", env.ID, "rcpt", rc.Addr, "via", q.via, "reply", rc.Status, "attempts", env.Attempts)
 		}

@@ -354,7 +354,7 @@ func TestQueueLifetimeExpiry(t *testing.T) {
 	if n := e.log.count("deferred", "id", id); n < 2 {
 		t.Errorf("%d deferred lines, want retries before the bounce", n)
 	}
-	if n := e.log.count("bounced", "id", id, "reason", "queue lifetime expired"); n != 1 {
+	if n := e.log.count("bounced", "id", id, "reason", "queue_lifetime"); n != 1 {
 		t.Errorf("%d expiry bounce lines, want 1", n)
 	}
 	raw := senderDSN(t, e.root, "localhost/alice")

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"github.com/mxguard/mxguard/internal/reason"
 	"net/netip"
 	"slices"
 	"time"
@@ -90,7 +91,7 @@ func (s *Server) addPrefix(p netip.Prefix, trust bool) (string, error) {
 		return "", err
 	}
 	s.admit.SetPolicy(pol)
-	s.log.Info(msg, "reason", "control")
+	s.log.Info(msg, "reason", reason.Control)
 	return msg, nil
 }
 

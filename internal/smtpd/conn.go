@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/reply"
 	"io"
 	"log/slog"
@@ -138,7 +139,7 @@ func (c *conn) serve() {
 			return
 		}
 		if c.errors >= c.cfg.MaxErrors {
-			c.log().Info("too many errors, disconnecting", "client", c.clientName(), "reason", "errors")
+			c.log().Info("too many errors, disconnecting", "client", c.clientName(), "reason", reason.TooManyErrors)
 			c.reply(replyTooManyErrs)
 			c.flush()
 			return
@@ -156,7 +157,7 @@ func (c *conn) greet() bool {
 		n, err := c.nc.Read(b[:])
 		switch {
 		case n > 0:
-			c.log().Info("rejecting commands from "+c.clientName()+" due to pre-greeting traffic", "reason", "pregreet")
+			c.log().Info("rejecting commands from "+c.clientName()+" due to pre-greeting traffic", "reason", reason.Pregreet)
 			c.reply(&reply.Reply{Code: 554, Status: "", Text: c.cfg.Hostname + " not accepting messages"})
 			c.flush()
 			return false
@@ -203,18 +204,18 @@ func (c *conn) readCommand() (string, error) {
 		return "", c.readError(err)
 	}
 	if len(line) > maxCommandLine {
-		return c.lineError(replyLineTooLong, "line too long")
+		return c.lineError(replyLineTooLong, reason.LineTooLong)
 	}
 	if len(line) < 2 || line[len(line)-2] != '\r' {
-		return c.lineError(replyBareLFCmd, "bare LF in command")
+		return c.lineError(replyBareLFCmd, reason.BareLF)
 	}
 	line = line[:len(line)-2]
 	for _, b := range line {
 		switch {
 		case b == 0:
-			return c.lineError(replyNULCmd, "NUL in command")
+			return c.lineError(replyNULCmd, reason.NUL)
 		case b == '\r':
-			return c.lineError(replyBareLFCmd, "bare CR in command")
+			return c.lineError(replyBareLFCmd, reason.BareCR)
 		}
 	}
 	return string(line), nil
@@ -279,8 +280,8 @@ func (r *idleReader) Read(p []byte) (int, error) {
 	return r.c.nc.Read(p)
 }
 
-func (c *conn) lineError(r *reply.Reply, reason string) (string, error) {
-	c.log().Info("protocol error from "+c.clientName(), "reason", reason)
+func (c *conn) lineError(r *reply.Reply, why reason.Reason) (string, error) {
+	c.log().Info("protocol error from "+c.clientName(), "reason", why)
 	c.fail(r)
 	return "", nil
 }
@@ -298,16 +299,17 @@ func (c *conn) readFailed(err error, phase string) {
 	case err == errDraining || c.ctx.Err() != nil:
 		c.reply(&reply.Reply{Code: 421, Status: "4.3.2", Text: c.cfg.Hostname + " Service shutting down"})
 	case err == errLineCut:
-		c.log().Info("command line too long from "+c.clientName()+", disconnecting", "reason", "line_too_long", "limit", readBufSize)
+		c.log().Info("command line too long from "+c.clientName()+", disconnecting", "reason", reason.LineTooLong, "limit", readBufSize)
 		c.reply(replyLineTooLong)
 	case errors.Is(err, errSessionBytes):
-		c.log().Info("session byte limit exceeded by "+c.clientName()+", disconnecting", "reason", "session_bytes", "phase", phase, "octets", c.mc.n)
+		c.log().Info("session byte limit exceeded by "+c.clientName()+", disconnecting", "reason", reason.SessionBytes, "phase", phase, "octets", c.mc.n)
 		c.reply(&reply.Reply{Code: 421, Status: "4.7.0", Text: c.cfg.Hostname + " Error: session data limit exceeded"})
 	case isTimeout(err) && c.atEnd:
-		c.log().Info("session time limit exceeded by "+c.clientName()+", disconnecting", "reason", "session_time", "phase", phase, "octets", c.mc.n)
+		c.log().Info("session time limit exceeded by "+c.clientName()+", disconnecting", "reason", reason.SessionTime, "phase", phase, "octets", c.mc.n)
 		c.reply(&reply.Reply{Code: 421, Status: "4.7.0", Text: c.cfg.Hostname + " Error: session time limit exceeded"})
 	case isTimeout(err):
-		c.log().Info("timeout waiting for "+phase+" from "+c.clientName(), "reason", "timeout", "phase", phase)
+		why, _ := reason.ByPhase(phase)
+		c.log().Info("timeout waiting for "+phase+" from "+c.clientName(), "reason", why, "phase", phase)
 		c.reply(&reply.Reply{Code: 421, Status: "4.4.2", Text: c.cfg.Hostname + " Error: timeout exceeded"})
 	}
 	c.flush()
@@ -421,7 +423,7 @@ func (c *conn) dispatch(line string) bool {
 		return c.starttls(cmd.Arg)
 	case "GET", "POST", "HEAD", "PUT", "CONNECT", "USER":
 		// A proxy or web client aimed at port 25: nothing SMTP will follow.
-		c.log().Info("non-SMTP command from "+c.clientName(), "reason", "non-smtp", "command", cmd.Verb)
+		c.log().Info("non-SMTP command from "+c.clientName(), "reason", reason.NonSMTP, "command", cmd.Verb)
 		c.reply(replyNotSMTP)
 		return false
 	default:
@@ -588,7 +590,7 @@ func (c *conn) rcpt(arg string) {
 	if t := c.cfg.BadRcptThrottle; t > 0 && c.badRcpts >= t {
 		if !c.throttled {
 			c.throttled = true
-			c.log().Info("Possible SMTP RCPT flood, throttling.", "client", c.clientName(), "reason", "bad_rcpt_throttle")
+			c.log().Info("Possible SMTP RCPT flood, throttling.", "client", c.clientName(), "reason", reason.BadRcptThrottle)
 		}
 		c.flush()
 		select {
@@ -660,10 +662,14 @@ func (c *conn) data(arg string) bool {
 	if err := dr.Drain(); err != nil {
 		c.sess.reset()
 		if err == ErrCut {
-			c.log().Info("message far over the size limit from "+c.clientName()+", disconnecting", "reason", "too_big", "size", dr.Size(), "limit", limit)
+			c.log().Info("message far over the size limit from "+c.clientName()+", disconnecting", "reason", reason.TooBig, "size", dr.Size(), "limit", limit)
 			c.reply(replyTooBig)
 		} else {
-			c.readFailed(err, "datablock")
+			phase := "datablock"
+			if !time.Now().Before(end) {
+				phase = "datafinal"
+			}
+			c.readFailed(err, phase)
 		}
 		return false
 	}
@@ -695,20 +701,18 @@ func dataErrorReply(err error) *reply.Reply {
 	return &reply.Reply{Code: 554, Status: "5.6.0", Text: "Message refused"}
 }
 
-func dataErrorReason(err error) string {
+func dataErrorReason(err error) reason.Reason {
 	switch err {
 	case ErrBareLF:
-		return "bare LF"
+		return reason.BareLF
 	case ErrBareCR:
-		return "bare CR"
+		return reason.BareCR
 	case ErrNUL:
-		return "NUL"
+		return reason.NUL
 	case ErrLineTooLong:
-		return "line too long"
-	case ErrTooBig:
-		return "size"
+		return reason.LineTooLong
 	}
-	return "data"
+	return reason.TooBig
 }
 
 func (c *conn) starttls(arg string) bool {
@@ -730,7 +734,7 @@ func (c *conn) starttls(arg string) bool {
 	if n := c.br.Buffered(); n > 0 {
 		// Plaintext pipelined after STARTTLS must not be taken as if it
 		// came over TLS (CVE-2011-0411): drop it.
-		c.log().Info("discarding plaintext sent after STARTTLS by "+c.clientName(), "reason", "starttls injection", "octets", n)
+		c.log().Info("discarding plaintext sent after STARTTLS by "+c.clientName(), "reason", reason.StartTLSInjection, "octets", n)
 		c.br.Discard(n)
 	}
 	tc := tls.Server(c.nc, c.cfg.TLS)
@@ -741,14 +745,14 @@ func (c *conn) starttls(arg string) bool {
 		// Only this client loses its connection. A session limit met in
 		// the handshake is logged as such; no reply, since the client
 		// expects TLS records, not a plaintext 421.
-		reason := "tls"
+		why := reason.TLS
 		switch {
 		case errors.Is(err, errSessionBytes):
-			reason = "session_bytes"
+			why = reason.SessionBytes
 		case isTimeout(err) && c.atEnd:
-			reason = "session_time"
+			why = reason.SessionTime
 		}
-		c.log().Info("TLS handshake failed with "+c.clientName(), "reason", reason, "err", err.Error())
+		c.log().Info("TLS handshake failed with "+c.clientName(), "reason", why, "err", err.Error())
 		return false
 	}
 	c.nc.SetDeadline(time.Time{})

@@ -51,16 +51,20 @@ func expectTimeout(t *testing.T, c *client, start time.Time, lo, hi time.Duratio
 }
 
 // inData connects from src and takes a transaction as far as DATA's 354,
-// for the timeouts that run while the body comes in.
-func inData(t *testing.T, src, addr string) *client {
+// for the timeouts that run while the body comes in. It returns when DATA
+// was sent: the server's clock for the body starts after that, so a time
+// taken from there never makes its timeout look early, however late the
+// 354 reaches a loaded client.
+func inData(t *testing.T, src, addr string) (*client, time.Time) {
 	t.Helper()
 	c := rawClient(t, src, addr)
 	expect(t, c.reply(), "220 mx.test")
 	expect(t, c.cmd("EHLO slow.example"), "250")
 	expect(t, c.cmd("MAIL FROM:<a@example.org>"), "250")
 	expect(t, c.cmd("RCPT TO:<b@localhost>"), "250")
+	start := time.Now()
 	expect(t, c.cmd("DATA"), "354")
-	return c
+	return c, start
 }
 
 // TestTimeouts: each phase is bounded by its [timeouts] value, and the
@@ -93,12 +97,17 @@ datafinal = "3s"
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			src := fmt.Sprintf("127.0.3.%d", i+1)
+			// The phase's clock starts at the server's reply to the last
+			// exchange; start is taken before the client asks for it, so
+			// that the reply's way to a loaded client cannot make the
+			// timeout look early.
+			start := time.Now()
 			c := rawClient(t, src, m.addr)
 			expect(t, c.reply(), "220 mx.test")
 			for _, cmd := range tt.setup {
+				start = time.Now()
 				expect(t, c.cmd(cmd), "2")
 			}
-			start := time.Now()
 			if tt.slow != "" {
 				trickle(t, c, tt.slow, 100*time.Millisecond)
 			}
@@ -109,8 +118,7 @@ datafinal = "3s"
 
 	t.Run("slowloris DATA", func(t *testing.T) {
 		t.Parallel()
-		c := inData(t, "127.0.3.10", m.addr)
-		start := time.Now()
+		c, start := inData(t, "127.0.3.10", m.addr)
 		trickle(t, c, "Subject: slow\r\n\r\n"+strings.Repeat("x", 200), 100*time.Millisecond)
 		expectTimeout(t, c, start, phase-100*time.Millisecond, phase+time.Second)
 		m.waitLogAll(5*time.Second, "timeout", "datablock", "127.0.3.10")
@@ -120,8 +128,7 @@ datafinal = "3s"
 		// Each block renews datablock, but the whole body must be in
 		// within datafinal.
 		t.Parallel()
-		c := inData(t, "127.0.3.11", m.addr)
-		start := time.Now()
+		c, start := inData(t, "127.0.3.11", m.addr)
 		done := make(chan struct{})
 		stopped := make(chan struct{})
 		t.Cleanup(func() { close(done); <-stopped })

@@ -82,6 +82,10 @@ datablock = "1s"
 datafinal = "3s"
 `)
 	const phase = time.Second
+	// A deadline renewed by the trickled bytes would end the session a
+	// phase after the last byte, 5s or more in; a loaded machine may add a
+	// second or two to the dial and the replies.
+	const late = 3 * time.Second
 	tests := []struct {
 		name  string
 		setup []string // commands answered before the slow part
@@ -111,7 +115,7 @@ datafinal = "3s"
 			if tt.slow != "" {
 				trickle(t, c, tt.slow, 100*time.Millisecond)
 			}
-			expectTimeout(t, c, start, phase-100*time.Millisecond, phase+time.Second)
+			expectTimeout(t, c, start, phase-100*time.Millisecond, phase+late)
 			m.waitLogAll(5*time.Second, "timeout", tt.log, src)
 		})
 	}
@@ -120,14 +124,20 @@ datafinal = "3s"
 		t.Parallel()
 		c, start := inData(t, "127.0.3.10", m.addr)
 		trickle(t, c, "Subject: slow\r\n\r\n"+strings.Repeat("x", 200), 100*time.Millisecond)
-		expectTimeout(t, c, start, phase-100*time.Millisecond, phase+time.Second)
+		expectTimeout(t, c, start, phase-100*time.Millisecond, phase+late)
 		m.waitLogAll(5*time.Second, "timeout", "datablock", "127.0.3.10")
 	})
 
 	t.Run("DATA in blocks past datafinal", func(t *testing.T) {
 		// Each block renews datablock, but the whole body must be in
-		// within datafinal.
+		// within datafinal. A server of its own, whose datablock leaves a
+		// loaded machine room to send the next block in time: with the
+		// 1s above, a block 600ms late ended the body before datafinal.
 		t.Parallel()
+		m := startMXLoopback(t, `[timeouts]
+datablock = "2s"
+datafinal = "3s"
+`)
 		c, start := inData(t, "127.0.3.11", m.addr)
 		done := make(chan struct{})
 		stopped := make(chan struct{})
@@ -148,7 +158,7 @@ datafinal = "3s"
 				}
 			}
 		}()
-		expectTimeout(t, c, start, 3*time.Second-100*time.Millisecond, 4*time.Second)
+		expectTimeout(t, c, start, 3*time.Second-100*time.Millisecond, 3*time.Second+late)
 	})
 }
 

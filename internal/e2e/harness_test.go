@@ -137,17 +137,24 @@ func startMX(t *testing.T, toml string) *mx {
 	m.start()
 	t.Cleanup(m.stop)
 	if ownListen {
-		sub := listenAddrRE.FindStringSubmatch(m.waitLog("listening", 0))
-		if sub == nil {
-			t.Fatalf("no address in the listening line; log:\n%s", m.logs())
-		}
-		m.addr = sub[1]
+		m.addr = m.listenAddr()
 		conf = strings.Replace(conf, anyPort, fmt.Sprintf("listen = [%q]\n", m.addr), 1)
 		if err := os.WriteFile(m.config, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return m
+}
+
+// listenAddr is the address the server said it listens on, for a listen
+// address with port 0.
+func (m *mx) listenAddr() string {
+	m.t.Helper()
+	sub := listenAddrRE.FindStringSubmatch(m.waitLog("msg=listening", 0))
+	if sub == nil {
+		m.t.Fatalf("no address in the listening line; log:\n%s", m.logs())
+	}
+	return sub[1]
 }
 
 var listenAddrRE = regexp.MustCompile(`msg=listening addr=(\S+)`)

@@ -92,11 +92,10 @@ func TestSeedConfig(t *testing.T) {
 	start := func() *mx {
 		t.Helper()
 		dir := t.TempDir()
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		conf := fmt.Sprintf("listen = [%q]\ndata_dir = %q\nhostname = \"mx.test\"\nresolver = %q\ntrusted_networks = [\"127.0.9.1/32\"]\n",
-			addr, filepath.Join(dir, "data"), dns.Addr) + imported
+		conf := fmt.Sprintf("listen = [\"127.0.0.1:0\"]\ndata_dir = %q\nhostname = \"mx.test\"\nresolver = %q\ntrusted_networks = [\"127.0.9.1/32\"]\n",
+			filepath.Join(dir, "data"), dns.Addr) + imported
 		m := startMX(t, conf)
-		m.addr = addr
+		m.addr = m.listenAddr()
 		return m
 	}
 	m, quiet := start(), start()

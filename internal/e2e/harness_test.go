@@ -242,11 +242,16 @@ func (m *mx) halt() {
 	}
 }
 
-// kill ends the process with SIGKILL, as a crash would.
+// kill ends the process with SIGKILL, as a crash would. A process that
+// has ended already keeps its own exit status, to be checked.
 func (m *mx) kill() {
-	m.killed = true
-	m.cmd.Process.Kill()
-	<-m.exited
+	select {
+	case <-m.exited:
+	default:
+		m.killed = true
+		m.cmd.Process.Kill()
+		<-m.exited
+	}
 }
 
 // report fails the test with the problems of the run that has ended.

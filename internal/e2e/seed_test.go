@@ -103,7 +103,8 @@ func TestSeedConfig(t *testing.T) {
 		t.Fatalf("mxguard check on the imported configuration: %v\n%s", err, out)
 	}
 
-	// Its timeout runs from the greeting, which comes after silentSince.
+	// The silent client, on the second server: its helo timeout runs from
+	// the greeting, which comes after silentSince.
 	silentSince := time.Now()
 	silent, line, _ := greet(t, "127.0.0.1", quiet.addr)
 	expect(t, line, "220 mx.test")

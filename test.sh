@@ -6,11 +6,24 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# Every Debian package a test runs a program from, each named: a test
+# fails, naming its package, when one is missing.
+packages=(
+	redis-server       # internal/redistest: a real Redis for the fleet counters
+	postfix            # /usr/sbin/smtp-sink (internal/smtpsink); never started as a daemon
+	swaks              # e2e TestSwaksSTARTTLS
+	libnet-ssleay-perl # swaks' STARTTLS; Debian's swaks only recommends it
+	python3            # e2e TestDeliverSmtplib: Python's smtplib as the client
+	iproute2           # ip: e2e TestDefaults brings up lo in a network namespace of its own
+)
 need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v swaks >/dev/null || need+=(swaks)
-[ -x /usr/sbin/smtp-sink ] || need+=(postfix)
-command -v python3 >/dev/null || need+=(python3)
+for p in "${packages[@]}"; do
+	# Installed means dpkg's "ii"; "rc" (removed, config left) and the
+	# like must be installed again.
+	if [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null)" != "ii " ]; then
+		need+=("$p")
+	fi
+done
 if [ ${#need[@]} -gt 0 ]; then
 	echo "== installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive

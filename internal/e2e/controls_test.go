@@ -51,16 +51,20 @@ func expectTimeout(t *testing.T, c *client, start time.Time, lo, hi time.Duratio
 }
 
 // inData connects from src and takes a transaction as far as DATA's 354,
-// for the timeouts that run while the body comes in.
-func inData(t *testing.T, src, addr string) *client {
+// for the timeouts that run while the body comes in. It returns when DATA
+// was sent: the server's clock for the body starts after that, so a time
+// taken from there never makes its timeout look early, however late the
+// 354 reaches a loaded client.
+func inData(t *testing.T, src, addr string) (*client, time.Time) {
 	t.Helper()
 	c := rawClient(t, src, addr)
 	expect(t, c.reply(), "220 mx.test")
 	expect(t, c.cmd("EHLO slow.example"), "250")
 	expect(t, c.cmd("MAIL FROM:<a@example.org>"), "250")
 	expect(t, c.cmd("RCPT TO:<b@localhost>"), "250")
+	start := time.Now()
 	expect(t, c.cmd("DATA"), "354")
-	return c
+	return c, start
 }
 
 // TestTimeouts: each phase is bounded by its [timeouts] value, and the
@@ -78,6 +82,10 @@ datablock = "1s"
 datafinal = "3s"
 `)
 	const phase = time.Second
+	// A deadline renewed by the trickled bytes would end the session a
+	// phase after the last byte, 5s or more in; a loaded machine may add a
+	// second or two to the dial and the replies.
+	const late = 3 * time.Second
 	tests := []struct {
 		name  string
 		setup []string // commands answered before the slow part
@@ -93,35 +101,44 @@ datafinal = "3s"
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			src := fmt.Sprintf("127.0.3.%d", i+1)
+			// The phase's clock starts at the server's reply to the last
+			// exchange; start is taken before the client asks for it, so
+			// that the reply's way to a loaded client cannot make the
+			// timeout look early.
+			start := time.Now()
 			c := rawClient(t, src, m.addr)
 			expect(t, c.reply(), "220 mx.test")
 			for _, cmd := range tt.setup {
+				start = time.Now()
 				expect(t, c.cmd(cmd), "2")
 			}
-			start := time.Now()
 			if tt.slow != "" {
 				trickle(t, c, tt.slow, 100*time.Millisecond)
 			}
-			expectTimeout(t, c, start, phase-100*time.Millisecond, phase+time.Second)
+			expectTimeout(t, c, start, phase-100*time.Millisecond, phase+late)
 			m.waitLogAll(5*time.Second, "timeout", tt.log, src)
 		})
 	}
 
 	t.Run("slowloris DATA", func(t *testing.T) {
 		t.Parallel()
-		c := inData(t, "127.0.3.10", m.addr)
-		start := time.Now()
+		c, start := inData(t, "127.0.3.10", m.addr)
 		trickle(t, c, "Subject: slow\r\n\r\n"+strings.Repeat("x", 200), 100*time.Millisecond)
-		expectTimeout(t, c, start, phase-100*time.Millisecond, phase+time.Second)
+		expectTimeout(t, c, start, phase-100*time.Millisecond, phase+late)
 		m.waitLogAll(5*time.Second, "timeout", "datablock", "127.0.3.10")
 	})
 
 	t.Run("DATA in blocks past datafinal", func(t *testing.T) {
 		// Each block renews datablock, but the whole body must be in
-		// within datafinal.
+		// within datafinal. A server of its own, whose datablock leaves a
+		// loaded machine room to send the next block in time: with the
+		// 1s above, a block 600ms late ended the body before datafinal.
 		t.Parallel()
-		c := inData(t, "127.0.3.11", m.addr)
-		start := time.Now()
+		m := startMXLoopback(t, `[timeouts]
+datablock = "2s"
+datafinal = "3s"
+`)
+		c, start := inData(t, "127.0.3.11", m.addr)
 		done := make(chan struct{})
 		stopped := make(chan struct{})
 		t.Cleanup(func() { close(done); <-stopped })
@@ -141,7 +158,7 @@ datafinal = "3s"
 				}
 			}
 		}()
-		expectTimeout(t, c, start, 3*time.Second-100*time.Millisecond, 4*time.Second)
+		expectTimeout(t, c, start, 3*time.Second-100*time.Millisecond, 3*time.Second+late)
 	})
 }
 

@@ -157,10 +157,17 @@ func (m *mx) waitAdmitted(n int) {
 // waitLogAll waits for a log line that contains every one of subs.
 func (m *mx) waitLogAll(d time.Duration, subs ...string) string {
 	m.t.Helper()
+	return m.waitLogFrom(0, d, subs...)
+}
+
+// waitLogFrom is waitLogAll for the lines after the first from bytes of
+// the log.
+func (m *mx) waitLogFrom(from int, d time.Duration, subs ...string) string {
+	m.t.Helper()
 	deadline := time.After(d)
 	for {
 		m.mu.Lock()
-		logs, ch := m.log.String(), m.logCond
+		logs, ch := m.log.String()[from:], m.logCond
 		m.mu.Unlock()
 		sc := bufio.NewScanner(strings.NewReader(logs))
 		sc.Buffer(make([]byte, 64<<10), 1<<20)

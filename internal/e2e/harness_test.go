@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,14 +27,31 @@ import (
 // binary is the mxguard command built once for all tests.
 var binary string
 
+// Environment of the test binary.
+const (
+	// raceEnv=0 builds mxguard without the race detector, for quick local
+	// runs; by default (and in CI) every server runs as a -race build.
+	raceEnv = "MXGUARD_E2E_RACE"
+	// binaryEnv names an mxguard already built, for a test that runs this
+	// test binary again in a namespace of its own (see inNetNS).
+	binaryEnv = "MXGUARD_E2E_BINARY"
+)
+
 func TestMain(m *testing.M) {
+	if binary = os.Getenv(binaryEnv); binary != "" {
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "mxguard-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "mxguard")
-	out, err := exec.Command("go", "build", "-o", binary, "github.com/mxguard/mxguard/cmd/mxguard").CombinedOutput()
+	args := []string{"build", "-o", binary}
+	if os.Getenv(raceEnv) != "0" {
+		args = append(args, "-race")
+	}
+	out, err := exec.Command("go", append(args, "github.com/mxguard/mxguard/cmd/mxguard")...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building mxguard: %v\n%s", err, out)
 		os.Exit(1)
@@ -40,6 +59,18 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// need returns the path of the program name, and fails the test, naming
+// the Debian package that provides it, when it is not installed: a test
+// that skipped instead would let CI pass on a machine that tests nothing.
+func need(t *testing.T, name, debianPackage string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is not installed: install the Debian package %s (./test.sh does): %v", name, debianPackage, err)
+	}
+	return path
 }
 
 // freePort returns a loopback port nobody listens on right now.
@@ -64,6 +95,13 @@ type mx struct {
 	log     strings.Builder
 	logCond chan struct{} // closed and renewed on every log line
 	exited  chan struct{}
+
+	// The current run (one process; restarts make new runs), for checking
+	// how it ended.
+	waitErr error // cmd.Wait's result, set before exited is closed
+	killed  bool  // ended by kill: a non-zero exit is expected
+	logFrom int   // where the run's lines start in log
+	checked bool  // its end has been checked
 }
 
 // startMX writes a config (the given TOML plus listen, data_dir and
@@ -73,8 +111,13 @@ func startMX(t *testing.T, toml string) *mx {
 	dir := t.TempDir()
 	m := &mx{t: t, dir: dir, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
 	var pre strings.Builder
-	if !strings.Contains(toml, "listen") {
-		fmt.Fprintf(&pre, "listen = [%q]\n", m.addr)
+	// Port 0: the kernel picks a free port as the server binds it, so that
+	// no other process can take it in between. The port it got is then
+	// written into the config, for restarts.
+	const anyPort = `listen = ["127.0.0.1:0"]` + "\n"
+	ownListen := !strings.Contains(toml, "listen")
+	if ownListen {
+		pre.WriteString(anyPort)
 	}
 	if !strings.Contains(toml, "data_dir") {
 		fmt.Fprintf(&pre, "data_dir = %q\n", filepath.Join(dir, "data"))
@@ -87,13 +130,34 @@ func startMX(t *testing.T, toml string) *mx {
 		fmt.Fprintf(&pre, "resolver = %q\n", dnstest.Start(t).Addr)
 	}
 	m.config = filepath.Join(dir, "mxguard.toml")
-	if err := os.WriteFile(m.config, []byte(pre.String()+toml), 0o644); err != nil {
+	conf := pre.String() + toml
+	if err := os.WriteFile(m.config, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	m.start()
 	t.Cleanup(m.stop)
+	if ownListen {
+		m.addr = m.listenAddr()
+		conf = strings.Replace(conf, anyPort, fmt.Sprintf("listen = [%q]\n", m.addr), 1)
+		if err := os.WriteFile(m.config, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return m
 }
+
+// listenAddr is the address the server said it listens on, for a listen
+// address with port 0.
+func (m *mx) listenAddr() string {
+	m.t.Helper()
+	sub := listenAddrRE.FindStringSubmatch(m.waitLog("msg=listening", 0))
+	if sub == nil {
+		m.t.Fatalf("no address in the listening line; log:\n%s", m.logs())
+	}
+	return sub[1]
+}
+
+var listenAddrRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
 func (m *mx) start() {
 	m.t.Helper()
@@ -102,17 +166,32 @@ func (m *mx) start() {
 	m.startCmd(cmd)
 }
 
+// startCmd starts cmd as the server's next run, after checking how the
+// previous one ended, and waits until it listens.
 func (m *mx) startCmd(cmd *exec.Cmd) {
 	m.t.Helper()
+	if m.cmd != nil {
+		m.report()
+	}
 	m.cmd = cmd
+	if m.cmd.Env == nil {
+		m.cmd.Env = os.Environ()
+	}
+	// A race report goes to stderr, which is the log here, and the
+	// process exits 66 in the end, whatever GORACE the tests were run with.
+	// Reports are written as races happen; the race runtime's wait for
+	// late ones at exit (1s by default) would only slow every stop.
+	m.cmd.Env = append(m.cmd.Env, "GORACE=exitcode=66 atexit_sleep_ms=50")
 	stderr, err := m.cmd.StderrPipe()
 	if err != nil {
 		m.t.Fatal(err)
 	}
 	m.mu.Lock()
 	m.logCond = make(chan struct{})
+	m.logFrom = m.log.Len()
 	m.mu.Unlock()
 	m.exited = make(chan struct{})
+	m.waitErr, m.killed, m.checked = nil, false, false
 	if err := m.cmd.Start(); err != nil {
 		m.t.Fatal(err)
 	}
@@ -126,18 +205,29 @@ func (m *mx) startCmd(cmd *exec.Cmd) {
 			m.logCond = make(chan struct{})
 			m.mu.Unlock()
 		}
-		m.cmd.Wait()
+		m.waitErr = m.cmd.Wait()
 		close(m.exited)
 	}()
-	m.waitLog("listening", 10*time.Second)
+	m.waitLogFrom(m.logFrom, 10*time.Second, "msg=listening")
 }
 
-// stop ends the process gracefully (SIGTERM) and fails the test if it
-// does not stop in time.
+// stop ends the process gracefully (SIGTERM), unless it has ended already,
+// and fails the test if it does not stop in time or ends badly (see
+// problems).
 func (m *mx) stop() {
 	if m.cmd == nil || m.cmd.Process == nil {
 		return
 	}
+	m.halt()
+	m.report()
+	if m.t.Failed() {
+		m.t.Logf("mxguard log:\n%s", m.logs())
+	}
+}
+
+// halt sends SIGTERM, unless the process has ended already, and waits
+// until it has.
+func (m *mx) halt() {
 	select {
 	case <-m.exited:
 		return
@@ -147,18 +237,77 @@ func (m *mx) stop() {
 	select {
 	case <-m.exited:
 	case <-time.After(40 * time.Second):
-		m.cmd.Process.Kill()
-		m.t.Errorf("mxguard did not stop on SIGTERM; log:\n%s", m.logs())
-	}
-	if m.t.Failed() {
-		m.t.Logf("mxguard log:\n%s", m.logs())
+		m.t.Errorf("mxguard did not stop within 40s of SIGTERM")
+		m.kill()
 	}
 }
 
-// kill ends the process with SIGKILL, as a crash would.
+// kill ends the process with SIGKILL, as a crash would. A process that
+// has ended already keeps its own exit status, to be checked.
 func (m *mx) kill() {
-	m.cmd.Process.Kill()
-	<-m.exited
+	select {
+	case <-m.exited:
+	default:
+		m.killed = true
+		m.cmd.Process.Kill()
+		<-m.exited
+	}
+}
+
+// report fails the test with the problems of the run that has ended.
+func (m *mx) report() {
+	m.t.Helper()
+	for _, p := range m.problems() {
+		m.t.Errorf("mxguard (pid %d) %s", m.cmd.Process.Pid, p)
+	}
+}
+
+// problems says, once per run, how the ended run went wrong: a non-zero
+// exit (unless kill ended it: a graceful stop exits 0), or signs of a
+// crash in its log.
+func (m *mx) problems() []string {
+	select {
+	case <-m.exited:
+	default:
+		return nil // still running
+	}
+	if m.checked {
+		return nil
+	}
+	m.checked = true
+	m.mu.Lock()
+	log := m.log.String()[m.logFrom:]
+	m.mu.Unlock()
+	var out []string
+	if m.waitErr != nil && !m.killed {
+		p := "exited with " + m.waitErr.Error()
+		if ee, ok := m.waitErr.(*exec.ExitError); ok && ee.ExitCode() == 66 {
+			p += " (the race detector's exit code)"
+		}
+		out = append(out, p)
+	}
+	for _, s := range crashSigns {
+		if line := s.re.FindString(log); line != "" {
+			if len(line) > 300 { // the session's panic line holds a whole stack
+				line = line[:300] + "..."
+			}
+			out = append(out, fmt.Sprintf("logged %s: %q", s.what, line))
+		}
+	}
+	return out
+}
+
+// crashSigns are what a Go program writes when it fails in ways a test may
+// not otherwise notice: the session's recovered panic keeps the server up,
+// and a race report changes nothing until the exit status.
+var crashSigns = []struct {
+	re   *regexp.Regexp
+	what string
+}{
+	{regexp.MustCompile(`(?m)^WARNING: DATA RACE$`), "a data race"},
+	{regexp.MustCompile(`(?m)^(panic|fatal error): .*$`), "a Go panic"},
+	{regexp.MustCompile(`(?m)^goroutine \d+ \[.*$`), "a goroutine trace"},
+	{regexp.MustCompile(`(?m)^.*msg="panic in session".*$`), "a panic in a session"},
 }
 
 func (m *mx) logs() string {
@@ -317,4 +466,51 @@ func sendOn(c net.Conn, helo, from string, to []string, body string) error {
 		return err
 	}
 	return sc.Quit()
+}
+
+// netnsEnv marks this test binary as run again by inNetNS.
+const netnsEnv = "MXGUARD_E2E_NETNS"
+
+// inNetNS reports whether the test runs in a network namespace of its own,
+// with only a loopback interface, where any fixed port is free. When it
+// does not, inNetNS runs the test again in such a namespace (a child of
+// this test binary, with the same mxguard) and returns false: the test then
+// returns at once, its outcome being the child's.
+//
+// Creating the namespace takes root (CAP_SYS_ADMIN), or unprivileged user
+// namespaces; without either the test fails and says so, rather than
+// depend on the port being free on this machine.
+func inNetNS(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(netnsEnv) != "" {
+		ip := need(t, "ip", "iproute2")
+		if out, err := exec.Command(ip, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+			t.Fatalf("bringing up lo in the new network namespace: %v\n%s", err, out)
+		}
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v", "-test.timeout=4m")
+	cmd.Env = append(os.Environ(), netnsEnv+"=1", binaryEnv+"="+binary)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+	if uid := os.Geteuid(); uid != 0 {
+		// As root of a user namespace of its own, a user may create a
+		// network namespace, where the kernel allows that.
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
+		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s runs in a network namespace of its own, so that the port it needs is free whatever else runs here; "+
+			"creating one failed: %v. It needs root (CAP_SYS_ADMIN) or unprivileged user namespaces", t.Name(), err)
+	}
+	err := cmd.Wait()
+	if err != nil || !strings.Contains(out.String(), "--- PASS: "+t.Name()+" ") {
+		t.Fatalf("%s in its own network namespace: %v\n%s", t.Name(), err, out.String())
+	}
+	t.Logf("in its own network namespace:\n%s", out.String())
+	return false
 }

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -73,7 +74,10 @@ func importSeed(t *testing.T) string {
 // limits of one do not touch another, and the expensive one
 // (max_daemon_children, which leaves 60 connections queued in the
 // connection throttle) comes last. Meanwhile one client sits silent after
-// its greeting, to meet the seed's 30 s timeout at the end.
+// its greeting, to meet the seed's 30 s timeout at the end, on a second
+// server of the same configuration: on a loaded machine the subtests may
+// take longer than 30 s, and the count of open connections they check must
+// not change when it is dropped.
 func TestSeedConfig(t *testing.T) {
 	t.Parallel()
 	imported := importSeed(t)
@@ -88,28 +92,31 @@ func TestSeedConfig(t *testing.T) {
 	// What the import cannot know: where to listen and which addresses the
 	// test's clients use. 127.0.0.1 is deliberately not trusted here, so
 	// that its exemptions come from the seed's access map.
-	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	conf := fmt.Sprintf("listen = [%q]\ndata_dir = %q\nhostname = \"mx.test\"\nresolver = %q\ntrusted_networks = [\"127.0.9.1/32\"]\n",
-		addr, filepath.Join(dir, "data"), dns.Addr) + imported
-	m := startMX(t, conf)
-	m.addr = addr
+	start := func() *mx {
+		t.Helper()
+		dir := t.TempDir()
+		conf := fmt.Sprintf("listen = [\"127.0.0.1:0\"]\ndata_dir = %q\nhostname = \"mx.test\"\nresolver = %q\ntrusted_networks = [\"127.0.9.1/32\"]\n",
+			filepath.Join(dir, "data"), dns.Addr) + imported
+		m := startMX(t, conf)
+		m.addr = m.listenAddr()
+		return m
+	}
+	m, quiet := start(), start()
 	if out, err := exec.Command(binary, "check", "--config", m.config).CombinedOutput(); err != nil {
 		t.Fatalf("mxguard check on the imported configuration: %v\n%s", err, out)
 	}
 
-	// The silent client counts as one admitted connection throughout.
-	silent, line, _ := greet(t, "127.0.0.1", m.addr)
-	expect(t, line, "220 mx.test")
+	// The silent client, on the second server: its helo timeout runs from
+	// the greeting, which comes after silentSince.
 	silentSince := time.Now()
+	silent, line, _ := greet(t, "127.0.0.1", quiet.addr)
+	expect(t, line, "220 mx.test")
 	silent.c.SetDeadline(time.Time{}) // expectTimeout below sets the read deadline
-	const idle = 1
 
 	t.Run("ClientRate", func(t *testing.T) {
 		// ClientRate: 5 in the 60 s window. Three connections now, two more
-		// later: five served. Alongside, seven more from 127.0.0.1 (eight
-		// open with the silent one), exempt by ClientRate:127.0.0.1 0 and
-		// ClientConn:127.0.0.1 0.
+		// later: five served. Alongside, seven more from 127.0.0.1, exempt
+		// by ClientRate:127.0.0.1 0 and ClientConn:127.0.0.1 0.
 		srcs := []string{"127.0.0.5", "127.0.0.5", "127.0.0.5"}
 		for range 7 {
 			srcs = append(srcs, "127.0.0.1")
@@ -118,7 +125,7 @@ func TestSeedConfig(t *testing.T) {
 			expect(t, g.line, "220 mx.test")
 			g.c.quit()
 		}
-		m.waitAdmitted(idle) // ClientConn 3 must not get in the way
+		m.waitAdmitted(0) // ClientConn 3 must not get in the way
 		for _, g := range greetAll(t, m.addr, []string{"127.0.0.5", "127.0.0.5"})() {
 			expect(t, g.line, "220 mx.test")
 		}
@@ -150,7 +157,7 @@ func TestSeedConfig(t *testing.T) {
 		// next connection (the fifth in the window, within ClientRate) is
 		// served.
 		open[0].quit()
-		m.waitAdmitted(idle + 2)
+		m.waitAdmitted(2)
 		_, line, _ = greet(t, "127.0.0.6", m.addr)
 		expect(t, line, "220 mx.test")
 	})
@@ -187,7 +194,7 @@ func TestSeedConfig(t *testing.T) {
 	t.Run("ConnectionRateThrottle", func(t *testing.T) {
 		// Start on a fresh second with nothing queued, so that the batches
 		// fall on whole seconds as sendmail's do.
-		m.waitAdmitted(idle)
+		m.waitAdmitted(0)
 		next := time.Now().Truncate(time.Second).Add(time.Second + 20*time.Millisecond)
 		<-time.After(time.Until(next))
 
@@ -197,36 +204,38 @@ func TestSeedConfig(t *testing.T) {
 		// greeted at once while the twenty are stalled.
 		_, line, took := greet(t, "127.0.9.1", m.addr)
 		expect(t, line, "220 mx.test")
-		if took > 500*time.Millisecond {
+		// Queued behind the crowd, it would wait for the fourth second;
+		// 2s leaves room for a loaded machine and still tells the two apart.
+		if took > 2*time.Second {
 			t.Errorf("trusted client greeted after %v while the throttle held the crowd", took)
 		}
 		gs := wait()
-		perSecond := map[int64]int{}
-		first, last := gs[0].at, gs[0].at
+		var at []time.Time
 		for i, g := range gs {
 			if !strings.HasPrefix(g.line, "220 mx.test") {
 				t.Fatalf("connection from %s got %q", crowd[i], g.line)
 			}
-			// Greeted a pause after admission; admission is what the
-			// throttle spreads over seconds.
-			perSecond[g.at.Add(-seedGreetPause).Unix()]++
-			if g.at.Before(first) {
-				first = g.at
-			}
-			if g.at.After(last) {
-				last = g.at
+			at = append(at, g.at)
+		}
+		slices.SortFunc(at, time.Time.Compare)
+		// The throttle starts at most five of the crowd in any one second
+		// from the fresh one on, and greets each a pause after its start,
+		// so the i-th greeting cannot come before second i/5 plus the
+		// pause. Load only makes greetings later, so this holds on a busy
+		// machine, where the greetings' seconds do not show the batches
+		// (TestThrottleSeconds in package admit checks those, on a clock
+		// of its own).
+		fresh := next.Truncate(time.Second)
+		for i, a := range at {
+			if earliest := fresh.Add(time.Duration(i/5)*time.Second + seedGreetPause); a.Before(earliest) {
+				t.Errorf("greeting %d of 20 came %v after the fresh second, before %v: more than 5 started in a second",
+					i+1, a.Sub(fresh), earliest.Sub(fresh))
 			}
 		}
-		if len(perSecond) != 4 {
-			t.Errorf("20 connections at 5 per second were admitted in %d seconds, want 4: %v", len(perSecond), perSecond)
-		}
-		for sec, n := range perSecond {
-			if n > 5 {
-				t.Errorf("%d connections admitted in second %d, want at most 5", n, sec)
-			}
-		}
-		if spread := last.Sub(first); spread < 2800*time.Millisecond {
-			t.Errorf("greetings spread over %v, want about 3s (batches in seconds 1 to 4)", spread)
+		// The last batch starts in the fourth second; a few more seconds
+		// are room for a loaded machine.
+		if d := at[len(at)-1].Sub(fresh); d > 3*time.Second+seedGreetPause+4*time.Second {
+			t.Errorf("last of the crowd greeted %v after the fresh second, want about %v", d, 3*time.Second+seedGreetPause)
 		}
 		m.waitLog("deferring connections on daemon mxguard: 5 per second", 5*time.Second)
 		for _, g := range gs {
@@ -307,11 +316,10 @@ func TestSeedConfig(t *testing.T) {
 	})
 
 	t.Run("MaxDaemonChildren", func(t *testing.T) {
-		// Sixty sessions from sixty hosts (the silent one and 59 more); the
-		// connection throttle admits five a second, but every one of them
-		// holds its place already.
-		m.waitAdmitted(idle)
-		for _, src := range addrs("127.0.2.1", 60-idle) {
+		// Sixty sessions from sixty hosts; the connection throttle admits
+		// five a second, but every one of them holds its place already.
+		m.waitAdmitted(0)
+		for _, src := range addrs("127.0.2.1", 60) {
 			rawClient(t, src, m.addr)
 		}
 		m.waitAdmitted(60)
@@ -328,6 +336,8 @@ func TestSeedConfig(t *testing.T) {
 
 	// Timeout.helo 30s: the silent client is told and dropped. (The other
 	// phases' timeouts are shown, shortened, by TestTimeouts.)
-	expectTimeout(t, silent, silentSince, 30*time.Second-100*time.Millisecond, 31*time.Second)
-	m.waitLogAll(5*time.Second, "timeout", "phase=helo", "127.0.0.1")
+	// A reply seconds late has been seen on a loaded machine; without the
+	// helo timeout there would be none.
+	expectTimeout(t, silent, silentSince, 30*time.Second-100*time.Millisecond, 40*time.Second)
+	quiet.waitLogAll(5*time.Second, "timeout", "phase=helo", "127.0.0.1")
 }

@@ -61,6 +61,12 @@ func newTestMemory(t testing.TB, now func() time.Time) *Memory {
 
 func newTestRedis(t testing.TB, opts RedisOptions) *Redis {
 	t.Helper()
+	if opts.Timeout == 0 {
+		// DefaultTimeout (100ms) is short enough for a busy test machine to
+		// miss, and only the failover tests are about the timeout: they
+		// set theirs.
+		opts.Timeout = 5 * time.Second
+	}
 	r, err := NewRedis(opts, nil)
 	if err != nil {
 		t.Fatal(err)

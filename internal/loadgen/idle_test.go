@@ -22,7 +22,9 @@ func TestIdleSink(t *testing.T) {
 			var progress []IdleSample
 			res, err := Idle(testCtx(t), IdleConfig{
 				Addr: s.Addr, Conns: n, Concurrency: 8, Bind: mustAddrs(t, "127.0.0.2-127.0.0.4"),
-				EHLOFirst: ehloFirst, Hold: 300 * time.Millisecond, Interval: 100 * time.Millisecond,
+				// Held long enough for every greeting to come in on a
+				// loaded machine (47 of 60 in 300ms seen).
+				EHLOFirst: ehloFirst, Hold: 2 * time.Second, Interval: 100 * time.Millisecond,
 				Procs:    procs,
 				Progress: func(s IdleSample) { progress = append(progress, s) },
 			})

@@ -71,6 +71,8 @@ func TestTranslateSeed(t *testing.T) {
 			BadRcptThrottle:          2,
 			MaxRcptsPerMessage:       25,
 			MaxMessageSize:           d.Limits.MaxMessageSize,
+			MaxSessionBytes:          d.Limits.MaxSessionBytes,
+			MaxSessionTime:           d.Limits.MaxSessionTime,
 		}},
 		{"Timeouts", c.Timeouts, config.Timeouts{
 			Command: 30 * time.Second, Helo: 30 * time.Second, Mail: 30 * time.Second,

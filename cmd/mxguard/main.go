@@ -109,9 +109,12 @@ func serve(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mxguard: %v\n", err)
 		return 1
 	}
-	cfg, err := loadConfig(*path)
-	if err != nil {
-		return fail(err)
+	cfg := config.NoFile()
+	if *path != "" {
+		var err error
+		if cfg, err = config.Load(*path); err != nil {
+			return fail(err)
+		}
 	}
 	for _, w := range cfg.Warnings {
 		log.Warn(w)

@@ -3,6 +3,7 @@ package accessmap
 import (
 	"errors"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/reply"
 	"strconv"
 	"strings"
 )
@@ -64,25 +65,21 @@ type Action struct {
 }
 
 // Reply returns the SMTP reply for a refusal ("550 5.7.1 Access denied"),
-// or "" for a kind that refuses nothing.
-func (a Action) Reply() string {
+// or nil for a kind that refuses nothing.
+func (a Action) Reply() *reply.Reply {
 	if a.Kind != Reject && a.Kind != Error {
-		return ""
+		return nil
 	}
-	s := strconv.Itoa(a.Code) + " " + a.Status
-	if a.Text != "" {
-		s += " " + a.Text
-	}
-	return s
+	return &reply.Reply{Code: a.Code, Status: a.Status, Text: a.Text}
 }
 
 // RecipientReply is Reply for a refusal found with the To: tag: there
 // sendmail answers REJECT with "550 5.2.1 Mailbox disabled for this
 // recipient" (its confRCPTREJ_MSG default), since it is the mailbox, not the
 // client, that is refused.
-func (a Action) RecipientReply() string {
+func (a Action) RecipientReply() *reply.Reply {
 	if a.Kind == Reject {
-		return "550 5.2.1 Mailbox disabled for this recipient"
+		return &reply.Reply{Code: 550, Status: "5.2.1", Text: "Mailbox disabled for this recipient"}
 	}
 	return a.Reply()
 }

@@ -45,8 +45,8 @@ func TestParseAction(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("ParseAction(%q) = %+v, want %+v", tt.in, got, tt.want)
 		}
-		if r := got.Reply(); r != tt.reply {
-			t.Errorf("ParseAction(%q).Reply() = %q, want %q", tt.in, r, tt.reply)
+		if r := got.Reply(); (r == nil) != (tt.reply == "") || r != nil && r.String() != tt.reply {
+			t.Errorf("ParseAction(%q).Reply() = %v, want %q", tt.in, r, tt.reply)
 		}
 	}
 }
@@ -74,11 +74,11 @@ func TestParseActionErrors(t *testing.T) {
 
 func TestRecipientReply(t *testing.T) {
 	a, _ := ParseAction("REJECT")
-	if got, want := a.RecipientReply(), "550 5.2.1 Mailbox disabled for this recipient"; got != want {
+	if got, want := a.RecipientReply().String(), "550 5.2.1 Mailbox disabled for this recipient"; got != want {
 		t.Errorf("RecipientReply() = %q, want %q", got, want)
 	}
 	e, _ := ParseAction("ERROR:5.1.1:550 no such user")
-	if got, want := e.RecipientReply(), "550 5.1.1 no such user"; got != want {
+	if got, want := e.RecipientReply().String(), "550 5.1.1 no such user"; got != want {
 		t.Errorf("RecipientReply() = %q, want %q", got, want)
 	}
 }

@@ -249,7 +249,7 @@ func TestEntryAction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := a.Reply(), "550 5.0.0 We don't accept mail from spammers"; got != want {
+	if got, want := a.Reply().String(), "550 5.0.0 We don't accept mail from spammers"; got != want {
 		t.Errorf("Reply() = %q, want %q", got, want)
 	}
 }

@@ -188,7 +188,7 @@ func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
 			if err == nil {
 				switch act.Kind {
 				case accessmap.Reject, accessmap.Error:
-					r := ReplyFromAction(act)
+					r := act.Reply()
 					return a.reject(d, addr, reason.Access, r, fmt.Sprintf("access Connect:%s %s", e.Key, e.Value))
 				case accessmap.Relay:
 					d.Relay = true
@@ -299,12 +299,4 @@ func limitKey(addr netip.Addr) string {
 		return p.String()
 	}
 	return addr.String()
-}
-
-// ReplyFromAction turns an access-map action (REJECT, ERROR) into a reply.
-func ReplyFromAction(act accessmap.Action) *reply.Reply {
-	if act.Code == 0 {
-		return &replyDenied
-	}
-	return &reply.Reply{Code: act.Code, Status: act.Status, Text: act.Text}
 }

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -40,10 +41,11 @@ type Config struct {
 	DenyFile        string         // networks added by `mxguard deny`; default <data_dir>/denied.txt
 	DelayChecks     bool           // sendmail FEATURE(delay_checks): apply From: rejections at RCPT
 
-	Limits   Limits
-	Timeouts Timeouts
-	Delivery Delivery
-	Fleet    Fleet
+	Limits     Limits
+	Timeouts   Timeouts
+	Delivery   Delivery
+	Recipients Recipients
+	Fleet      Fleet
 
 	// Path is the file the configuration was loaded from; "" for defaults.
 	Path string
@@ -74,6 +76,7 @@ type Limits struct {
 	Terminate                bool          // close over-limit connections with 421 (true) or answer 452 to MAIL/RCPT
 	GreetPause               time.Duration // greeting delay; at most MaxGreetPause
 	BadRcptThrottle          int           // rejected RCPTs after which each RCPT waits a second
+	MaxBadRcpts              int           // rejected RCPTs in a session after which it gets 421
 	MaxRcptsPerMessage       int           // recipients per transaction
 	MaxMessageSize           int64         // bytes; default 25 MiB
 	MaxSessionBytes          int64         // bytes read from one client in one session, TLS included; default 1 GiB
@@ -119,6 +122,25 @@ type Delivery struct {
 	// QueueLifetime is how long delivery is retried before the message is
 	// bounced; default 5 days.
 	QueueLifetime time.Duration
+	// Verify is "" or "probe": ask the relay target about each local
+	// recipient at RCPT, and answer the client with its verdict.
+	Verify            string
+	VerifyPositiveTTL time.Duration // how long a recipient the downstream took is remembered
+	VerifyNegativeTTL time.Duration // how long one it refused is remembered
+	VerifyMaxProbes   int           // probes (and connections to the downstream) at once
+}
+
+// Values of Delivery.Verify.
+const (
+	VerifyNone  = ""
+	VerifyProbe = "probe"
+)
+
+// Recipients says which addresses of the local domains exist.
+type Recipients struct {
+	File     string // accepted addresses, one a line ("@domain": all of it); "" = none
+	Aliases  string // sendmail aliases(5) file; "" = none
+	CatchAll bool   // accept every local part of every local domain
 }
 
 // Fleet configures counters shared by several nodes behind one MX record.
@@ -156,6 +178,18 @@ func Default() *Config {
 	}
 	c.Hostname = host
 	c.deriveDataPaths()
+	return c
+}
+
+// NoFile is the configuration of `mxguard serve` given no file: Default,
+// but with recipients.catch_all on, so that a newcomer's first message to
+// any local part of localhost lands, and a warning saying so. Any
+// configuration file, even an empty one, means Default: no catch-all.
+func NoFile() *Config {
+	c := Default()
+	c.Recipients.CatchAll = true
+	c.Warnings = append(c.Warnings, "no configuration file: accepting mail for every local part of "+
+		strings.Join(c.LocalDomains, ", ")+" (recipients.catch_all); a real host lists its users in [recipients]")
 	return c
 }
 

@@ -65,12 +65,14 @@ func TestDefaults(t *testing.T) {
 		{"Limits", c.Limits, Limits{
 			ConnectionRateWindowSize: time.Minute,
 			Terminate:                true,
+			MaxBadRcpts:              20,
 			MaxMessageSize:           25 << 20,
 			MaxSessionBytes:          1 << 30,
 			MaxSessionTime:           time.Hour,
 		}},
 		{"Timeouts", c.Timeouts, Timeouts{Command: 5 * time.Minute, DataBlock: 3 * time.Minute, DataFinal: 10 * time.Minute, Control: 30 * time.Second}},
-		{"Delivery", c.Delivery, Delivery{QueueLifetime: 5 * 24 * time.Hour}},
+		{"Delivery", c.Delivery, Delivery{QueueLifetime: 5 * 24 * time.Hour, VerifyPositiveTTL: 24 * time.Hour, VerifyNegativeTTL: time.Hour, VerifyMaxProbes: 8}},
+		{"Recipients", c.Recipients, Recipients{}},
 		{"Fleet", c.Fleet, Fleet{KeyPrefix: "mxguard:", OnRedisError: "local"}},
 		{"Path", c.Path, "test.toml"},
 		{"Warnings", len(c.Warnings), 0},
@@ -179,6 +181,14 @@ func TestKeys(t *testing.T) {
 		{"[delivery]\nrelay = \"lmtp+unix:///run/lmtp\"", func(c *Config) any { return c.Delivery.Relay }, "lmtp+unix:///run/lmtp"},
 		{"[delivery]\nqueue_lifetime = \"1d12h\"", func(c *Config) any { return c.Delivery.QueueLifetime }, 36 * time.Hour},
 
+		{"[limits]\nmax_bad_rcpts = 5", func(c *Config) any { return c.Limits.MaxBadRcpts }, 5},
+		{"[recipients]\nfile = \"r\"\naliases = \"/etc/aliases\"\ncatch_all = true", func(c *Config) any { return c.Recipients },
+			Recipients{File: "/etc/mxguard/r", Aliases: "/etc/aliases", CatchAll: true}},
+		{"[delivery]\nrelay = \"smtp://h:25\"\nverify = \"probe\"\nverify_positive_ttl = \"2h\"\nverify_negative_ttl = \"5m\"\nverify_max_probes = 3",
+			func(c *Config) any {
+				return [4]any{c.Delivery.Verify, c.Delivery.VerifyPositiveTTL, c.Delivery.VerifyNegativeTTL, c.Delivery.VerifyMaxProbes}
+			},
+			[4]any{"probe", 2 * time.Hour, 5 * time.Minute, 8 - 5}},
 		{"[fleet]\nredis = \"127.0.0.1:6379\"", func(c *Config) any { return c.Fleet.Redis }, "127.0.0.1:6379"},
 		{"[fleet]\nredis = \"rediss://user:pw@redis.example.org:6380/2\"", func(c *Config) any { return c.Fleet.Redis }, "rediss://user:pw@redis.example.org:6380/2"},
 		{"[fleet]\nredis = \"unix:///run/redis.sock\"", func(c *Config) any { return c.Fleet.Redis }, "unix:///run/redis.sock"},
@@ -233,6 +243,7 @@ func TestFullExample(t *testing.T) {
 			Terminate:                true,
 			GreetPause:               2 * time.Second,
 			BadRcptThrottle:          2,
+			MaxBadRcpts:              20,
 			MaxRcptsPerMessage:       25,
 			MaxMessageSize:           25 << 20,
 			MaxSessionBytes:          1 << 30,
@@ -246,9 +257,11 @@ func TestFullExample(t *testing.T) {
 			Connect: 30 * time.Second, IConnect: 30 * time.Second, AConnect: time.Minute,
 			Initial: 30 * time.Second, LHLO: 30 * time.Second, Control: 30 * time.Second,
 		},
-		Delivery: Delivery{Relay: "lmtp+unix:///var/run/dovecot/lmtp", QueueLifetime: 5 * 24 * time.Hour},
-		Fleet:    Fleet{Redis: "redis://10.0.0.5:6379/0", KeyPrefix: "mxguard:", OnRedisError: "local"},
-		Path:     "testdata/full.toml",
+		Delivery: Delivery{Relay: "lmtp+unix:///var/run/dovecot/lmtp", QueueLifetime: 5 * 24 * time.Hour,
+			Verify: "probe", VerifyPositiveTTL: 24 * time.Hour, VerifyNegativeTTL: time.Hour, VerifyMaxProbes: 8},
+		Recipients: Recipients{File: "/etc/mxguard/recipients", Aliases: "/etc/aliases"},
+		Fleet:      Fleet{Redis: "redis://10.0.0.5:6379/0", KeyPrefix: "mxguard:", OnRedisError: "local"},
+		Path:       "testdata/full.toml",
 	}
 	want.lines = c.lines       // positions, tested by TestErrors
 	want.Warnings = c.Warnings // checked above
@@ -338,6 +351,10 @@ func TestErrors(t *testing.T) {
 		{"relay no scheme", "[delivery]\nrelay = \"mail.example.org:25\"\n", []want{{2, "delivery.relay", "invalid relay"}}},
 		{"queue_lifetime", "[delivery]\nqueue_lifetime = \"1.5d\"\n", []want{{2, "delivery.queue_lifetime", "invalid duration"}}},
 
+		{"verify value", "[delivery]\nverify = \"smtp\"\n", []want{{2, "delivery.verify", `must be "probe" or ""`}}},
+		{"verify without relay", "[delivery]\n\nverify = \"probe\"\n", []want{{3, "delivery.verify", "delivery.relay is not set"}}},
+		{"verify without probes", "[delivery]\nrelay = \"smtp://h:25\"\nverify = \"probe\"\nverify_max_probes = 0\n", []want{{4, "delivery.verify_max_probes", "at least 1"}}},
+		{"catch_all type", "[recipients]\ncatch_all = \"yes\"\n", []want{{2, "recipients.catch_all", "must be true or false"}}},
 		{"redis", "[fleet]\nredis = \"localhost\"\n", []want{{2, "fleet.redis", "invalid redis address"}}},
 		{"redis scheme", "[fleet]\nredis = \"http://localhost:6379\"\n", []want{{2, "fleet.redis", "scheme"}}},
 		{"on_redis_error", "[fleet]\non_redis_error = \"ignore\"\n", []want{{2, "fleet.on_redis_error", `must be "local" or "tempfail"`}}},

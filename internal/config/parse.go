@@ -130,6 +130,12 @@ func (p *parser) finish() {
 		p.errorf("tls_key", "is set but tls_cert is not; set both or neither")
 	}
 	p.checkSessionLimits()
+	switch {
+	case c.Delivery.Verify == VerifyProbe && c.Delivery.Relay == "":
+		p.errorf("delivery.verify", "is %q but delivery.relay is not set: there is nobody to ask", VerifyProbe)
+	case c.Delivery.Verify == VerifyProbe && c.Delivery.VerifyMaxProbes == 0:
+		p.errorf("delivery.verify_max_probes", "must be at least 1 with verify = %q", VerifyProbe)
+	}
 
 	if p.file != "" {
 		// Relative paths in a file are relative to the file.
@@ -197,6 +203,13 @@ func checkResolver(s string) (string, error) {
 func checkRelay(s string) (string, error) {
 	_, err := parseRelay(s)
 	return s, err
+}
+
+func checkVerify(s string) (string, error) {
+	if s != VerifyNone && s != VerifyProbe {
+		return "", fmt.Errorf("must be %q or %q, not %q", VerifyProbe, VerifyNone, s)
+	}
+	return s, nil
 }
 
 func checkRedisValue(s string) (string, error) {

@@ -111,7 +111,7 @@ func tomlLiteral(v any) string {
 
 // Sections are the tables of the file, in the order the documentation
 // shows them; "" is the top level.
-var Sections = []string{"", "limits", "timeouts", "delivery", "fleet"}
+var Sections = []string{"", "limits", "timeouts", "recipients", "delivery", "fleet"}
 
 // Keys returns every configuration key, in documentation order.
 func Keys() []Key { return append([]Key(nil), schema...) }
@@ -173,6 +173,8 @@ var schema = []Key{
 		set: setGreetPause},
 	{Name: "limits.bad_rcpt_throttle", Default: int64(0), Doc: "refused RCPTs in a transaction after which each RCPT waits 1 s (0: off)", Sendmail: "confBAD_RCPT_THROTTLE",
 		set: intVal(func(c *Config) *int { return &c.Limits.BadRcptThrottle }, 0)},
+	{Name: "limits.max_bad_rcpts", Default: int64(20), Doc: "refused recipients in one session after which it gets 421 and is closed, against dictionary attacks (0: no limit; mxguard addition, as Postfix's smtpd_hard_error_limit)",
+		set: intVal(func(c *Config) *int { return &c.Limits.MaxBadRcpts }, 0)},
 	{Name: "limits.max_rcpts_per_message", Default: int64(0), Doc: "recipients per transaction; more get 452 (0: no limit)", Sendmail: "confMAX_RCPTS_PER_MESSAGE",
 		set: intVal(func(c *Config) *int { return &c.Limits.MaxRcptsPerMessage }, 0)},
 	{Name: "limits.max_message_size", Default: "25MiB", Doc: "largest message, announced in SIZE (0: no limit); a body more than 64 KiB over it gets 552 at once and the connection is closed", Sendmail: "confMAX_MESSAGE_SIZE",
@@ -229,10 +231,26 @@ var schema = []Key{
 	timeoutKey(Key{Name: "timeouts.control", Default: "30s", Doc: "one exchange on the control socket", Sendmail: "confTO_CONTROL"},
 		func(c *Config) *time.Duration { return &c.Timeouts.Control }, time.Second),
 
+	pathKey(Key{Name: "recipients.file", Default: "", Doc: "the addresses that exist, one a line: `user@domain`, or `@domain` for every address of a domain; re-read on SIGHUP", Path: RegularFile},
+		func(c *Config) *string { return &c.Recipients.File }),
+	pathKey(Key{Name: "recipients.aliases", Default: "", Doc: "sendmail's aliases(5) file (`name: target, target`), expanded at RCPT for every local domain; re-read on SIGHUP", Sendmail: "ALIAS_FILE", Path: RegularFile},
+		func(c *Config) *string { return &c.Recipients.Aliases }),
+	{Name: "recipients.catch_all", Default: false, Doc: "accept every local part of every local domain (with no configuration file at all: true, with a warning)",
+		set: boolVal(func(c *Config) *bool { return &c.Recipients.CatchAll })},
+
 	{Name: "delivery.relay", Default: "", Doc: "\"\": local Maildir under `<data_dir>/mail/<domain>/<localpart>/`; or `smtp://host:port`, `lmtp://host:port`, `lmtp+unix:///path`",
 		set: stringVal(func(c *Config) *string { return &c.Delivery.Relay }, checkRelay)},
 	{Name: "delivery.queue_lifetime", Default: "5d", Doc: "how long delivery is retried before the message is bounced", Sendmail: "confTO_QUEUERETURN",
 		set: durationVal(func(c *Config) *time.Duration { return &c.Delivery.QueueLifetime }, time.Minute)},
+
+	{Name: "delivery.verify", Default: VerifyNone, Doc: "\"probe\": ask the relay about each local recipient the recipients file does not know (MAIL FROM:<>, RCPT TO, RSET) and answer with its verdict; \"\": no probing",
+		set: stringVal(func(c *Config) *string { return &c.Delivery.Verify }, checkVerify)},
+	{Name: "delivery.verify_positive_ttl", Default: "1d", Doc: "how long a recipient the relay accepted is remembered (fleet: in Redis)",
+		set: durationVal(func(c *Config) *time.Duration { return &c.Delivery.VerifyPositiveTTL }, time.Second)},
+	{Name: "delivery.verify_negative_ttl", Default: "1h", Doc: "how long a recipient the relay refused is remembered (fleet: in Redis)",
+		set: durationVal(func(c *Config) *time.Duration { return &c.Delivery.VerifyNegativeTTL }, time.Second)},
+	{Name: "delivery.verify_max_probes", Default: int64(8), Doc: "probes (and connections to the relay) at once; further unknown recipients wait for one, or get 450",
+		set: intVal(func(c *Config) *int { return &c.Delivery.VerifyMaxProbes }, 0)},
 
 	{Name: "fleet.redis", Default: "", Doc: "Redis shared by the nodes: host:port or a redis://, rediss://, unix:// URL; \"\" is in-process counters",
 		set: stringVal(func(c *Config) *string { return &c.Fleet.Redis }, checkRedisValue)},

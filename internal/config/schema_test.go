@@ -150,3 +150,16 @@ func TestSpecKeyTables(t *testing.T) {
 	}
 	t.Errorf("the key tables of %s are out of date with the schema; run\n\tgo test ./internal/config -run TestSpecKeyTables -update", path)
 }
+
+// TestNoFile: without a configuration file the newcomer's server takes
+// mail for any local part of localhost and says so; any file, even an
+// empty one, takes only known recipients.
+func TestNoFile(t *testing.T) {
+	c := NoFile()
+	if !c.Recipients.CatchAll || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "every local part of localhost") {
+		t.Errorf("NoFile: catch_all %v, warnings %q", c.Recipients.CatchAll, c.Warnings)
+	}
+	if parse(t, "").Recipients.CatchAll || Default().Recipients.CatchAll {
+		t.Error("an empty file or Default() accepts every local part")
+	}
+}

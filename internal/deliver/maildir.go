@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/mxguard/mxguard/internal/smtpd"
 	"github.com/mxguard/mxguard/internal/spool"
 )
 
@@ -90,7 +91,11 @@ var (
 // unsafe.
 func (m *Maildir) Path(addr string) (string, error) {
 	local, domain := addr, ""
-	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+	if p, err := smtpd.ParseMailbox(addr); err == nil {
+		// The mailbox of "jane doe"@example.org is "jane doe", without
+		// the quotes SMTP needs.
+		local, domain = p.Local, p.Domain
+	} else if i := strings.LastIndexByte(addr, '@'); i >= 0 {
 		local, domain = addr[:i], addr[i+1:]
 	} else {
 		domain = m.defaultDomain

@@ -11,10 +11,10 @@ import (
 	"net"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/smtpd"
 	"github.com/mxguard/mxguard/internal/spool"
 )
 
@@ -547,7 +547,14 @@ func isASCII(s string) bool {
 }
 
 // validAddr reports whether an address can be put in a MAIL or RCPT
-// command as it is: no control characters, no angle brackets.
+// command as it is: the null path, or a mailbox in the syntax the server
+// itself accepts (quoted local parts included), which is the form the
+// session stored it in. One parser on both sides: what got 250 at RCPT is
+// what is sent on.
 func validAddr(s string) bool {
-	return !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '<' || r == '>' })
+	if s == "" {
+		return true
+	}
+	_, err := smtpd.ParseMailbox(s)
+	return err == nil
 }

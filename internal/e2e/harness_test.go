@@ -131,6 +131,11 @@ func startMX(t *testing.T, toml string) *mx {
 	}
 	m.config = filepath.Join(dir, "mxguard.toml")
 	conf := pre.String() + toml
+	if !recipientsTable.MatchString(toml) {
+		// Tests of other things send to whatever local part they like;
+		// the recipient tests set [recipients] themselves.
+		conf += "\n[recipients]\ncatch_all = true\n"
+	}
 	if err := os.WriteFile(m.config, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -145,6 +150,8 @@ func startMX(t *testing.T, toml string) *mx {
 	}
 	return m
 }
+
+var recipientsTable = regexp.MustCompile(`(?m)^\[recipients\]`)
 
 // listenAddr is the address the server said it listens on, for a listen
 // address with port 0.

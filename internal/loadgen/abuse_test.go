@@ -30,6 +30,9 @@ func (discard) Data(_ *smtpd.Session, r io.Reader) *reply.Reply {
 	return &reply.Reply{Code: 250, Status: "2.0.0", Text: "Ok"}
 }
 
+func (discard) Reset(*smtpd.Session) {}
+func (discard) Close(*smtpd.Session) {}
+
 // startSMTPD runs mxguard's protocol core on a free loopback port until
 // the test ends.
 func startSMTPD(t testing.TB, cfg smtpd.Config) string {
@@ -40,7 +43,7 @@ func startSMTPD(t testing.TB, cfg smtpd.Config) string {
 	}
 	cfg.Hostname = "mx.test"
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := smtpd.NewServer(cfg, discard{})
+	srv := smtpd.NewServer(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
@@ -55,7 +58,7 @@ func startSMTPD(t testing.TB, cfg smtpd.Config) string {
 				return
 			}
 			wg.Go(func() {
-				srv.ServeConn(ctx, nc, smtpd.ConnInfo{Remote: netip.MustParseAddrPort(nc.RemoteAddr().String())})
+				srv.ServeConn(ctx, nc, smtpd.ConnInfo{Remote: netip.MustParseAddrPort(nc.RemoteAddr().String())}, discard{})
 			})
 		}
 	})

@@ -40,14 +40,21 @@ func (r *Reply) AppendTo(b []byte) []byte {
 	for i, l := range lines {
 		start := len(b)
 		b = strconv.AppendInt(b, int64(r.Code), 10)
+		sep := byte(' ')
 		if i < len(lines)-1 {
-			b = append(b, '-')
-		} else {
-			b = append(b, ' ')
+			sep = '-'
 		}
-		if r.Status != "" {
+		// RFC 5321's Reply-line: the text (with our status code in front)
+		// is optional, and no blank follows the code without it.
+		switch {
+		case r.Status != "":
+			b = append(b, sep)
 			b = append(b, r.Status...)
-			b = append(b, ' ')
+			if l != "" {
+				b = append(b, ' ')
+			}
+		case l != "" || sep == '-':
+			b = append(b, sep)
 		}
 		if room := MaxLine - 2 - (len(b) - start); len(l) > room {
 			l = l[:max(room, 0)]

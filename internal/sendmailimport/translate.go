@@ -284,6 +284,14 @@ func (t *translator) define(st statement) {
 			return
 		}
 		t.set(st, "delivery.queue_lifetime", quote(config.FormatDuration(d)))
+	case "ALIAS_FILE":
+		// sendmail takes a comma-separated list of maps; a plain file is
+		// what mxguard reads.
+		if strings.ContainsAny(val, ",:") {
+			t.skip(st, "not translated (a list of maps or a map type; set recipients.aliases to one plain aliases file)")
+			return
+		}
+		t.set(st, "recipients.aliases", quote(val))
 	case "confDOMAIN_NAME":
 		if strings.Contains(val, "$") {
 			t.skip(st, "not translated (the value uses sendmail macros; set hostname by hand)")
@@ -492,7 +500,9 @@ func (t *translator) render(accessPath, hostsDenyPath string) []byte {
 	}
 	b.WriteString("# Each key names the sendmail line it comes from. Keys not set here keep\n")
 	b.WriteString("# mxguard's defaults: listen is 127.0.0.1:2525, where sendmail listens on\n")
-	b.WriteString("# port 25 of every address; review listen and local_domains before use.\n\n")
+	b.WriteString("# port 25 of every address; review listen and local_domains before use.\n")
+	b.WriteString(recipientsNote)
+	b.WriteString("\n")
 
 	section := ""
 	for _, k := range config.Keys() { // the order of testdata/full.toml and SPEC.md
@@ -526,6 +536,18 @@ func (t *translator) render(accessPath, hostsDenyPath string) []byte {
 	}
 	return b.Bytes()
 }
+
+// recipientsNote tells how to carry sendmail's local users over: sendmail
+// knows them from the password file and the virtusertable, which are not
+// configuration to translate but data to export.
+const recipientsNote = `#
+# Recipients: like sendmail, mxguard refuses unknown local users at RCPT
+# (550 5.1.1), so list the users in a [recipients] file, one address a
+# line. Exported from sendmail's sources, for example:
+#   getent passwd | awk -F: '$3 >= 1000 && $7 !~ /nologin|false/ {print $1 "@example.org"}' >> recipients
+#   awk '!/^#/ && NF {print $1}' /etc/mail/virtusertable >> recipients   # "@domain" lines are catch-alls
+# and point [recipients] file at it; the aliases file is read as it is.
+`
 
 // commentText makes s safe inside a one-line TOML comment.
 func commentText(s string) string {

@@ -170,6 +170,17 @@ Spam:friend@example.org     FRIEND
 Spam:postmaster@example.org FRIEND
 `
 
+// fuzzRecipients and fuzzAliases say who exists: all of example.org,
+// three names of mail.example.org (and its postmaster).
+const (
+	fuzzRecipients = "@example.org\nalice@mail.example.org\nBob@Mail.Example.org OK\n"
+	fuzzAliases    = "team: alice, bob@mail.example.org\nroot: \\alice\n"
+)
+
+// knownAt is who may receive mail at mail.example.org: the listed, the
+// postmaster and the alias targets.
+var knownAt = []string{"alice", "bob", "postmaster"}
+
 const (
 	fuzzMaxSize  = 4 << 10
 	fuzzMaxRcpts = 5
@@ -208,6 +219,7 @@ command = "30s"
 datablock = "1m"
 datafinal = "1m"
 `, repeatSessions-1, int(fuzzWindow/time.Second), mode&modeNoTerm == 0, fuzzMaxRcpts, fuzzMaxSize)
+	b.WriteString("\n[recipients]\nfile = \"recipients\"\naliases = \"aliases\"\n")
 	if mode&modeRelay != 0 {
 		// Never dialled: the delivery queue does not run here.
 		b.WriteString("\n[delivery]\nrelay = \"smtp://192.0.2.200:25\"\n")
@@ -221,9 +233,11 @@ func fuzzSession(t *testing.T, certFile, keyFile string, mode fuzzMode, in []byt
 	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "mxguard.toml")
 	for name, content := range map[string]string{
-		cfgFile:                         fuzzConfig(mode, certFile, keyFile),
-		filepath.Join(dir, "access"):    fuzzAccess,
-		filepath.Join(dir, "README.md"): "not the server's",
+		cfgFile:                          fuzzConfig(mode, certFile, keyFile),
+		filepath.Join(dir, "access"):     fuzzAccess,
+		filepath.Join(dir, "recipients"): fuzzRecipients,
+		filepath.Join(dir, "aliases"):    fuzzAliases,
+		filepath.Join(dir, "README.md"):  "not the server's",
 	} {
 		if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
 			t.Fatal(err)
@@ -726,7 +740,7 @@ func (c *fuzzCheck) maildirs() []storedMsg {
 			return nil
 		}
 		parts := strings.Split(rel, string(filepath.Separator))
-		if len(parts) == 1 && !isLocal(c.srv.cfg.Load(), parts[0]) {
+		if len(parts) == 1 && !c.srv.envelope.Load().IsLocal(parts[0]) {
 			c.fail("Maildir for domain %q, which is not local", parts[0])
 		}
 		if len(parts) < 3 && d.IsDir() {
@@ -817,7 +831,6 @@ func (c *fuzzCheck) checkMsg(m storedMsg) {
 	if c.client.discard || c.client.refused {
 		c.fail("%s: message stored from a client that Connect: refuses or discards", m.where)
 	}
-	cfg := c.srv.cfg.Load()
 	fl, fd := normAddr(m.from)
 	sender := fl + "@" + fd
 	if sender == discardSender {
@@ -835,13 +848,16 @@ func (c *fuzzCheck) checkMsg(m storedMsg) {
 		case fromRefused && !(c.mode&modeDelay != 0 && slices.Contains(friends, addr)):
 			c.fail("%s: message from refused sender <%s> stored for <%s>", m.where, m.from, r)
 		}
+		if d == "mail.example.org" && !slices.Contains(knownAt, strings.Trim(l, `"`)) {
+			c.fail("%s: message stored for <%s>, who does not exist", m.where, r)
+		}
 		if c.client.trusted {
 			continue
 		}
 		if strings.ContainsAny(l, "%!@") {
 			c.fail("%s: routing address <%s> accepted from an untrusted client", m.where, r)
 		}
-		if !c.client.relay && !isLocal(cfg, d) && d != relayDomain && !strings.HasSuffix(d, "."+relayDomain) {
+		if !c.client.relay && !c.srv.envelope.Load().IsLocal(d) && d != relayDomain && !strings.HasSuffix(d, "."+relayDomain) {
 			c.fail("%s: relayed to <%s> for an untrusted client", m.where, r)
 		}
 	}

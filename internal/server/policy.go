@@ -17,46 +17,70 @@ import (
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
 	"github.com/mxguard/mxguard/internal/limit"
+	"github.com/mxguard/mxguard/internal/recipients"
 	"github.com/mxguard/mxguard/internal/tcpwrap"
 )
 
 // Check runs every check of cfg that reads the disk, as `mxguard check`
 // and the start of `serve` do: the kind of each path the configuration
 // names, the files it names (access map, TCP-wrappers files, trust and
-// deny lists) and the STARTTLS key pair. It reports every problem, each
-// with the file and line it comes from, and the warnings.
+// deny lists, recipients and aliases) and the STARTTLS key pair. It
+// reports every problem, each with the file and line it comes from, and
+// the warnings.
 func Check(cfg *config.Config) (warnings []string, err error) {
-	_, _, warnings, err = load(cfg)
+	l, err := load(cfg)
+	if l != nil {
+		warnings = l.warnings
+	}
 	return warnings, err
 }
 
-// load reads everything cfg names from disk: the admission policy and the
-// TLS configuration. Every problem is reported at once; any error leaves
-// the caller with what it had, so a broken file never replaces a good one.
-func load(cfg *config.Config) (*admit.Policy, *tls.Config, []string, error) {
+// loaded is what a configuration names on disk, read at start and at each
+// reload.
+type loaded struct {
+	admit      *admit.Policy
+	recipients *recipients.Table // nil: no recipients or aliases file
+	tls        *tls.Config
+	warnings   []string
+}
+
+// load reads everything cfg names from disk. Every problem is reported at
+// once; any error leaves the caller with what it had, so a broken file
+// never replaces a good one.
+func load(cfg *config.Config) (*loaded, error) {
 	if errs := cfg.CheckPaths(); len(errs) > 0 {
 		// The files are of the wrong kind: reading them would only add
 		// confusing errors about the same mistake.
-		return nil, nil, nil, errs
+		return nil, errs
 	}
-	p, warnings, err := LoadPolicy(cfg)
+	l := &loaded{}
 	var errs []error
+	p, warnings, err := LoadPolicy(cfg)
+	l.admit, l.warnings = p, warnings
 	if err != nil {
 		errs = append(errs, err)
 	}
-	var tc *tls.Config
+	if r := cfg.Recipients; r.File != "" || r.Aliases != "" {
+		t, err := recipients.Load(r.File, r.Aliases, cfg.LocalDomains, cfg.Delivery.Relay != "")
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			l.recipients = t
+			l.warnings = append(l.warnings, t.Warnings()...)
+		}
+	}
 	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
 			errs = append(errs, cfg.KeyError("tls_cert", fmt.Errorf("with tls_key %s: %w", cfg.TLSKey, err)))
 		} else {
-			tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			l.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		}
 	}
 	if len(errs) > 0 {
-		return nil, nil, warnings, errors.Join(errs...)
+		return l, errors.Join(errs...)
 	}
-	return p, tc, warnings, nil
+	return l, nil
 }
 
 // LoadPolicy reads every file admission depends on. Any error leaves the

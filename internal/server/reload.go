@@ -29,13 +29,13 @@ func (s *Server) Reload() (string, error) {
 		}
 		next = c
 	}
-	p, tc, warnings, err := load(next)
+	l, err := load(next)
 	if err != nil {
 		s.log.Error("reload failed, keeping the running configuration", "err", err.Error())
 		return "", err
 	}
-	sc := smtpConfig(next, tc, s.log)
-	for _, w := range warnings {
+	sc := smtpConfig(next, l.tls, s.log)
+	for _, w := range l.warnings {
 		s.log.Warn(w)
 	}
 	var restart []string
@@ -58,7 +58,8 @@ func (s *Server) Reload() (string, error) {
 		restart = append(restart, "control")
 	}
 	s.cfg.Store(next)
-	s.admit.SetPolicy(p)
+	s.admit.SetPolicy(l.admit)
+	s.envelope.Store(s.envelopePolicy(next, l.recipients))
 	s.smtp.SetConfig(sc)
 	msg := "configuration reloaded"
 	if len(restart) > 0 {

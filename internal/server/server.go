@@ -24,6 +24,8 @@ import (
 	"github.com/mxguard/mxguard/internal/control"
 	"github.com/mxguard/mxguard/internal/deliver"
 	"github.com/mxguard/mxguard/internal/limit"
+	"github.com/mxguard/mxguard/internal/policy"
+	"github.com/mxguard/mxguard/internal/recipients"
 	"github.com/mxguard/mxguard/internal/resolve"
 	"github.com/mxguard/mxguard/internal/smtpd"
 	"github.com/mxguard/mxguard/internal/spool"
@@ -49,9 +51,11 @@ type Server struct {
 	spool    *spool.Spool
 	queue    *deliver.Queue
 	maildir  *deliver.Maildir // set when delivery is local: DATA stores straight into Maildir
+	store    store
+	envelope atomic.Pointer[policy.Policy]
+	verify   policy.Verifier // nil unless [delivery] verify = "probe"
 	limiter  limit.Limiter
 	closers  []func()
-	bufs     sync.Pool
 	mu       sync.Mutex // serialises reloads and trust/deny changes
 	lns      []net.Listener
 	ctlLn    net.Listener
@@ -81,7 +85,6 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 		opt(&o)
 	}
 	s := &Server{log: logger, started: time.Now()}
-	s.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	s.cfg.Store(cfg)
 	ok := false
 	defer func() {
@@ -90,11 +93,11 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 		}
 	}()
 
-	policy, tc, warnings, err := load(cfg)
+	l, err := load(cfg)
 	if err != nil {
 		return nil, err
 	}
-	for _, w := range warnings {
+	for _, w := range l.warnings {
 		logger.Warn(w)
 	}
 	res := o.verifier
@@ -108,7 +111,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 	if s.limiter, err = newLimiter(cfg, logger, &s.closers); err != nil {
 		return nil, err
 	}
-	s.admit = admit.New(policy, s.limiter, res, logger)
+	s.admit = admit.New(l.admit, s.limiter, res, logger)
 
 	if s.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), logger); err != nil {
 		return nil, err // says "spool: ..." itself
@@ -129,8 +132,14 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 		QueueLifetime: cfg.Delivery.QueueLifetime,
 		Workers:       DeliveryWorkers,
 	}, logger)
+	if s.maildir != nil {
+		s.store = maildirStore{s.maildir}
+	} else {
+		s.store = newSpoolStore(s.spool, s.queue)
+	}
+	s.envelope.Store(s.envelopePolicy(cfg, l.recipients))
 
-	s.smtp = smtpd.NewServer(smtpConfig(cfg, tc, logger), &handler{s: s})
+	s.smtp = smtpd.NewServer(smtpConfig(cfg, l.tls, logger))
 	ok = true
 	return s, nil
 }
@@ -165,6 +174,7 @@ func smtpConfig(cfg *config.Config, tc *tls.Config, logger *slog.Logger) smtpd.C
 		MaxMessageSize:  cfg.Limits.MaxMessageSize,
 		MaxRcpts:        cfg.Limits.MaxRcptsPerMessage,
 		BadRcptThrottle: cfg.Limits.BadRcptThrottle,
+		MaxBadRcpts:     cfg.Limits.MaxBadRcpts,
 		MaxSessionBytes: cfg.Limits.MaxSessionBytes,
 		MaxSessionTime:  cfg.Limits.MaxSessionTime,
 		Logger:          logger,
@@ -346,11 +356,39 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 		nc.Close()
 		return
 	}
+	cfg := s.cfg.Load()
+	x := &session{
+		log:   s.log,
+		cfg:   cfg,
+		pol:   s.envelope.Load(),
+		store: s.store,
+		newID: s.spool.NewID,
+		probe: cfg.Timeouts.RelaySide().Rcpt,
+		client: policy.Client{Addr: ap.Addr(), Host: d.Host, Trusted: d.Trusted,
+			Relay: d.Relay, Discard: d.Discard},
+	}
 	s.smtp.ServeConn(ctx, nc, smtpd.ConnInfo{
 		Remote:     ap,
 		Host:       d.Host,
 		GreetPause: d.GreetPause,
 		Defer:      d.Defer,
-		Value:      &connState{d: d, cfg: s.cfg.Load()},
-	})
+	}, x)
+}
+
+// envelopePolicy is the envelope policy for cfg: the files it names
+// (read by load) and the parts of this server it calls on.
+func (s *Server) envelopePolicy(cfg *config.Config, rcpts *recipients.Table) *policy.Policy {
+	p := &policy.Policy{
+		LocalDomains: cfg.LocalDomains,
+		Access:       s.admit.Policy().Access,
+		DelayChecks:  cfg.DelayChecks,
+		Relay:        s.maildir == nil, // as started: [delivery] changes wait for a restart
+		Recipients:   rcpts,
+		CatchAll:     cfg.Recipients.CatchAll,
+		Verify:       s.verify,
+	}
+	if md := s.maildir; md != nil {
+		p.Mailbox = func(addr string) error { _, err := md.Path(addr); return err }
+	}
+	return p
 }

@@ -59,6 +59,17 @@ type Session struct {
 	UTF8     bool                 // MAIL FROM carried SMTPUTF8
 	EightBit bool                 // MAIL FROM carried BODY=8BITMIME
 	inTx     bool
+	ctx      context.Context
+}
+
+// Context is done when the server stops hard: a handler's waits (a probe
+// of the downstream) end with it.
+func (s *Session) Context() context.Context { return s.ctx }
+
+// resetTx ends the mail transaction, here and in the handler.
+func (c *conn) resetTx() {
+	c.sess.reset()
+	c.h.Reset(&c.sess)
 }
 
 func (s *Session) reset() {
@@ -80,6 +91,7 @@ var phaseNames = [...]string{"helo", "mail", "rcpt", "datainit", "rset", "quit",
 
 type conn struct {
 	srv  *Server
+	h    Handler
 	raw  net.Conn     // the accepted connection; deadlines set from other goroutines go here
 	mc   *meteredConn // raw, counting what the client sends
 	nc   net.Conn     // mc, or the TLS connection over it after STARTTLS
@@ -94,7 +106,8 @@ type conn struct {
 	atEnd     bool      // the read deadline now set is end, not a phase's own
 	phase     int
 	errors    int
-	badRcpts  int
+	badRcpts  int // refused recipients of this transaction (BadRcptThrottle)
+	badTotal  int // and of the session (MaxBadRcpts)
 	throttled bool
 	idle      atomic.Bool // waiting for a command outside a transaction
 }
@@ -397,11 +410,11 @@ func (c *conn) dispatch(line string) bool {
 	case "MAIL":
 		c.mail(cmd.Arg)
 	case "RCPT":
-		c.rcpt(cmd.Arg)
+		return c.rcpt(cmd.Arg)
 	case "DATA":
 		return c.data(cmd.Arg)
 	case "RSET":
-		c.sess.reset()
+		c.resetTx()
 		c.phase = phaseRset
 		c.reply(replyOK)
 	case "NOOP":
@@ -438,7 +451,7 @@ func (c *conn) helo(cmd Command) {
 		c.fail(&reply.Reply{Code: 501, Status: "5.5.4", Text: "Syntax: " + cmd.Verb + " hostname"})
 		return
 	}
-	c.sess.reset()
+	c.resetTx()
 	c.sess.Helo = arg
 	c.sess.ESMTP = cmd.Verb == "EHLO"
 	c.phase = phaseMail
@@ -533,7 +546,7 @@ func (c *conn) mail(arg string) {
 		c.reply(r)
 		return
 	}
-	if r := c.srv.handler.Mail(&c.sess, from, size); r != nil && r.Failed() {
+	if r := c.h.Mail(&c.sess, from, size); r != nil && r.Failed() {
 		c.reply(r)
 		return
 	} else if r != nil {
@@ -563,15 +576,16 @@ func pathError(err error, what string) *reply.Reply {
 	return &reply.Reply{Code: 501, Status: status, Text: "Bad " + what + " address syntax"}
 }
 
-func (c *conn) rcpt(arg string) {
+// rcpt runs RCPT; false ends the session (MaxBadRcpts reached).
+func (c *conn) rcpt(arg string) bool {
 	if !c.sess.inTx {
 		c.fail(replyNeedMail)
-		return
+		return true
 	}
 	rest, ok := cutPrefixFold(arg, "TO:")
 	if !ok {
 		c.fail(&reply.Reply{Code: 501, Status: "5.5.4", Text: "Syntax: RCPT TO:<address>"})
-		return
+		return true
 	}
 	to, params, err := ParsePathArg(rest, c.sess.UTF8, true)
 	if err == nil && to.IsNull() {
@@ -579,11 +593,11 @@ func (c *conn) rcpt(arg string) {
 	}
 	if err != nil {
 		c.fail(pathError(err, "recipient"))
-		return
+		return true
 	}
 	if len(params) > 0 {
 		c.fail(&reply.Reply{Code: 555, Status: "5.5.4", Text: "Unsupported option: " + params[0].Key})
-		return
+		return true
 	}
 	// sendmail's BadRcptThrottle: once this many recipients of the
 	// transaction were refused, every further RCPT waits a second.
@@ -600,16 +614,24 @@ func (c *conn) rcpt(arg string) {
 	}
 	if m := c.cfg.MaxRcpts; m > 0 && len(c.sess.Rcpts) >= m {
 		c.reply(replyTooMany)
-		return
+		return true
 	}
 	r := c.sess.Defer
 	if r == nil {
-		r = c.srv.handler.Rcpt(&c.sess, to)
+		r = c.h.Rcpt(&c.sess, to)
 	}
 	if r != nil && r.Failed() {
 		c.badRcpts++
+		c.badTotal++
 		c.reply(r)
-		return
+		if m := c.cfg.MaxBadRcpts; m > 0 && c.badTotal >= m {
+			// A dictionary attack: enough names tried, the rest need
+			// not be answered.
+			c.log().Info("too many invalid recipients from "+c.clientName()+", disconnecting", "reason", reason.TooManyBadRcpts, "refused", c.badTotal)
+			c.reply(&reply.Reply{Code: 421, Status: "4.7.0", Text: c.cfg.Hostname + " Error: too many invalid recipients"})
+			return false
+		}
+		return true
 	}
 	if r == nil {
 		r = &reply.Reply{Code: 250, Status: "2.1.5", Text: "Ok"}
@@ -617,6 +639,7 @@ func (c *conn) rcpt(arg string) {
 	c.reply(r)
 	c.sess.Rcpts = append(c.sess.Rcpts, to)
 	c.phase = phaseDataInit
+	return true
 }
 
 // data runs DATA; false ends the session (the client is gone or timed out).
@@ -658,9 +681,9 @@ func (c *conn) data(arg string) bool {
 			c.setReadDeadline(deadline())
 		}
 	})
-	r := c.srv.handler.Data(&c.sess, dr)
+	r := c.h.Data(&c.sess, dr)
 	if err := dr.Drain(); err != nil {
-		c.sess.reset()
+		c.resetTx()
 		if err == ErrCut {
 			c.log().Info("message far over the size limit from "+c.clientName()+", disconnecting", "reason", reason.TooBig, "size", dr.Size(), "limit", limit)
 			c.reply(replyTooBig)
@@ -680,7 +703,7 @@ func (c *conn) data(arg string) bool {
 		r = &reply.Reply{Code: 451, Status: "4.3.0", Text: "Error: message not stored"}
 	}
 	c.reply(r)
-	c.sess.reset()
+	c.resetTx()
 	c.phase = phaseQuit
 	return true
 }
@@ -762,7 +785,7 @@ func (c *conn) starttls(arg string) bool {
 	st := tc.ConnectionState()
 	c.sess.TLS = &st
 	// RFC 3207 4.2: forget everything learnt before TLS.
-	c.sess.reset()
+	c.resetTx()
 	c.sess.Helo, c.sess.ESMTP = "", false
 	c.phase = phaseHelo
 	return true

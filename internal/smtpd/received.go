@@ -40,7 +40,7 @@ func (s *Session) Received(hostname, id string, now time.Time) string {
 	}
 	if len(s.Rcpts) == 1 {
 		b.WriteString("\r\n\tfor <")
-		b.WriteString(s.Rcpts[0].String())
+		b.WriteString(s.Rcpts[0].Mailbox())
 		b.WriteByte('>')
 	}
 	b.WriteString(";\r\n\t")

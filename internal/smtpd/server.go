@@ -54,6 +54,7 @@ type Config struct {
 	MaxMessageSize  int64       // octets; 0 = no limit
 	MaxRcpts        int         // max_rcpts_per_message; 0 = no limit
 	BadRcptThrottle int         // bad_rcpt_throttle; 0 = off
+	MaxBadRcpts     int         // max_bad_rcpts: refused RCPTs in a session before 421; 0 = no limit
 	MaxErrors       int         // protocol errors before 421; 0 = 20
 	Timeouts        Timeouts
 	Logger          *slog.Logger
@@ -67,7 +68,9 @@ type Config struct {
 	MaxSessionTime  time.Duration
 }
 
-// Handler decides on envelopes and stores messages. Its methods run on the
+// Handler decides on one session's envelopes and stores its messages: the
+// caller makes one per connection, holding whatever it decided about the
+// client (go-smtp's Backend.NewSession → Session). Its methods run on the
 // session's goroutine; a nil *reply.Reply means the default success reply.
 type Handler interface {
 	// Mail is called for a syntactically valid MAIL FROM. size is the SIZE
@@ -80,6 +83,12 @@ type Handler interface {
 	// refused or the client is gone: the handler discards what it has, and
 	// its reply is not used.
 	Data(s *Session, r io.Reader) *reply.Reply
+	// Reset is called when the transaction ends: RSET, HELO/EHLO,
+	// STARTTLS, a new MAIL after DATA, and the end of DATA whatever its
+	// outcome.
+	Reset(s *Session)
+	// Close is called once when the session is over.
+	Close(s *Session)
 }
 
 // ConnInfo is what the caller decided about the connection before the
@@ -89,14 +98,12 @@ type ConnInfo struct {
 	Host       string        // forward-confirmed reverse-DNS name, "" if none
 	GreetPause time.Duration // hold the greeting this long; 0 = none
 	Defer      *reply.Reply  // when set, every MAIL and RCPT gets this reply
-	Value      any           // the caller's own per-connection data
 }
 
 // Server runs SMTP sessions on connections the caller accepted.
 type Server struct {
-	cfg     atomic.Pointer[Config]
-	handler Handler
-	log     *slog.Logger
+	cfg atomic.Pointer[Config]
+	log *slog.Logger
 
 	ids      atomic.Uint64
 	idPrefix string
@@ -113,12 +120,11 @@ type Server struct {
 }
 
 // NewServer returns a Server for cfg and h.
-func NewServer(cfg Config, h Handler) *Server {
+func NewServer(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	srv := &Server{
-		handler:  h,
 		log:      cfg.Logger,
 		idPrefix: strconv.FormatInt(time.Now().Unix(), 36),
 		conns:    make(map[*conn]struct{}),
@@ -141,10 +147,12 @@ func (srv *Server) SetConfig(cfg Config) {
 
 // ServeConn speaks SMTP on nc until the client quits, a timeout or error
 // ends the session, or ctx is done (hard stop). It closes nc.
-func (srv *Server) ServeConn(ctx context.Context, nc net.Conn, info ConnInfo) {
+func (srv *Server) ServeConn(ctx context.Context, nc net.Conn, info ConnInfo, h Handler) {
 	cfg := srv.cfg.Load()
 	mc := &meteredConn{Conn: nc, max: cfg.MaxSessionBytes}
-	c := &conn{srv: srv, raw: nc, mc: mc, nc: mc, ctx: ctx, cfg: cfg}
+	c := &conn{srv: srv, h: h, raw: nc, mc: mc, nc: mc, ctx: ctx, cfg: cfg}
+	c.sess.ctx = ctx
+	defer h.Close(&c.sess)
 	if cfg.MaxSessionTime > 0 {
 		c.end = time.Now().Add(cfg.MaxSessionTime)
 	}

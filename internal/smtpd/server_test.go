@@ -82,7 +82,7 @@ func TestShutdown(t *testing.T) {
 	}
 	defer ln.Close()
 	h := &memHandler{}
-	srv := NewServer(Config{Hostname: "mx.test", Timeouts: uniform(10 * time.Second), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, h)
+	srv := NewServer(Config{Hostname: "mx.test", Timeouts: uniform(10 * time.Second), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	served := make(chan struct{}, 2)
 	go func() {
 		for {
@@ -91,7 +91,7 @@ func TestShutdown(t *testing.T) {
 				return
 			}
 			go func() {
-				srv.ServeConn(context.Background(), nc, ConnInfo{Remote: netip.MustParseAddrPort(nc.RemoteAddr().String())})
+				srv.ServeConn(context.Background(), nc, ConnInfo{Remote: netip.MustParseAddrPort(nc.RemoteAddr().String())}, h)
 				served <- struct{}{}
 			}()
 		}
@@ -147,14 +147,14 @@ func BenchmarkSession(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	srv := NewServer(Config{Hostname: "mx.test", Timeouts: uniform(10 * time.Second), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, discardHandler{})
+	srv := NewServer(Config{Hostname: "mx.test", Timeouts: uniform(10 * time.Second), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	go func() {
 		for {
 			nc, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go srv.ServeConn(context.Background(), nc, ConnInfo{Remote: netip.MustParseAddrPort(nc.RemoteAddr().String())})
+			go srv.ServeConn(context.Background(), nc, ConnInfo{Remote: netip.MustParseAddrPort(nc.RemoteAddr().String())}, discardHandler{})
 		}
 	}()
 	nc, err := net.Dial("tcp", ln.Addr().String())
@@ -188,6 +188,8 @@ type discardHandler struct{}
 
 func (discardHandler) Mail(*Session, Path, int64) *reply.Reply { return nil }
 func (discardHandler) Rcpt(*Session, Path) *reply.Reply        { return nil }
+func (discardHandler) Reset(*Session)                          {}
+func (discardHandler) Close(*Session)                          {}
 func (discardHandler) Data(_ *Session, r io.Reader) *reply.Reply {
 	io.Copy(io.Discard, r)
 	return nil

@@ -56,6 +56,9 @@ func (h *memHandler) Data(s *Session, r io.Reader) *reply.Reply {
 	return &reply.Reply{Code: 250, Status: "2.0.0", Text: fmt.Sprintf("Ok: queued as %d", len(h.msgs))}
 }
 
+func (h *memHandler) Reset(*Session) {}
+func (h *memHandler) Close(*Session) {}
+
 func (h *memHandler) messages() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -75,7 +78,7 @@ func testServer(t *testing.T, cfg Config, h Handler, info ConnInfo) string {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	}
-	srv := NewServer(cfg, h)
+	srv := NewServer(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
@@ -96,7 +99,7 @@ func testServer(t *testing.T, cfg Config, h Handler, info ConnInfo) string {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				srv.ServeConn(ctx, nc, ci)
+				srv.ServeConn(ctx, nc, ci, h)
 			}()
 		}
 	}()

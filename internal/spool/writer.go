@@ -31,7 +31,9 @@ type Writer struct {
 var errWriterDone = errors.New("spool: message already committed or aborted")
 
 // Create starts a message with envelope env, which must have at least one
-// recipient. The body is streamed to a temporary file through the returned
+// recipient. env.ID, when set, must come from NewID (a caller that names
+// the message in its own Received: header takes the ID first); otherwise
+// Commit assigns one. The body is streamed to a temporary file through the returned
 // Writer: it is never held in memory, whatever its size. env belongs to the
 // spool until Commit or Abort returns.
 func (s *Spool) Create(env *Envelope) (*Writer, error) {
@@ -97,7 +99,9 @@ func (w *Writer) commit() (id string, received time.Time, err error) {
 	}
 	now := time.Now()
 	env := *w.env
-	env.ID = w.s.ids.next(now)
+	if env.ID == "" {
+		env.ID = w.s.ids.next(now)
+	} // else the caller took it from NewID to name the message in its Received: header
 	env.Size = w.n
 	if env.Received.IsZero() {
 		env.Received = now

@@ -85,7 +85,7 @@ func TestRcpt(t *testing.T) {
 		pol     func(*Policy)
 		client  Client
 		to      string
-		code    int    // 0: accepted
+		code    int // 0: accepted
 		reason  reason.Reason
 		text    string // substring of the reply
 		deliver []string

@@ -1,11 +1,11 @@
 package smtpd
 
 import (
-	"github.com/mxguard/mxguard/internal/smtptest"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"github.com/mxguard/mxguard/internal/reply"
+	"github.com/mxguard/mxguard/internal/smtptest"
 	"io"
 	"log/slog"
 	"net"

@@ -195,6 +195,26 @@ func (m *mx) logCount(s string) int {
 	return strings.Count(m.logs(), s)
 }
 
+// waitLogCount waits (10 s at most) until n log lines contain s; the log
+// is written in batches, a little after the event.
+func (m *mx) waitLogCount(s string, n int) {
+	m.t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		m.mu.Lock()
+		got, ch := strings.Count(m.log.String(), s), m.logCond
+		m.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			m.t.Fatalf("%d log lines with %q after 10s, want %d", got, s, n)
+		}
+	}
+}
+
 // hup sends SIGHUP and waits until one more log line contains want (the
 // reload's outcome).
 func (m *mx) hup(want string) {

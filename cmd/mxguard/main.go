@@ -103,7 +103,6 @@ func serve(args []string, stderr io.Writer) int {
 	// one per refused connection.
 	out := logbuf.New(stderr, 20*time.Millisecond)
 	defer out.Flush()
-	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
 	fail := func(err error) int {
 		out.Flush() // the warnings before the error, in order
 		fmt.Fprintf(stderr, "mxguard: %v\n", err)
@@ -116,6 +115,12 @@ func serve(args []string, stderr io.Writer) int {
 			return fail(err)
 		}
 	}
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(out, opts)
+	if cfg.LogFormat == config.LogJSON {
+		h = slog.NewJSONHandler(out, opts)
+	}
+	log := slog.New(h)
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}

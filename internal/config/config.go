@@ -40,6 +40,7 @@ type Config struct {
 	TrustFile       string         // networks added by `mxguard trust`; default <data_dir>/trusted.txt
 	DenyFile        string         // networks added by `mxguard deny`; default <data_dir>/denied.txt
 	DelayChecks     bool           // sendmail FEATURE(delay_checks): apply From: rejections at RCPT
+	LogFormat       string         // LogText or LogJSON
 
 	Limits     Limits
 	Timeouts   Timeouts
@@ -149,6 +150,12 @@ type Fleet struct {
 	KeyPrefix    string // prefix of every Redis key; default "mxguard:"
 	OnRedisError string // "local" (default): fall back to local counters; "tempfail": answer 421
 }
+
+// Values of LogFormat.
+const (
+	LogText = "text"
+	LogJSON = "json"
+)
 
 // Values of Fleet.OnRedisError.
 const (

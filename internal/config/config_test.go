@@ -62,6 +62,7 @@ func TestDefaults(t *testing.T) {
 		{"TrustFile", c.TrustFile, filepath.Join("data", "trusted.txt")},
 		{"DenyFile", c.DenyFile, filepath.Join("data", "denied.txt")},
 		{"DelayChecks", c.DelayChecks, false},
+		{"LogFormat", c.LogFormat, "text"},
 		{"Limits", c.Limits, Limits{
 			ConnectionRateWindowSize: time.Minute,
 			Terminate:                true,
@@ -127,6 +128,7 @@ func TestKeys(t *testing.T) {
 		{`trust_file = "/t.txt"`, func(c *Config) any { return c.TrustFile }, "/t.txt"},
 		{`deny_file = "/d.txt"`, func(c *Config) any { return c.DenyFile }, "/d.txt"},
 		{`delay_checks = true`, func(c *Config) any { return c.DelayChecks }, true},
+		{`log_format = "json"`, func(c *Config) any { return c.LogFormat }, "json"},
 
 		{"[limits]\nmax_daemon_children = 60", func(c *Config) any { return c.Limits.MaxDaemonChildren }, 60},
 		{"[limits]\nconnection_rate_throttle = 5", func(c *Config) any { return c.Limits.ConnectionRateThrottle }, 5},
@@ -234,6 +236,7 @@ func TestFullExample(t *testing.T) {
 		TrustFile:       "/var/lib/mxguard/trusted.txt",
 		DenyFile:        "/var/lib/mxguard/denied.txt",
 		DelayChecks:     true,
+		LogFormat:       "text",
 		Limits: Limits{
 			MaxDaemonChildren:        60,
 			ConnectionRateThrottle:   5,
@@ -320,6 +323,7 @@ func TestErrors(t *testing.T) {
 		{"tls_cert alone", "\ntls_cert = \"/c.pem\"\n", []want{{2, "tls_cert", "tls_key is not"}}},
 		{"tls_key alone", "\n\ntls_key = \"/k.pem\"\n", []want{{3, "tls_key", "tls_cert is not"}}},
 		{"delay_checks type", "delay_checks = \"yes\"\n", []want{{1, "delay_checks", "must be true or false"}}},
+		{"log_format", "log_format = \"xml\"\n", []want{{1, "log_format", `must be "text" or "json"`}}},
 
 		{"negative count", "[limits]\nmax_daemon_children = -1\n", []want{{2, "limits.max_daemon_children", "must not be negative"}}},
 		{"count type", "[limits]\nclient_rate = \"5\"\n", []want{{2, "limits.client_rate", "must be an integer, not a string"}}},

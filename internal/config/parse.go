@@ -205,6 +205,13 @@ func checkRelay(s string) (string, error) {
 	return s, err
 }
 
+func checkLogFormat(s string) (string, error) {
+	if s != LogText && s != LogJSON {
+		return "", fmt.Errorf("must be %q or %q, not %q", LogText, LogJSON, s)
+	}
+	return s, nil
+}
+
 func checkVerify(s string) (string, error) {
 	if s != VerifyNone && s != VerifyProbe {
 		return "", fmt.Errorf("must be %q or %q, not %q", VerifyProbe, VerifyNone, s)

@@ -154,6 +154,8 @@ var schema = []Key{
 		func(c *Config) *string { return &c.TrustFile }),
 	pathKey(Key{Name: "deny_file", Computed: "\"<data_dir>/denied.txt\"", Doc: "networks added by `mxguard deny`, one a line", Path: OptionalFile},
 		func(c *Config) *string { return &c.DenyFile }),
+	{Name: "log_format", Default: LogText, Doc: "\"text\" (logfmt, as log/slog's TextHandler) or \"json\" (one JSON object a line); both carry ip= and reason=",
+		set: stringVal(func(c *Config) *string { return &c.LogFormat }, checkLogFormat)},
 	{Name: "delay_checks", Default: false, Doc: "From: rejections are given at RCPT, and `Spam:<rcpt> FRIEND` lifts them", Sendmail: "FEATURE(delay_checks)",
 		set: boolVal(func(c *Config) *bool { return &c.DelayChecks })},
 

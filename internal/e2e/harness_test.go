@@ -101,6 +101,7 @@ type mx struct {
 	waitErr error // cmd.Wait's result, set before exited is closed
 	killed  bool  // ended by kill: a non-zero exit is expected
 	logFrom int   // where the run's lines start in log
+	json    bool  // log_format = "json"
 	checked bool  // its end has been checked
 }
 
@@ -109,7 +110,7 @@ type mx struct {
 func startMX(t *testing.T, toml string) *mx {
 	t.Helper()
 	dir := t.TempDir()
-	m := &mx{t: t, dir: dir, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	m := &mx{t: t, dir: dir, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), json: strings.Contains(toml, `log_format = "json"`)}
 	var pre strings.Builder
 	// Port 0: the kernel picks a free port as the server binds it, so that
 	// no other process can take it in between. The port it got is then
@@ -157,14 +158,22 @@ var recipientsTable = regexp.MustCompile(`(?m)^\[recipients\]`)
 // address with port 0.
 func (m *mx) listenAddr() string {
 	m.t.Helper()
-	sub := listenAddrRE.FindStringSubmatch(m.waitLog("msg=listening", 0))
+	sub := listenAddrRE.FindStringSubmatch(m.waitLog(m.listening(), 0))
 	if sub == nil {
 		m.t.Fatalf("no address in the listening line; log:\n%s", m.logs())
 	}
 	return sub[1]
 }
 
-var listenAddrRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
+var listenAddrRE = regexp.MustCompile(`(?:msg=listening addr=|"msg":"listening","addr":")([^"\s]+)`)
+
+// listening is what the "listening" line holds in the run's log format.
+func (m *mx) listening() string {
+	if m.json {
+		return `"msg":"listening"`
+	}
+	return "msg=listening"
+}
 
 func (m *mx) start() {
 	m.t.Helper()
@@ -215,7 +224,7 @@ func (m *mx) startCmd(cmd *exec.Cmd) {
 		m.waitErr = m.cmd.Wait()
 		close(m.exited)
 	}()
-	m.waitLogFrom(m.logFrom, 10*time.Second, "msg=listening")
+	m.waitLogFrom(m.logFrom, 10*time.Second, m.listening())
 }
 
 // stop ends the process gracefully (SIGTERM), unless it has ended already,
@@ -314,7 +323,7 @@ var crashSigns = []struct {
 	{regexp.MustCompile(`(?m)^WARNING: DATA RACE$`), "a data race"},
 	{regexp.MustCompile(`(?m)^(panic|fatal error): .*$`), "a Go panic"},
 	{regexp.MustCompile(`(?m)^goroutine \d+ \[.*$`), "a goroutine trace"},
-	{regexp.MustCompile(`(?m)^.*msg="panic in session".*$`), "a panic in a session"},
+	{regexp.MustCompile(`(?m)^.*(msg="panic in session"|"msg":"panic in session").*$`), "a panic in a session"},
 }
 
 func (m *mx) logs() string {

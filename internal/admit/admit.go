@@ -25,6 +25,7 @@ import (
 	"github.com/mxguard/mxguard/internal/accessmap"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/limit"
+	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/resolve"
 	"github.com/mxguard/mxguard/internal/tcpwrap"
 )
@@ -64,6 +65,7 @@ type Admitter struct {
 	policy   atomic.Pointer[Policy]
 	limiter  limit.Limiter
 	dns      Verifier
+	metrics  *metrics.Metrics
 	log      *slog.Logger
 	children atomic.Int64
 	throttle throttle
@@ -71,8 +73,8 @@ type Admitter struct {
 
 // New returns an Admitter. dns may be nil (no reverse lookups: every client
 // is UNKNOWN to the TCP wrappers and host-name keys never match).
-func New(p *Policy, l limit.Limiter, dns Verifier, logger *slog.Logger) *Admitter {
-	a := &Admitter{limiter: l, dns: dns, log: logger}
+func New(p *Policy, l limit.Limiter, dns Verifier, m *metrics.Metrics, logger *slog.Logger) *Admitter {
+	a := &Admitter{limiter: l, dns: dns, metrics: m, log: logger}
 	a.policy.Store(p)
 	return a
 }
@@ -149,6 +151,7 @@ func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
 	}
 	if r := lim.ConnectionRateThrottle; r > 0 && !d.Trusted {
 		if wait := a.throttle.reserve(time.Now(), r); wait > 0 {
+			a.metrics.ThrottleStall()
 			if a.throttle.shouldLog(time.Now()) {
 				a.log.Info(fmt.Sprintf("deferring connections on daemon mxguard: %d per second", r),
 					"reason", reason.Throttle, "ip", addr.String())
@@ -254,6 +257,7 @@ func (a *Admitter) overLimit(d *Decision, addr netip.Addr, why reason.Reason, r 
 		a.reject(d, addr, why, r, detail)
 		return true
 	}
+	a.metrics.Refused(why, addr)
 	a.log.Info("deferring mail from "+ClientName(d.Host, addr)+": "+detail,
 		"ip", addr.String(), "reason", why)
 	if d.Defer == nil {
@@ -275,6 +279,7 @@ func (a *Admitter) limiterDown(d *Decision, addr netip.Addr, err error) *Decisio
 
 func (a *Admitter) reject(d *Decision, addr netip.Addr, why reason.Reason, r *reply.Reply, detail string) *Decision {
 	d.Reject, d.Reason = r, why
+	a.metrics.Refused(why, addr)
 	// One stable line per rejection: fail2ban and grep key on
 	// "rejecting connection from", the IP and the reason.
 	a.log.Info("rejecting connection from "+ClientName(d.Host, addr)+": "+detail,

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/reason"
 	"io"
 	"log/slog"
@@ -17,11 +18,12 @@ import (
 
 // QueueConfig tunes a Queue. Zero fields take the defaults given.
 type QueueConfig struct {
-	Hostname      string        // Reporting-MTA of DSNs and domain of MAILER-DAEMON; default "localhost"
-	QueueLifetime time.Duration // give up and bounce after this long in the queue; default 5 days
-	MinBackoff    time.Duration // wait after the first failed attempt; default 1m
-	MaxBackoff    time.Duration // cap of the doubling wait; default 1h
-	Workers       int           // messages delivered at the same time; default 4
+	Hostname      string           // Reporting-MTA of DSNs and domain of MAILER-DAEMON; default "localhost"
+	QueueLifetime time.Duration    // give up and bounce after this long in the queue; default 5 days
+	MinBackoff    time.Duration    // wait after the first failed attempt; default 1m
+	MaxBackoff    time.Duration    // cap of the doubling wait; default 1h
+	Workers       int              // messages delivered at the same time; default 4
+	Metrics       *metrics.Metrics // counts each recipient's outcome; nil: nothing counted
 }
 
 func (c QueueConfig) withDefaults() QueueConfig {
@@ -54,11 +56,12 @@ func (c QueueConfig) withDefaults() QueueConfig {
 // what a crash can repeat: at most the attempts in flight, one per worker
 // (the package documentation has the whole promise).
 type Queue struct {
-	sp     *spool.Spool
-	d      Deliverer
-	cfg    QueueConfig
-	logger *slog.Logger
-	via    string // the Deliverer's name in log lines
+	sp        *spool.Spool
+	d         Deliverer
+	cfg       QueueConfig
+	logger    *slog.Logger
+	via       string // the Deliverer's name in log lines
+	transport string // and its kind, for the metrics
 
 	wake chan struct{} // a schedule change the Run loop may not know of
 
@@ -80,11 +83,25 @@ func NewQueue(sp *spool.Spool, d Deliverer, cfg QueueConfig, logger *slog.Logger
 		via = s.String()
 	}
 	return &Queue{
-		sp: sp, d: d, cfg: cfg.withDefaults(), logger: logger, via: via,
+		sp: sp, d: d, cfg: cfg.withDefaults(), logger: logger, via: via, transport: transportOf(d),
 		wake: make(chan struct{}, 1),
 		when: make(map[string]uint64),
 		busy: make(map[string]bool),
 	}
+}
+
+// transportOf names what d delivers by, as the metrics label it.
+func transportOf(d Deliverer) string {
+	switch d := d.(type) {
+	case *Maildir:
+		return metrics.TransportMaildir
+	case *Relay:
+		if d.lmtp {
+			return metrics.TransportLMTP
+		}
+		return metrics.TransportSMTP
+	}
+	return "other"
 }
 
 // Enqueue asks for message id, just committed to the spool, to be
@@ -384,8 +401,10 @@ func (o *outcome) finish() *time.Time {
 		attrs := []any{"id", env.ID, "rcpt", rc.Addr, "via", q.via, "reply", r.Reply}
 		switch r.Status {
 		case Delivered:
+			q.cfg.Metrics.Delivery(q.transport, metrics.Delivered)
 			q.logger.Info("delivered", attrs...)
 		case Failed:
+			q.cfg.Metrics.Delivery(q.transport, metrics.Bounced)
 			q.logger.Info("bounced", attrs...)
 		}
 	}
@@ -393,9 +412,11 @@ func (o *outcome) finish() *time.Time {
 	for _, ri := range o.deferred {
 		rc := env.Rcpts[ri]
 		if expired {
+			q.cfg.Metrics.Delivery(q.transport, metrics.Bounced)
 			q.logger.Info("bounced", "id", env.ID, "rcpt", rc.Addr, "via", q.via, "reply", rc.Status,
 				"reason", reason.QueueLifetime, "age", o.now.Sub(env.Received).Round(time.Millisecond))
 		} else {
+			q.cfg.Metrics.Delivery(q.transport, metrics.Deferred)
 			q.logger.Info("deferred", "id", env.ID, "rcpt", rc.Addr, "via", q.via, "reply", rc.Status, "attempts", env.Attempts)
 		}
 	}

@@ -43,13 +43,13 @@ func (m *Maildir) Store(env *spool.Envelope, body io.Reader) (name string, err e
 		return "", errors.New("no recipients")
 	}
 	for _, dir := range dirs {
-		if err := ensureMaildir(dir); err != nil {
+		if err := m.ensureMaildir(dir); err != nil {
 			return "", err
 		}
 	}
 	name = m.fileName(env, 0)
 	tmp := filepath.Join(dirs[0], "tmp", m.tmpName(env, 0))
-	if err := writeTmp(tmp, env.From, body); err != nil {
+	if err := m.writeTmp(tmp, env.From, body); err != nil {
 		return "", err
 	}
 	var linked []string
@@ -73,7 +73,7 @@ func (m *Maildir) Store(env *spool.Envelope, body io.Reader) (name string, err e
 		return "", err
 	}
 	linked = append(linked, first)
-	if err := syncDirs(dirs); err != nil {
+	if err := m.syncDirs(dirs); err != nil {
 		undo()
 		return "", err
 	}
@@ -81,7 +81,7 @@ func (m *Maildir) Store(env *spool.Envelope, body io.Reader) (name string, err e
 }
 
 // writeTmp writes the message to path with LF line endings and fsyncs it.
-func writeTmp(path, from string, body io.Reader) error {
+func (m *Maildir) writeTmp(path, from string, body io.Reader) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
@@ -90,7 +90,7 @@ func writeTmp(path, from string, body io.Reader) error {
 	fmt.Fprintf(w, "Return-Path: <%s>\n", sanitizeHeader(from))
 	err = copyUnixLines(w, body)
 	if err == nil {
-		err = f.Sync()
+		err = m.fsync(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -103,14 +103,14 @@ func writeTmp(path, from string, body io.Reader) error {
 
 // syncDirs fsyncs the new/ of each Maildir, in parallel: each is a
 // separate wait on the disk.
-func syncDirs(dirs []string) error {
+func (m *Maildir) syncDirs(dirs []string) error {
 	if len(dirs) == 1 {
-		return syncDir(filepath.Join(dirs[0], "new"))
+		return m.syncDir(filepath.Join(dirs[0], "new"))
 	}
 	errs := make([]error, len(dirs))
 	var wg sync.WaitGroup
 	for i, dir := range dirs {
-		wg.Go(func() { errs[i] = syncDir(filepath.Join(dir, "new")) })
+		wg.Go(func() { errs[i] = m.syncDir(filepath.Join(dir, "new")) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)

@@ -33,7 +33,7 @@ func TestMaildirCleanTmp(t *testing.T) {
 		return p
 	}
 	for _, box := range []string{"example.org/bob", "example.org/carol", "localhost/alice", "localhost/empty"} {
-		if err := ensureMaildir(filepath.Join(root, box)); err != nil {
+		if err := (&Maildir{}).ensureMaildir(filepath.Join(root, box)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -49,6 +49,9 @@ type Failover struct {
 
 	down atomic.Bool // fast path: false while the primary works
 
+	onState func(down bool) // told each change of state
+	onError func()          // told each failed call to the primary
+
 	mu        sync.Mutex
 	lastErr   error
 	nextProbe time.Time
@@ -57,19 +60,35 @@ type Failover struct {
 // NewFailover returns a Failover. An unknown policy is taken as
 // PolicyLocal, the documented default; use ParsePolicy to reject it
 // earlier.
-func NewFailover(primary, fallback Limiter, policy Policy, logger *slog.Logger) *Failover {
+func NewFailover(primary, fallback Limiter, policy Policy, logger *slog.Logger, opts ...FailoverOption) *Failover {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	if policy != PolicyTempfail {
 		policy = PolicyLocal
 	}
-	return &Failover{
+	f := &Failover{
 		primary:  primary,
 		fallback: fallback,
 		policy:   policy,
 		logger:   logger,
+		onState:  func(bool) {},
+		onError:  func() {},
 	}
+	for _, o := range opts {
+		o(f)
+	}
+	return f
+}
+
+// FailoverOption changes a Failover.
+type FailoverOption func(*Failover)
+
+// WithHooks has onState told each change between the primary working
+// (down false) and not, and onError each failed call to the primary: for
+// the metrics of the shared store's state and errors.
+func WithHooks(onState func(down bool), onError func()) FailoverOption {
+	return func(f *Failover) { f.onState, f.onError = onState, onError }
 }
 
 // Rate implements Limiter.
@@ -154,13 +173,16 @@ func (f *Failover) failed(err error) {
 	f.lastErr = err
 	f.nextProbe = time.Now().Add(retryInterval)
 	f.mu.Unlock()
+	f.onError()
 	if !f.down.Swap(true) {
+		f.onState(true)
 		f.logger.Warn("limit: shared counters unreachable", "policy", string(f.policy), "err", err)
 	}
 }
 
 func (f *Failover) succeeded() {
 	if f.down.Load() && f.down.Swap(false) {
+		f.onState(false)
 		f.logger.Info("limit: shared counters reachable again")
 	}
 }

@@ -77,6 +77,11 @@ type Config struct {
 	NegativeTTL time.Duration
 	// Time, if not nil, is the clock used for cache expiry. Tests set it.
 	Time func() time.Time
+	// OnCache, when set, is told whether each verification was answered
+	// from the cache; OnLookup, the duration of each lookup that went to
+	// the DNS server (for the metrics).
+	OnCache  func(hit bool)
+	OnLookup func(time.Duration)
 }
 
 // Status says what a lookup found.
@@ -141,6 +146,9 @@ type Resolver struct {
 	// the network about 127.0.0.1 only leaks queries off the machine.
 	system bool
 
+	onCache  func(hit bool)
+	onLookup func(time.Duration)
+
 	cache     *lru.Cache[netip.Addr, entry]
 	flights   singleflight.Group
 	inFlight  atomic.Int64
@@ -188,6 +196,8 @@ func New(cfg Config, logger *slog.Logger) (*Resolver, error) {
 		now:         now,
 		log:         logger,
 		cache:       cache,
+		onCache:     cfg.OnCache,
+		onLookup:    cfg.OnLookup,
 	}, nil
 }
 
@@ -274,7 +284,11 @@ func (r *Resolver) Verify(ctx context.Context, addr netip.Addr) Result {
 	if !addr.IsValid() || r.system && addr.IsLoopback() {
 		return Result{Status: NoName}
 	}
-	if res, ok := r.cached(addr); ok {
+	res, ok := r.cached(addr)
+	if r.onCache != nil {
+		r.onCache(ok)
+	}
+	if ok {
 		return res
 	}
 	if ctx.Err() != nil {
@@ -316,7 +330,11 @@ func (r *Resolver) lookupShared(ctx context.Context, addr netip.Addr) Result {
 
 	ctx, cancel := context.WithTimeout(ctx, 3*r.timeout)
 	defer cancel()
+	start := time.Now()
 	res, ttl, err := r.lookup(ctx, addr)
+	if r.onLookup != nil {
+		r.onLookup(time.Since(start))
+	}
 	if err != nil {
 		r.log.Debug("resolve: lookup failed", "addr", addr, "err", err)
 	} else {

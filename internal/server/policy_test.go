@@ -139,7 +139,7 @@ lhlo = "24s"
 		DataFinal: 17 * s, Quit: 19 * s}); got != want {
 		t.Errorf("relay timeouts = %+v, want %+v", got, want)
 	}
-	if got, want := smtpConfig(cfg, nil, nil).Timeouts, (smtpd.Timeouts{Command: 11 * s, Helo: 12 * s, Mail: 13 * s,
+	if got, want := (&Server{}).smtpConfig(cfg, nil).Timeouts, (smtpd.Timeouts{Command: 11 * s, Helo: 12 * s, Mail: 13 * s,
 		Rcpt: 14 * s, DataInit: 15 * s, DataBlock: 16 * s, DataFinal: 17 * s, Rset: 18 * s, Quit: 19 * s,
 		Misc: 20 * s, StartTLS: 21 * s}); got != want {
 		t.Errorf("server timeouts = %+v, want %+v", got, want)

@@ -34,7 +34,7 @@ func (s *Server) Reload() (string, error) {
 		s.log.Error("reload failed, keeping the running configuration", "err", err.Error())
 		return "", err
 	}
-	sc := smtpConfig(next, l.tls, s.log)
+	sc := s.smtpConfig(next, l.tls)
 	for _, w := range l.warnings {
 		s.log.Warn(w)
 	}

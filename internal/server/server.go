@@ -24,6 +24,7 @@ import (
 	"github.com/mxguard/mxguard/internal/control"
 	"github.com/mxguard/mxguard/internal/deliver"
 	"github.com/mxguard/mxguard/internal/limit"
+	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/policy"
 	"github.com/mxguard/mxguard/internal/recipients"
 	"github.com/mxguard/mxguard/internal/resolve"
@@ -54,6 +55,7 @@ type Server struct {
 	store    store
 	envelope atomic.Pointer[policy.Policy]
 	verify   policy.Verifier // nil unless [delivery] verify = "probe"
+	metrics  *metrics.Metrics
 	limiter  limit.Limiter
 	closers  []func()
 	mu       sync.Mutex // serialises reloads and trust/deny changes
@@ -84,7 +86,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 	for _, opt := range opts {
 		opt(&o)
 	}
-	s := &Server{log: logger, started: time.Now()}
+	s := &Server{log: logger, started: time.Now(), metrics: metrics.New()}
 	s.cfg.Store(cfg)
 	ok := false
 	defer func() {
@@ -102,18 +104,18 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 	}
 	res := o.verifier
 	if res == nil {
-		r, err := resolve.New(resolve.Config{Server: cfg.Resolver}, logger)
+		r, err := resolve.New(resolve.Config{Server: cfg.Resolver, OnCache: s.metrics.DNSCache, OnLookup: s.metrics.DNSLookup}, logger)
 		if err != nil {
 			return nil, err // says "resolve: ..." itself
 		}
 		res = r
 	}
-	if s.limiter, err = newLimiter(cfg, logger, &s.closers); err != nil {
+	if s.limiter, err = newLimiter(cfg, logger, s.metrics, &s.closers); err != nil {
 		return nil, err
 	}
-	s.admit = admit.New(l.admit, s.limiter, res, logger)
+	s.admit = admit.New(l.admit, s.limiter, res, s.metrics, logger)
 
-	if s.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), logger); err != nil {
+	if s.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), logger, spool.WithFsyncObserver(s.metrics.Fsync)); err != nil {
 		return nil, err // says "spool: ..." itself
 	}
 	var d deliver.Deliverer
@@ -125,13 +127,27 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 		d = r
 	} else {
 		s.maildir = deliver.NewMaildir(filepath.Join(cfg.DataDir, "mail"), cfg.Hostname, cfg.LocalDomains, logger)
+		s.maildir.OnFsync = s.metrics.Fsync
 		d = s.maildir
 	}
 	s.queue = deliver.NewQueue(s.spool, d, deliver.QueueConfig{
 		Hostname:      cfg.Hostname,
 		QueueLifetime: cfg.Delivery.QueueLifetime,
 		Workers:       DeliveryWorkers,
+		Metrics:       s.metrics,
 	}, logger)
+	s.metrics.GaugeFunc("mxguard_spool_messages", "Messages in the spool, waiting for delivery (relay) or for a bounce to go out.", func() float64 {
+		ids, _ := s.spool.Queued()
+		return float64(len(ids))
+	})
+	s.metrics.GaugeFunc("mxguard_spool_oldest_seconds", "Age of the oldest message in the spool; 0 when it is empty.", func() float64 {
+		ids, _ := s.spool.Queued() // sorted by ID, and IDs by time
+		if len(ids) == 0 {
+			return 0
+		}
+		t, _ := spool.IDTime(ids[0])
+		return time.Since(t).Seconds()
+	})
 	if s.maildir != nil {
 		s.store = maildirStore{s.maildir}
 	} else {
@@ -139,15 +155,16 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 	}
 	s.envelope.Store(s.envelopePolicy(cfg, l.recipients))
 
-	s.smtp = smtpd.NewServer(smtpConfig(cfg, l.tls, logger))
+	s.smtp = smtpd.NewServer(s.smtpConfig(cfg, l.tls))
 	ok = true
 	return s, nil
 }
 
-func newLimiter(cfg *config.Config, logger *slog.Logger, closers *[]func()) (limit.Limiter, error) {
+func newLimiter(cfg *config.Config, logger *slog.Logger, m *metrics.Metrics, closers *[]func()) (limit.Limiter, error) {
 	mem := limit.NewMemory(nil)
 	*closers = append(*closers, mem.Close)
 	if cfg.Fleet.Redis == "" {
+		m.LimiterState(metrics.LimiterLocal)
 		return mem, nil
 	}
 	opts := limit.RedisOptions{URL: cfg.Fleet.Redis, KeyPrefix: cfg.Fleet.KeyPrefix}
@@ -163,10 +180,17 @@ func newLimiter(cfg *config.Config, logger *slog.Logger, closers *[]func()) (lim
 	if cfg.Fleet.OnRedisError == "tempfail" {
 		policy = limit.PolicyTempfail
 	}
-	return limit.NewFailover(r, mem, policy, logger), nil
+	m.LimiterState(metrics.LimiterRedis)
+	return limit.NewFailover(r, mem, policy, logger, limit.WithHooks(func(down bool) {
+		if down {
+			m.LimiterState(metrics.LimiterFallback)
+		} else {
+			m.LimiterState(metrics.LimiterRedis)
+		}
+	}, m.RedisError)), nil
 }
 
-func smtpConfig(cfg *config.Config, tc *tls.Config, logger *slog.Logger) smtpd.Config {
+func (s *Server) smtpConfig(cfg *config.Config, tc *tls.Config) smtpd.Config {
 	t := cfg.Timeouts.ServerSide()
 	return smtpd.Config{
 		Hostname:        cfg.Hostname,
@@ -177,7 +201,8 @@ func smtpConfig(cfg *config.Config, tc *tls.Config, logger *slog.Logger) smtpd.C
 		MaxBadRcpts:     cfg.Limits.MaxBadRcpts,
 		MaxSessionBytes: cfg.Limits.MaxSessionBytes,
 		MaxSessionTime:  cfg.Limits.MaxSessionTime,
-		Logger:          logger,
+		Logger:          s.log,
+		Observer:        s.metrics,
 		Timeouts: smtpd.Timeouts{
 			Command: t.Command, Helo: t.Helo, Mail: t.Mail, Rcpt: t.Rcpt,
 			DataInit: t.DataInit, DataBlock: t.DataBlock, DataFinal: t.DataFinal,
@@ -329,6 +354,7 @@ func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) {
 		}
 		backoff = 0
 		s.accepted.Add(1)
+		s.metrics.ConnAccepted()
 		go s.ServeConn(hard, nc)
 	}
 }
@@ -358,12 +384,13 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	}
 	cfg := s.cfg.Load()
 	x := &session{
-		log:   s.log,
-		cfg:   cfg,
-		pol:   s.envelope.Load(),
-		store: s.store,
-		newID: s.spool.NewID,
-		probe: cfg.Timeouts.RelaySide().Rcpt,
+		log:     s.log,
+		metrics: s.metrics,
+		cfg:     cfg,
+		pol:     s.envelope.Load(),
+		store:   s.store,
+		newID:   s.spool.NewID,
+		probe:   cfg.Timeouts.RelaySide().Rcpt,
 		client: policy.Client{Addr: ap.Addr(), Host: d.Host, Trusted: d.Trusted,
 			Relay: d.Relay, Discard: d.Discard},
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/policy"
 	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/reply"
@@ -20,15 +21,16 @@ import (
 // hands accepted messages to the store. It holds what admission decided
 // about the client and the policy in force when the connection started.
 type session struct {
-	log    *slog.Logger
-	cfg    *config.Config
-	pol    *policy.Policy
-	store  store
-	newID  func() string
-	probe  time.Duration // bounds one RCPT's probe of the downstream
-	client policy.Client
-	tx     policy.Tx
-	rcpts  []string // where the accepted recipients' mail goes, without repeats
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	cfg     *config.Config
+	pol     *policy.Policy
+	store   store
+	newID   func() string
+	probe   time.Duration // bounds one RCPT's probe of the downstream
+	client  policy.Client
+	tx      policy.Tx
+	rcpts   []string // where the accepted recipients' mail goes, without repeats
 }
 
 var (
@@ -59,6 +61,9 @@ func (x *session) Rcpt(s *smtpd.Session, to smtpd.Path) *reply.Reply {
 // apply writes the verdict's log line, one per refusal: fail2ban and grep
 // key on the client's ip= and the reason=.
 func (x *session) apply(v *policy.Verdict) *reply.Reply {
+	if v.Reason != "" {
+		x.metrics.Refused(v.Reason, x.client.Addr)
+	}
 	if v.Log != "" {
 		attrs := []any{"ip", x.client.Addr.String(), "reason", v.Reason}
 		if v.Key != "" {
@@ -72,6 +77,7 @@ func (x *session) apply(v *policy.Verdict) *reply.Reply {
 func (x *session) Data(s *smtpd.Session, r io.Reader) *reply.Reply {
 	if x.tx.Discard {
 		io.Copy(io.Discard, r)
+		x.metrics.Refused(reason.Discard, x.client.Addr)
 		x.log.Info("discarded message from "+x.client.Name(), "ip", x.client.Addr.String(), "reason", reason.Discard)
 		return replyDiscarded
 	}
@@ -97,13 +103,16 @@ func (x *session) Data(s *smtpd.Session, r io.Reader) *reply.Reply {
 		if body.err != nil {
 			return nil // the body was refused or the client left; smtpd replies
 		}
+		x.metrics.Refused(reason.Storage, x.client.Addr)
 		x.log.Error("cannot store message", "id", env.ID, "err", err.Error(), "reason", reason.Storage)
 		io.Copy(io.Discard, r)
 		return replyStorage
 	}
+	x.metrics.MessageAccepted()
 	x.log.Info("accepted", "id", env.ID, "ip", x.client.Addr.String(), "from", env.From, "rcpts", len(env.Rcpts), "size", env.Size)
 	if delivered != "" {
 		for _, rc := range env.Rcpts {
+			x.metrics.Delivery(metrics.TransportMaildir, metrics.Delivered)
 			x.log.Info("delivered", "id", env.ID, "rcpt", rc.Addr, "via", "maildir", "file", delivered)
 		}
 	}

@@ -116,12 +116,13 @@ func playTranscript(t *testing.T, file string) {
 		wg.Wait()
 	})
 	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(client)}}
+	start := time.Now()
 	nc, err := d.Dial("tcp", srv.Addrs()[0].String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	smtptest.Play(t, filepath.Base(file), nc, steps, func() []string { return maildirMessages(t, filepath.Join(cfg.DataDir, "mail")) })
+	smtptest.Play(t, filepath.Base(file), start, nc, steps, func() []string { return maildirMessages(t, filepath.Join(cfg.DataDir, "mail")) })
 }
 
 // maildirMessages reads every message in the new/ of every Maildir under

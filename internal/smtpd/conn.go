@@ -106,10 +106,19 @@ type conn struct {
 	atEnd     bool      // the read deadline now set is end, not a phase's own
 	phase     int
 	errors    int
-	badRcpts  int // refused recipients of this transaction (BadRcptThrottle)
-	badTotal  int // and of the session (MaxBadRcpts)
+	badRcpts  int    // refused recipients of this transaction (BadRcptThrottle)
+	badTotal  int    // and of the session (MaxBadRcpts)
+	verb      string // the command being run, as a metrics label
+	lastCode  int    // of the last reply queued
 	throttled bool
 	idle      atomic.Bool // waiting for a command outside a transaction
+}
+
+// note writes the one log line of a refusal or cut-off, with the client's
+// ip= and the reason=, and counts it.
+func (c *conn) note(why reason.Reason, msg string, attrs ...any) {
+	c.cfg.Observer.Refused(why, c.sess.Remote.Addr())
+	c.log().Info(msg, append([]any{"reason", why}, attrs...)...)
 }
 
 func (c *conn) log() *slog.Logger {
@@ -147,12 +156,15 @@ func (c *conn) serve() {
 		if line == "" {
 			continue // reply already queued
 		}
-		if !c.dispatch(line) {
+		start := time.Now()
+		ok := c.dispatch(line)
+		c.cfg.Observer.Command(c.verb, c.lastCode, time.Since(start))
+		if !ok {
 			c.flush()
 			return
 		}
 		if c.errors >= c.cfg.MaxErrors {
-			c.log().Info("too many errors, disconnecting", "client", c.clientName(), "reason", reason.TooManyErrors)
+			c.note(reason.TooManyErrors, "too many errors, disconnecting", "client", c.clientName())
 			c.reply(replyTooManyErrs)
 			c.flush()
 			return
@@ -165,12 +177,14 @@ func (c *conn) serve() {
 // Nothing the client sent early is ever parsed.
 func (c *conn) greet() bool {
 	if p := c.sess.GreetPause; p > 0 {
+		c.cfg.Observer.GreetPause(1)
+		defer c.cfg.Observer.GreetPause(-1)
 		c.setReadDeadline(time.Now().Add(p))
 		var b [1]byte
 		n, err := c.nc.Read(b[:])
 		switch {
 		case n > 0:
-			c.log().Info("rejecting commands from "+c.clientName()+" due to pre-greeting traffic", "reason", reason.Pregreet)
+			c.note(reason.Pregreet, "rejecting commands from "+c.clientName()+" due to pre-greeting traffic")
 			c.reply(&reply.Reply{Code: 554, Status: "", Text: c.cfg.Hostname + " not accepting messages"})
 			c.flush()
 			return false
@@ -294,7 +308,7 @@ func (r *idleReader) Read(p []byte) (int, error) {
 }
 
 func (c *conn) lineError(r *reply.Reply, why reason.Reason) (string, error) {
-	c.log().Info("protocol error from "+c.clientName(), "reason", why)
+	c.note(why, "protocol error from "+c.clientName())
 	c.fail(r)
 	return "", nil
 }
@@ -312,17 +326,17 @@ func (c *conn) readFailed(err error, phase string) {
 	case err == errDraining || c.ctx.Err() != nil:
 		c.reply(&reply.Reply{Code: 421, Status: "4.3.2", Text: c.cfg.Hostname + " Service shutting down"})
 	case err == errLineCut:
-		c.log().Info("command line too long from "+c.clientName()+", disconnecting", "reason", reason.LineTooLong, "limit", readBufSize)
+		c.note(reason.LineTooLong, "command line too long from "+c.clientName()+", disconnecting", "limit", readBufSize)
 		c.reply(replyLineTooLong)
 	case errors.Is(err, errSessionBytes):
-		c.log().Info("session byte limit exceeded by "+c.clientName()+", disconnecting", "reason", reason.SessionBytes, "phase", phase, "octets", c.mc.n)
+		c.note(reason.SessionBytes, "session byte limit exceeded by "+c.clientName()+", disconnecting", "phase", phase, "octets", c.mc.n)
 		c.reply(&reply.Reply{Code: 421, Status: "4.7.0", Text: c.cfg.Hostname + " Error: session data limit exceeded"})
 	case isTimeout(err) && c.atEnd:
-		c.log().Info("session time limit exceeded by "+c.clientName()+", disconnecting", "reason", reason.SessionTime, "phase", phase, "octets", c.mc.n)
+		c.note(reason.SessionTime, "session time limit exceeded by "+c.clientName()+", disconnecting", "phase", phase, "octets", c.mc.n)
 		c.reply(&reply.Reply{Code: 421, Status: "4.7.0", Text: c.cfg.Hostname + " Error: session time limit exceeded"})
 	case isTimeout(err):
 		why, _ := reason.ByPhase(phase)
-		c.log().Info("timeout waiting for "+phase+" from "+c.clientName(), "reason", why, "phase", phase)
+		c.note(why, "timeout waiting for "+phase+" from "+c.clientName(), "phase", phase)
 		c.reply(&reply.Reply{Code: 421, Status: "4.4.2", Text: c.cfg.Hostname + " Error: timeout exceeded"})
 	}
 	c.flush()
@@ -366,7 +380,10 @@ func (c *conn) wakeIfIdle() {
 	}
 }
 
-func (c *conn) reply(r *reply.Reply) { c.out = r.AppendTo(c.out) }
+func (c *conn) reply(r *reply.Reply) {
+	c.lastCode = r.Code
+	c.out = r.AppendTo(c.out)
+}
 
 // fail queues an error reply and counts it towards MaxErrors.
 func (c *conn) fail(r *reply.Reply) {
@@ -393,14 +410,29 @@ func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
+// verbLabel is a command's verb as a label: the commands the server
+// knows, or "unknown", so that a client cannot make up new labels.
+func verbLabel(v string) string {
+	switch v {
+	case "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS":
+		return v
+	case "GET", "POST", "HEAD", "PUT", "CONNECT", "USER":
+		return "non-smtp"
+	}
+	return "unknown"
+}
+
 // dispatch runs one command; false ends the session.
 func (c *conn) dispatch(line string) bool {
 	cmd, err := ParseCommand(line)
 	if err != nil {
+		c.verb = "unknown"
 		c.fail(replyUnknown)
 		return true
 	}
+	c.verb = verbLabel(cmd.Verb)
 	if cmd.Verb != "MAIL" && cmd.Verb != "RCPT" && !isASCII(cmd.Arg) {
+		c.cfg.Observer.Refused(reason.NonASCII, c.sess.Remote.Addr())
 		c.fail(replyNonASCIICmd)
 		return true
 	}
@@ -436,7 +468,7 @@ func (c *conn) dispatch(line string) bool {
 		return c.starttls(cmd.Arg)
 	case "GET", "POST", "HEAD", "PUT", "CONNECT", "USER":
 		// A proxy or web client aimed at port 25: nothing SMTP will follow.
-		c.log().Info("non-SMTP command from "+c.clientName(), "reason", reason.NonSMTP, "command", cmd.Verb)
+		c.note(reason.NonSMTP, "non-SMTP command from "+c.clientName(), "command", cmd.Verb)
 		c.reply(replyNotSMTP)
 		return false
 	default:
@@ -604,7 +636,7 @@ func (c *conn) rcpt(arg string) bool {
 	if t := c.cfg.BadRcptThrottle; t > 0 && c.badRcpts >= t {
 		if !c.throttled {
 			c.throttled = true
-			c.log().Info("Possible SMTP RCPT flood, throttling.", "client", c.clientName(), "reason", reason.BadRcptThrottle)
+			c.note(reason.BadRcptThrottle, "Possible SMTP RCPT flood, throttling.", "client", c.clientName())
 		}
 		c.flush()
 		select {
@@ -613,6 +645,7 @@ func (c *conn) rcpt(arg string) bool {
 		}
 	}
 	if m := c.cfg.MaxRcpts; m > 0 && len(c.sess.Rcpts) >= m {
+		c.cfg.Observer.Refused(reason.TooManyRcpts, c.sess.Remote.Addr())
 		c.reply(replyTooMany)
 		return true
 	}
@@ -627,7 +660,7 @@ func (c *conn) rcpt(arg string) bool {
 		if m := c.cfg.MaxBadRcpts; m > 0 && c.badTotal >= m {
 			// A dictionary attack: enough names tried, the rest need
 			// not be answered.
-			c.log().Info("too many invalid recipients from "+c.clientName()+", disconnecting", "reason", reason.TooManyBadRcpts, "refused", c.badTotal)
+			c.note(reason.TooManyBadRcpts, "too many invalid recipients from "+c.clientName()+", disconnecting", "refused", c.badTotal)
 			c.reply(&reply.Reply{Code: 421, Status: "4.7.0", Text: c.cfg.Hostname + " Error: too many invalid recipients"})
 			return false
 		}
@@ -685,7 +718,7 @@ func (c *conn) data(arg string) bool {
 	if err := dr.Drain(); err != nil {
 		c.resetTx()
 		if err == ErrCut {
-			c.log().Info("message far over the size limit from "+c.clientName()+", disconnecting", "reason", reason.TooBig, "size", dr.Size(), "limit", limit)
+			c.note(reason.TooBig, "message far over the size limit from "+c.clientName()+", disconnecting", "size", dr.Size(), "limit", limit)
 			c.reply(replyTooBig)
 		} else {
 			phase := "datablock"
@@ -698,7 +731,7 @@ func (c *conn) data(arg string) bool {
 	}
 	if pe := dr.ProtocolError(); pe != nil {
 		r = dataErrorReply(pe)
-		c.log().Info("message refused from "+c.clientName()+": "+pe.Error(), "reason", dataErrorReason(pe), "size", dr.Size())
+		c.note(dataErrorReason(pe), "message refused from "+c.clientName()+": "+pe.Error(), "size", dr.Size())
 	} else if r == nil {
 		r = &reply.Reply{Code: 451, Status: "4.3.0", Text: "Error: message not stored"}
 	}
@@ -757,7 +790,7 @@ func (c *conn) starttls(arg string) bool {
 	if n := c.br.Buffered(); n > 0 {
 		// Plaintext pipelined after STARTTLS must not be taken as if it
 		// came over TLS (CVE-2011-0411): drop it.
-		c.log().Info("discarding plaintext sent after STARTTLS by "+c.clientName(), "reason", reason.StartTLSInjection, "octets", n)
+		c.note(reason.StartTLSInjection, "discarding plaintext sent after STARTTLS by "+c.clientName(), "octets", n)
 		c.br.Discard(n)
 	}
 	tc := tls.Server(c.nc, c.cfg.TLS)
@@ -775,7 +808,7 @@ func (c *conn) starttls(arg string) bool {
 		case isTimeout(err) && c.atEnd:
 			why = reason.SessionTime
 		}
-		c.log().Info("TLS handshake failed with "+c.clientName(), "reason", why, "err", err.Error())
+		c.note(why, "TLS handshake failed with "+c.clientName(), "err", err.Error())
 		return false
 	}
 	c.nc.SetDeadline(time.Time{})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/reply"
 	"io"
 	"log/slog"
@@ -46,6 +47,25 @@ func (t Timeouts) check() error {
 	return nil
 }
 
+// Observer is told what the protocol does, for metrics. It is an
+// interface so that the protocol core depends on no metrics library; its
+// methods run on the session's goroutine and must be cheap.
+type Observer interface {
+	SessionStart()
+	SessionEnd()
+	GreetPause(delta int) // +1 when a session enters the greeting pause, -1 when it leaves
+	Command(verb string, code int, d time.Duration)
+	Refused(why reason.Reason, client netip.Addr)
+}
+
+type noObserver struct{}
+
+func (noObserver) SessionStart()                      {}
+func (noObserver) SessionEnd()                        {}
+func (noObserver) GreetPause(int)                     {}
+func (noObserver) Command(string, int, time.Duration) {}
+func (noObserver) Refused(reason.Reason, netip.Addr)  {}
+
 // Config is what the protocol layer needs to know. It is read, never
 // changed, by sessions: on reload the caller builds a new Server.
 type Config struct {
@@ -56,6 +76,7 @@ type Config struct {
 	BadRcptThrottle int         // bad_rcpt_throttle; 0 = off
 	MaxBadRcpts     int         // max_bad_rcpts: refused RCPTs in a session before 421; 0 = no limit
 	MaxErrors       int         // protocol errors before 421; 0 = 20
+	Observer        Observer    // told what happens, for metrics; nil: nobody
 	Timeouts        Timeouts
 	Logger          *slog.Logger
 
@@ -142,6 +163,9 @@ func (srv *Server) SetConfig(cfg Config) {
 	if cfg.MaxErrors == 0 {
 		cfg.MaxErrors = 20
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = noObserver{}
+	}
 	srv.cfg.Store(&cfg)
 }
 
@@ -166,6 +190,8 @@ func (srv *Server) ServeConn(ctx context.Context, nc net.Conn, info ConnInfo, h 
 		return
 	}
 	defer srv.untrack(c)
+	c.cfg.Observer.SessionStart()
+	defer c.cfg.Observer.SessionEnd()
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	c.serve()

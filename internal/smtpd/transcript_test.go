@@ -158,12 +158,13 @@ func runTranscript(t *testing.T, file string) {
 	// the configuration resolves them (config.Timeouts.ServerSide).
 	cfg.Timeouts = resolved(cfg.Timeouts)
 	addr := testServer(t, cfg, h, info)
+	start := time.Now()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	smtptest.Play(t, filepath.Base(file), nc, steps, h.messages)
+	smtptest.Play(t, filepath.Base(file), start, nc, steps, h.messages)
 }
 
 func applySetting(t *testing.T, cfg *Config, info *ConnInfo, k, v string) {

@@ -18,7 +18,7 @@
 //	TLS FAILS    the client tries to start TLS, and the handshake fails
 //	MESSAGES n   the server has stored n messages so far
 //	MESSAGE i "quoted"  message i (from 1) is exactly this
-//	ELAPSED >d   at least d has passed since Play began
+//	ELAPSED >d   at least d has passed since start
 package smtptest
 
 import (
@@ -58,11 +58,11 @@ func Load(t testing.TB, file string) (settings [][2]string, steps []string) {
 	return settings, steps
 }
 
-// Play runs steps on nc, a connection to the server just opened. messages,
-// for MESSAGES and MESSAGE, returns what the server stored so far.
-func Play(t testing.TB, name string, nc net.Conn, steps []string, messages func() []string) {
+// Play runs steps on nc, a connection to the server opened at start (taken
+// before dialling: the server's clocks start at its accept). messages, for
+// MESSAGES and MESSAGE, returns what the server stored so far.
+func Play(t testing.TB, name string, start time.Time, nc net.Conn, steps []string, messages func() []string) {
 	t.Helper()
-	start := time.Now()
 	nc.SetDeadline(time.Now().Add(20 * time.Second))
 	br := bufio.NewReader(nc)
 	for i, step := range steps {

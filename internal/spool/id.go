@@ -52,3 +52,16 @@ func validID(id string) bool {
 	}
 	return true
 }
+
+// IDTime is when the message with ID id was committed (from the ID itself:
+// its first 8 bytes are the commit time); false for an ID not of this form.
+func IDTime(id string) (time.Time, bool) {
+	if !validID(id) {
+		return time.Time{}, false
+	}
+	b, err := idEncoding.DecodeString(id)
+	if err != nil || len(b) < 8 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(b[:8]))), true
+}

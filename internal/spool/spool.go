@@ -41,14 +41,15 @@ const (
 // A Spool is a durable message queue in one directory. Its methods are safe
 // for concurrent use. Only one process at a time may open a directory.
 type Spool struct {
-	dir    string
-	queue  string   // committed messages and their state files
-	tmp    string   // files being written; emptied by Open
-	qdir   *os.File // queue, kept open to fsync it
-	lock   *os.File // holds the flock that keeps other processes out
-	logger *slog.Logger
-	ids    idGen
-	bufs   sync.Pool // *bufio.Writer of writeBuffer bytes
+	dir     string
+	queue   string              // committed messages and their state files
+	tmp     string              // files being written; emptied by Open
+	qdir    *os.File            // queue, kept open to fsync it
+	onFsync func(time.Duration) // nil: fsyncs not timed
+	lock    *os.File            // holds the flock that keeps other processes out
+	logger  *slog.Logger
+	ids     idGen
+	bufs    sync.Pool // *bufio.Writer of writeBuffer bytes
 
 	// ops feeds the committer goroutine. mu guards closing it: senders
 	// hold the read lock, Close the write lock.
@@ -82,7 +83,7 @@ type Stats struct {
 // what a crash can leave behind: files in tmp/ (never committed, so never
 // acknowledged) and state files whose message was being removed. Committed
 // messages are not touched. The logger receives a summary and I/O errors.
-func Open(dir string, logger *slog.Logger) (*Spool, error) {
+func Open(dir string, logger *slog.Logger, opts ...Option) (*Spool, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -93,6 +94,9 @@ func Open(dir string, logger *slog.Logger) (*Spool, error) {
 		logger: logger,
 		ops:    make(chan dirOp, maxBatch),
 		done:   make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	s.bufs.New = func() any { return bufio.NewWriterSize(nil, writeBuffer) }
 	for _, d := range []string{s.queue, s.tmp} {
@@ -217,7 +221,7 @@ func (s *Spool) commitLoop() {
 			applied = applied || err == nil
 		}
 		if applied {
-			err := s.qdir.Sync()
+			err := s.timed(s.qdir.Sync)
 			s.stats.dirSyncs.Add(1)
 			if err != nil {
 				err = fmt.Errorf("spool: fsync %s: %w", s.queue, err)
@@ -440,9 +444,29 @@ func (s *Spool) writeTemp(prefix string, data []byte) (name string, err error) {
 	return f.Name(), nil
 }
 
+// Option changes how Open sets up a spool.
+type Option func(*Spool)
+
+// WithFsyncObserver has f told the duration of every fsync of a message
+// file or of the queue directory (for the fsync latency metric).
+func WithFsyncObserver(f func(time.Duration)) Option {
+	return func(s *Spool) { s.onFsync = f }
+}
+
+// timed runs the fsync sync and tells the observer how long it took.
+func (s *Spool) timed(sync func() error) error {
+	if s.onFsync == nil {
+		return sync()
+	}
+	start := time.Now()
+	err := sync()
+	s.onFsync(time.Since(start))
+	return err
+}
+
 func (s *Spool) syncFile(f *os.File) error {
 	s.stats.fileSyncs.Add(1)
-	if err := f.Sync(); err != nil {
+	if err := s.timed(f.Sync); err != nil {
 		return fmt.Errorf("spool: fsync %s: %w", f.Name(), err)
 	}
 	return nil

@@ -734,3 +734,16 @@ func TestIDs(t *testing.T) {
 		t.Errorf("two generators made the same ID %s", a)
 	}
 }
+
+func TestIDTime(t *testing.T) {
+	var g idGen
+	now := time.Unix(1_800_000_000, 123456789)
+	id := g.next(now)
+	got, ok := IDTime(id)
+	if !ok || !got.Equal(now) {
+		t.Errorf("IDTime(%s) = %v, %v; want %v", id, got, ok, now)
+	}
+	if _, ok := IDTime("not-an-id"); ok {
+		t.Error("IDTime of a bad ID")
+	}
+}

@@ -42,6 +42,12 @@
 // local domains then fail, as there is nowhere to take them), a Relay when
 // one is. With a relay, a bounce to a local sender goes to the relay too:
 // the mailboxes live downstream, not in mxguard's data directory.
+//
+// With a relay, a Prober answers the question the queue would otherwise
+// answer days later with a bounce: will the downstream take mail for this
+// recipient? It asks at RCPT time, over the same client code as Relay, so
+// that an unknown recipient is refused in the session and no bounce goes
+// to a forged sender.
 package deliver
 
 import (

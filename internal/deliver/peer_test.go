@@ -18,7 +18,7 @@ import (
 type peer struct {
 	lmtp  bool
 	ext   []string                 // extension lines after the first EHLO/LHLO line
-	rcpt  func(addr string) string // reply to RCPT TO:<addr>
+	rcpt  func(addr string) string // reply to RCPT TO:<addr>; "" hangs up
 	final []string                 // replies after the final dot (LMTP: one per accepted RCPT)
 	tls   *tls.Config              // answer STARTTLS with 220 and a handshake
 	// breakTLS answers STARTTLS with 220 and closes the connection, on the
@@ -35,11 +35,16 @@ type peer struct {
 	delay time.Duration
 	// onQuit, when set, runs when QUIT arrives, before the reply.
 	onQuit func()
+	// rcptDelay is waited before each reply to RCPT, on top of delay.
+	rcptDelay time.Duration
 
 	mu     sync.Mutex
 	conns  int
-	bodies []string
-	cmds   []string
+	active int // connections open now
+	// maxActive is the most connections that were open at once.
+	maxActive int
+	bodies    []string
+	cmds      []string
 }
 
 func (p *peer) start(t testing.TB) string {
@@ -77,7 +82,14 @@ func (p *peer) serve(c net.Conn) {
 	p.mu.Lock()
 	p.conns++
 	first := p.conns == 1
+	p.active++
+	p.maxActive = max(p.maxActive, p.active)
 	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.active--
+		p.mu.Unlock()
+	}()
 	br, w := bufio.NewReader(c), c
 	say := func(s string) {
 		time.Sleep(p.delay)
@@ -129,6 +141,10 @@ func (p *peer) serve(c net.Conn) {
 			if p.rcpt != nil {
 				rep = p.rcpt(addr)
 			}
+			if rep == "" {
+				return // hang up, as a crashing server would
+			}
+			time.Sleep(p.rcptDelay)
 			if rep[0] == '2' {
 				accepted++
 			}
@@ -172,6 +188,9 @@ func (p *peer) serve(c net.Conn) {
 			if p.finalSent != nil {
 				p.finalSent <- time.Now()
 			}
+		case "RSET":
+			accepted = 0
+			say("250 2.0.0 ok")
 		case "QUIT":
 			if p.onQuit != nil {
 				p.onQuit()

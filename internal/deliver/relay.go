@@ -1,9 +1,7 @@
 package deliver
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +9,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/mxguard/mxguard/internal/smtpd"
@@ -57,8 +55,8 @@ func (t Timeouts) check() error {
 // When a TCP downstream offers STARTTLS, Relay uses it without verifying the
 // certificate (opportunistic TLS, RFC 7435: the relay target is named by the
 // operator, and refusing to deliver over a self-signed certificate would
-// only push mail back to plaintext). If the TLS handshake fails, the same
-// attempt is repeated once in plaintext.
+// only push mail back to plaintext). If the TLS handshake fails, the
+// connection is made again, once, in plaintext.
 type Relay struct {
 	url      string
 	network  string // "tcp" or "unix"
@@ -121,31 +119,43 @@ func NewRelay(rawURL, hostname string, t Timeouts, logger *slog.Logger) (*Relay,
 // String returns the relay's URL, for logs.
 func (r *Relay) String() string { return r.url }
 
-// errTLS marks a failed STARTTLS negotiation, after which the attempt is
-// repeated without TLS.
-var errTLS = errors.New("STARTTLS failed")
-
 // Deliver implements Deliverer. It calls decided right after the
 // downstream's last reply to the transaction is read, before QUIT.
 func (r *Relay) Deliver(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), rcpts []int, decided func([]Result)) []Result {
 	t := newTxn(env, rcpts)
 	t.onDecided = decided
-	err := r.attempt(ctx, t, body, true)
-	if errors.Is(err, errTLS) && !t.started {
-		r.logger.Warn("relay: STARTTLS failed, retrying in plaintext", "id", env.ID, "relay", r.url, "err", err)
-		err = r.attempt(ctx, t, body, false)
-	}
-	t.finish(err)
+	t.finish(r.attempt(ctx, t, body))
 	return t.res
 }
 
-// txn tracks the recipients of one Deliver call through one or two attempts.
+// attempt runs one connection's worth of the delivery, recording each
+// recipient's fate in t as soon as it is known.
+func (r *Relay) attempt(ctx context.Context, t *txn, body func() (io.ReadCloser, error)) error {
+	c, err := r.open(ctx, "id", t.env.ID)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	err = r.transaction(c, t, c.ext, body)
+	if err == nil {
+		// Every recipient has its reply. Until the queue has recorded
+		// them, a crash would deliver the message again, so that comes
+		// first; QUIT is a courtesy, and a failing one changes nothing.
+		t.finish(nil)
+		if t.onDecided != nil {
+			t.onDecided(t.res)
+		}
+		c.cmd(r.t.Quit, "QUIT")
+	}
+	return err
+}
+
+// txn tracks the recipients of one Deliver call.
 type txn struct {
 	env     *spool.Envelope
 	rcpts   []int
 	res     []Result
 	decided []bool
-	started bool // MAIL was sent: no second attempt within this call
 	// onDecided is Deliver's decided: told the results once every
 	// recipient has its reply.
 	onDecided func([]Result)
@@ -192,195 +202,6 @@ func localReply(code int, enhanced, text string) string {
 	return reply{code: code, lines: []string{enhanced + " " + text}}.String()
 }
 
-// conn is one client connection. Every wait sets its own deadline, clamped
-// by the context; cancelling the context interrupts whatever wait is
-// running.
-type conn struct {
-	nc  net.Conn
-	br  *bufio.Reader
-	bw  *bufio.Writer
-	ctx context.Context
-
-	mu           sync.Mutex // orders deadline changes against cancellation
-	writeTimeout time.Duration
-}
-
-func (c *conn) deadline(d time.Duration) time.Time {
-	dl := time.Now().Add(d)
-	if cd, ok := c.ctx.Deadline(); ok && cd.Before(dl) {
-		dl = cd
-	}
-	return dl
-}
-
-func (c *conn) setReadDeadline(d time.Duration) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.ctx.Err(); err != nil {
-		return err
-	}
-	return c.nc.SetReadDeadline(c.deadline(d))
-}
-
-// Write lets bufio.Writer flush through the connection with a fresh
-// deadline for every block, which is what Timeout.datablock means.
-func (c *conn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	if err := c.ctx.Err(); err != nil {
-		c.mu.Unlock()
-		return 0, err
-	}
-	err := c.nc.SetWriteDeadline(c.deadline(c.writeTimeout))
-	c.mu.Unlock()
-	if err != nil {
-		return 0, err
-	}
-	return c.nc.Write(p)
-}
-
-func (c *conn) interrupt() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.nc.SetDeadline(time.Unix(1, 0))
-}
-
-func (c *conn) read(d time.Duration) (reply, error) {
-	if err := c.setReadDeadline(d); err != nil {
-		return reply{}, err
-	}
-	return readReply(c.br)
-}
-
-// send writes commands (unflushed, so that pipelined ones go out in one
-// write) with the write timeout d.
-func (c *conn) send(d time.Duration, lines ...string) {
-	c.writeTimeout = d
-	for _, l := range lines {
-		c.bw.WriteString(l)
-		c.bw.WriteString("\r\n")
-	}
-}
-
-func (c *conn) flush() error { return c.bw.Flush() }
-
-// cmd sends one command and waits up to d for its reply.
-func (c *conn) cmd(d time.Duration, line string) (reply, error) {
-	c.send(d, line)
-	if err := c.flush(); err != nil {
-		return reply{}, err
-	}
-	return c.read(d)
-}
-
-// attempt runs one connection's worth of the delivery, recording each
-// recipient's fate in t as soon as it is known.
-func (r *Relay) attempt(ctx context.Context, t *txn, body func() (io.ReadCloser, error), useTLS bool) error {
-	d := net.Dialer{Timeout: r.t.Connect}
-	nc, err := d.DialContext(ctx, r.network, r.addr)
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", r.url, err)
-	}
-	c := &conn{nc: nc, ctx: ctx}
-	c.br = bufio.NewReader(nc)
-	c.bw = bufio.NewWriterSize(c, 32<<10)
-	stop := context.AfterFunc(ctx, c.interrupt)
-	defer func() {
-		stop()
-		c.nc.Close()
-	}()
-
-	greet, err := c.read(r.t.Initial)
-	if err != nil {
-		return fmt.Errorf("%s: reading greeting: %w", r.url, err)
-	}
-	if greet.class() != 2 {
-		// A server refusing to talk (even with 554) is treated as a
-		// temporary condition, as Postfix does by default
-		// (smtp_skip_5xx_greeting): it is the whole host, not the message.
-		return fmt.Errorf("%s: greeting: %s", r.url, greet)
-	}
-	ext, err := r.hello(c)
-	if err != nil {
-		return err
-	}
-	if _, ok := ext["STARTTLS"]; ok && useTLS && r.network == "tcp" {
-		if ext, err = r.startTLS(c); err != nil {
-			return err
-		}
-	}
-	err = r.transaction(c, t, ext, body)
-	if err == nil {
-		// Every recipient has its reply. Until the queue has recorded
-		// them, a crash would deliver the message again, so that comes
-		// first; QUIT is a courtesy, and a failing one changes nothing.
-		t.finish(nil)
-		if t.onDecided != nil {
-			t.onDecided(t.res)
-		}
-		c.cmd(r.t.Quit, "QUIT")
-	}
-	return err
-}
-
-// hello sends LHLO, or EHLO falling back to HELO, and returns the
-// extensions the server announced.
-func (r *Relay) hello(c *conn) (map[string]string, error) {
-	if r.lmtp {
-		rep, err := c.cmd(r.t.Lhlo, "LHLO "+r.hostname)
-		if err != nil {
-			return nil, fmt.Errorf("%s: LHLO: %w", r.url, err)
-		}
-		if rep.class() != 2 {
-			return nil, fmt.Errorf("%s: LHLO: %s", r.url, rep)
-		}
-		return rep.extensions(), nil
-	}
-	rep, err := c.cmd(r.t.Helo, "EHLO "+r.hostname)
-	if err != nil {
-		return nil, fmt.Errorf("%s: EHLO: %w", r.url, err)
-	}
-	if rep.class() == 2 {
-		return rep.extensions(), nil
-	}
-	if rep.class() == 5 {
-		rep, err = c.cmd(r.t.Helo, "HELO "+r.hostname)
-		if err != nil {
-			return nil, fmt.Errorf("%s: HELO: %w", r.url, err)
-		}
-		if rep.class() == 2 {
-			return map[string]string{}, nil
-		}
-	}
-	return nil, fmt.Errorf("%s: EHLO: %s", r.url, rep)
-}
-
-func (r *Relay) startTLS(c *conn) (map[string]string, error) {
-	rep, err := c.cmd(r.t.StartTLS, "STARTTLS")
-	if err != nil {
-		return nil, fmt.Errorf("%s: STARTTLS: %w", r.url, err)
-	}
-	if rep.code != 220 {
-		return nil, fmt.Errorf("%w: %s: %s", errTLS, r.url, rep)
-	}
-	cfg := &tls.Config{
-		// Opportunistic: see the Relay doc comment.
-		InsecureSkipVerify: true,
-		ServerName:         r.host,
-		MinVersion:         tls.VersionTLS12,
-	}
-	tc := tls.Client(c.nc, cfg)
-	c.mu.Lock()
-	c.nc.SetDeadline(c.deadline(r.t.StartTLS))
-	c.nc = tc
-	c.mu.Unlock()
-	if err := tc.HandshakeContext(c.ctx); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", errTLS, r.url, err)
-	}
-	c.br.Reset(tc)
-	c.bw.Reset(c)
-	return r.hello(c)
-}
-
 // transaction sends MAIL, RCPT, DATA and the body. With PIPELINING the
 // envelope and DATA go out in one write (RFC 2920); without it each command
 // waits for its reply, and DATA is sent only if a recipient was accepted.
@@ -423,7 +244,6 @@ func (r *Relay) transaction(c *conn, t *txn, ext map[string]string, body func() 
 		return nil
 	}
 	_, pipelining := ext["PIPELINING"]
-	t.started = true
 
 	c.send(r.t.Mail, mail)
 	if pipelining {
@@ -552,7 +372,7 @@ func isASCII(s string) bool {
 // session stored it in. One parser on both sides: what got 250 at RCPT is
 // what is sent on.
 func validAddr(s string) bool {
-	if s == "" {
+	if s == "" || strings.EqualFold(s, "postmaster") { // RFC 5321 4.5.1's bare <Postmaster>
 		return true
 	}
 	_, err := smtpd.ParseMailbox(s)

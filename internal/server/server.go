@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/admit"
+	"github.com/mxguard/mxguard/internal/cache"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
 	"github.com/mxguard/mxguard/internal/deliver"
@@ -125,6 +126,11 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 			return nil, err // says "relay ..." itself
 		}
 		d = r
+		if cfg.Delivery.Verify == config.VerifyProbe {
+			if s.verify, err = newProber(cfg, r, logger, &s.closers); err != nil {
+				return nil, err
+			}
+		}
 	} else {
 		s.maildir = deliver.NewMaildir(filepath.Join(cfg.DataDir, "mail"), cfg.Hostname, cfg.LocalDomains, logger)
 		s.maildir.OnFsync = s.metrics.Fsync
@@ -158,6 +164,65 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 	s.smtp = smtpd.NewServer(s.smtpConfig(cfg, l.tls))
 	ok = true
 	return s, nil
+}
+
+// Verification cache and connection bounds that have no key of their own.
+const (
+	// verifyCacheSize is how many verdicts this node remembers (about
+	// 100 bytes each); a dictionary attack pushes out the oldest.
+	verifyCacheSize = 100_000
+	// probeIdle is how long an unused connection to the downstream is
+	// kept for the next probe: below a busy Postfix's 10 s smtpd_timeout.
+	probeIdle = 5 * time.Second
+)
+
+// newProber builds the recipient verification of [delivery] verify =
+// "probe": a Prober on the relay, its verdicts cached in this process, or
+// in Redis for the whole fleet when [fleet] redis is set.
+func newProber(cfg *config.Config, r *deliver.Relay, logger *slog.Logger, closers *[]func()) (policy.Verifier, error) {
+	mem, err := cache.NewMemory(verifyCacheSize, nil)
+	if err != nil {
+		return nil, err
+	}
+	var c cache.Cache = mem
+	if cfg.Fleet.Redis != "" {
+		opts := cache.RedisOptions{URL: cfg.Fleet.Redis, KeyPrefix: cfg.Fleet.KeyPrefix}
+		if !strings.Contains(opts.URL, "://") {
+			opts.URL, opts.Addr = "", cfg.Fleet.Redis // plain host:port
+		}
+		rc, err := cache.NewRedis(opts, mem, logger)
+		if err != nil {
+			return nil, fmt.Errorf("fleet redis: %w", err)
+		}
+		*closers = append(*closers, func() { rc.Close() })
+		c = rc
+	}
+	p, err := deliver.NewProber(r, deliver.ProberConfig{
+		MaxInFlight: cfg.Delivery.VerifyMaxProbes,
+		PositiveTTL: cfg.Delivery.VerifyPositiveTTL,
+		NegativeTTL: cfg.Delivery.VerifyNegativeTTL,
+		IdleTimeout: probeIdle,
+	}, c, logger)
+	if err != nil {
+		return nil, err
+	}
+	*closers = append(*closers, p.Close)
+	return prober{p}, nil
+}
+
+// prober puts the Prober's verdicts into the policy's terms.
+type prober struct{ p *deliver.Prober }
+
+func (p prober) Verify(ctx context.Context, addr string) policy.Verification {
+	v := p.p.Verify(ctx, addr)
+	st := policy.Unverified
+	switch v.Status {
+	case deliver.Valid:
+		st = policy.Valid
+	case deliver.Invalid:
+		st = policy.Invalid
+	}
+	return policy.Verification{Status: st, Detail: v.Reply}
 }
 
 func newLimiter(cfg *config.Config, logger *slog.Logger, m *metrics.Metrics, closers *[]func()) (limit.Limiter, error) {

@@ -15,6 +15,7 @@ packages=(
 	libnet-ssleay-perl # swaks' STARTTLS; Debian's swaks only recommends it
 	python3            # e2e TestDeliverSmtplib: Python's smtplib as the client
 	iproute2           # ip: e2e TestDefaults brings up lo in a network namespace of its own
+	prometheus         # e2e TestPrometheusScrape: a real scraper of the admin listener; never started as a daemon
 )
 need=()
 for p in "${packages[@]}"; do
@@ -32,8 +33,19 @@ if [ ${#need[@]} -gt 0 ]; then
 		echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
 		echo "postfix postfix/mailname string localhost" | debconf-set-selections
 	fi
+	# Daemon packages (Postfix, Redis, Prometheus...) must not start
+	# their system instances on install: the tests run private ones on
+	# loopback. policy-rc.d is Debian's switch for that; one already in
+	# place is left alone.
+	guard=
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 755 /usr/sbin/policy-rc.d
+		guard=1
+	fi
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	[ -z "$guard" ] || rm -f /usr/sbin/policy-rc.d
 fi
 export PATH="$PATH:$(go env GOPATH)/bin"
 if ! command -v staticcheck >/dev/null; then

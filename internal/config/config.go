@@ -47,6 +47,7 @@ type Config struct {
 	Delivery   Delivery
 	Recipients Recipients
 	Fleet      Fleet
+	Admin      Admin
 
 	// Path is the file the configuration was loaded from; "" for defaults.
 	Path string
@@ -156,6 +157,11 @@ const (
 	LogText = "text"
 	LogJSON = "json"
 )
+
+// Admin configures the admin HTTP listener.
+type Admin struct {
+	Listen string // host:port; "" = off
+}
 
 // Values of Fleet.OnRedisError.
 const (

@@ -191,6 +191,7 @@ func TestKeys(t *testing.T) {
 				return [4]any{c.Delivery.Verify, c.Delivery.VerifyPositiveTTL, c.Delivery.VerifyNegativeTTL, c.Delivery.VerifyMaxProbes}
 			},
 			[4]any{"probe", 2 * time.Hour, 5 * time.Minute, 8 - 5}},
+		{"[admin]\nlisten = \"127.0.0.1:8025\"", func(c *Config) any { return c.Admin.Listen }, "127.0.0.1:8025"},
 		{"[fleet]\nredis = \"127.0.0.1:6379\"", func(c *Config) any { return c.Fleet.Redis }, "127.0.0.1:6379"},
 		{"[fleet]\nredis = \"rediss://user:pw@redis.example.org:6380/2\"", func(c *Config) any { return c.Fleet.Redis }, "rediss://user:pw@redis.example.org:6380/2"},
 		{"[fleet]\nredis = \"unix:///run/redis.sock\"", func(c *Config) any { return c.Fleet.Redis }, "unix:///run/redis.sock"},
@@ -263,6 +264,7 @@ func TestFullExample(t *testing.T) {
 		Delivery: Delivery{Relay: "lmtp+unix:///var/run/dovecot/lmtp", QueueLifetime: 5 * 24 * time.Hour,
 			Verify: "probe", VerifyPositiveTTL: 24 * time.Hour, VerifyNegativeTTL: time.Hour, VerifyMaxProbes: 8},
 		Recipients: Recipients{File: "/etc/mxguard/recipients", Aliases: "/etc/aliases"},
+		Admin:      Admin{Listen: "127.0.0.1:8025"},
 		Fleet:      Fleet{Redis: "redis://10.0.0.5:6379/0", KeyPrefix: "mxguard:", OnRedisError: "local"},
 		Path:       "testdata/full.toml",
 	}
@@ -359,6 +361,7 @@ func TestErrors(t *testing.T) {
 		{"verify without relay", "[delivery]\n\nverify = \"probe\"\n", []want{{3, "delivery.verify", "delivery.relay is not set"}}},
 		{"verify without probes", "[delivery]\nrelay = \"smtp://h:25\"\nverify = \"probe\"\nverify_max_probes = 0\n", []want{{4, "delivery.verify_max_probes", "at least 1"}}},
 		{"catch_all type", "[recipients]\ncatch_all = \"yes\"\n", []want{{2, "recipients.catch_all", "must be true or false"}}},
+		{"admin listen", "[admin]\nlisten = \"8025\"\n", []want{{2, "admin.listen", "invalid address"}}},
 		{"redis", "[fleet]\nredis = \"localhost\"\n", []want{{2, "fleet.redis", "invalid redis address"}}},
 		{"redis scheme", "[fleet]\nredis = \"http://localhost:6379\"\n", []want{{2, "fleet.redis", "scheme"}}},
 		{"on_redis_error", "[fleet]\non_redis_error = \"ignore\"\n", []want{{2, "fleet.on_redis_error", `must be "local" or "tempfail"`}}},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -114,6 +115,12 @@ func (p *parser) errorAt(line int, key, msg string) {
 	p.errs = append(p.errs, Error{File: p.file, Line: line, Key: key, Msg: msg})
 }
 
+// warnAt records a note about key, found after parsing.
+func (p *parser) warnAt(key, format string, args ...any) {
+	e := Error{File: p.file, Line: p.line(key), Key: key, Msg: fmt.Sprintf(format, args...)}
+	p.cfg.Warnings = append(p.cfg.Warnings, e.Error())
+}
+
 // warnf records a note about the key being applied.
 func (p *parser) warnf(format string, args ...any) {
 	e := Error{File: p.file, Line: p.line(p.key), Key: p.key, Msg: fmt.Sprintf(format, args...)}
@@ -130,6 +137,13 @@ func (p *parser) finish() {
 		p.errorf("tls_key", "is set but tls_cert is not; set both or neither")
 	}
 	p.checkSessionLimits()
+	if a := c.Admin.Listen; a != "" {
+		if host, _, err := net.SplitHostPort(a); err == nil {
+			if ip, err := netip.ParseAddr(host); host == "" || err == nil && !ip.IsLoopback() {
+				p.warnAt("admin.listen", "%s is not a loopback address: the network can read the traffic figures", a)
+			}
+		}
+	}
 	switch {
 	case c.Delivery.Verify == VerifyProbe && c.Delivery.Relay == "":
 		p.errorf("delivery.verify", "is %q but delivery.relay is not set: there is nobody to ask", VerifyProbe)
@@ -210,6 +224,13 @@ func checkLogFormat(s string) (string, error) {
 		return "", fmt.Errorf("must be %q or %q, not %q", LogText, LogJSON, s)
 	}
 	return s, nil
+}
+
+func checkAdminListen(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	return s, checkHostPort(s, true, true)
 }
 
 func checkVerify(s string) (string, error) {

@@ -111,7 +111,7 @@ func tomlLiteral(v any) string {
 
 // Sections are the tables of the file, in the order the documentation
 // shows them; "" is the top level.
-var Sections = []string{"", "limits", "timeouts", "recipients", "delivery", "fleet"}
+var Sections = []string{"", "limits", "timeouts", "recipients", "delivery", "fleet", "admin"}
 
 // Keys returns every configuration key, in documentation order.
 func Keys() []Key { return append([]Key(nil), schema...) }
@@ -260,6 +260,9 @@ var schema = []Key{
 		set: stringVal(func(c *Config) *string { return &c.Fleet.KeyPrefix }, nil)},
 	{Name: "fleet.on_redis_error", Default: OnRedisErrorLocal, Doc: "when Redis is away: \"local\" counts on this node, \"tempfail\" answers 421",
 		set: stringVal(func(c *Config) *string { return &c.Fleet.OnRedisError }, checkOnRedisError)},
+
+	{Name: "admin.listen", Default: "", Doc: "host:port of the admin HTTP listener (/metrics for Prometheus, /healthz, /readyz); \"\" is off; give a loopback address unless the network may see the figures",
+		set: stringVal(func(c *Config) *string { return &c.Admin.Listen }, checkAdminListen)},
 }
 
 // keyIndex finds a key by section and name. It is built once from schema

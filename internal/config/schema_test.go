@@ -163,3 +163,19 @@ func TestNoFile(t *testing.T) {
 		t.Error("an empty file or Default() accepts every local part")
 	}
 }
+
+// TestAdminListenWarning: an admin listener the network can reach is
+// warned about, with its line.
+func TestAdminListenWarning(t *testing.T) {
+	for doc, warn := range map[string]bool{
+		"[admin]\nlisten = \"127.0.0.1:8025\"\n": false,
+		"[admin]\nlisten = \"[::1]:8025\"\n":     false,
+		"[admin]\nlisten = \"192.0.2.1:8025\"\n": true,
+		"[admin]\nlisten = \":8025\"\n":          true,
+	} {
+		c := parse(t, doc)
+		if got := len(c.Warnings) == 1 && strings.Contains(c.Warnings[0], "test.toml:2: admin.listen:"); got != warn {
+			t.Errorf("%q: warnings %q", doc, c.Warnings)
+		}
+	}
+}

@@ -116,7 +116,11 @@ func startMX(t *testing.T, toml string) *mx {
 	// no other process can take it in between. The port it got is then
 	// written into the config, for restarts.
 	const anyPort = `listen = ["127.0.0.1:0"]` + "\n"
-	ownListen := !strings.Contains(toml, "listen")
+	top := toml // the top-level keys: what comes before the first [table]
+	if i := tableHeader.FindStringIndex(toml); i != nil {
+		top = toml[:i[0]]
+	}
+	ownListen := !listenKey.MatchString(top)
 	if ownListen {
 		pre.WriteString(anyPort)
 	}
@@ -152,7 +156,11 @@ func startMX(t *testing.T, toml string) *mx {
 	return m
 }
 
-var recipientsTable = regexp.MustCompile(`(?m)^\[recipients\]`)
+var (
+	recipientsTable = regexp.MustCompile(`(?m)^\[recipients\]`)
+	listenKey       = regexp.MustCompile(`(?m)^listen\s*=`)
+	tableHeader     = regexp.MustCompile(`(?m)^\[`)
+)
 
 // listenAddr is the address the server said it listens on, for a listen
 // address with port 0.

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/admin"
 	"github.com/mxguard/mxguard/internal/admit"
 	"github.com/mxguard/mxguard/internal/cache"
 	"github.com/mxguard/mxguard/internal/config"
@@ -62,6 +63,7 @@ type Server struct {
 	mu       sync.Mutex // serialises reloads and trust/deny changes
 	lns      []net.Listener
 	ctlLn    net.Listener
+	adminLn  net.Listener
 	started  time.Time
 	accepted atomic.Int64
 }
@@ -300,6 +302,13 @@ func (s *Server) Listen() error {
 		}
 		s.lns = append(s.lns, ln)
 	}
+	if cfg.Admin.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Admin.Listen)
+		if err != nil {
+			return cfg.KeyError("admin.listen", err)
+		}
+		s.adminLn = ln
+	}
 	if cfg.Control != "" {
 		ln, err := control.Listen(cfg.Control)
 		if err != nil {
@@ -308,6 +317,35 @@ func (s *Server) Listen() error {
 		s.ctlLn = ln
 	}
 	return nil
+}
+
+// Ready reports whether the server can take mail now (/readyz).
+func (s *Server) Ready() []admin.Check {
+	cfg := s.cfg.Load()
+	listening := admin.Check{Name: "listening", OK: len(s.lns) > 0 && !s.smtp.Draining()}
+	if listening.OK {
+		listening.Detail = fmt.Sprint(s.Addrs())
+	} else {
+		listening.Detail = "not listening, or stopping"
+	}
+	checks := []admin.Check{listening}
+	spoolCheck := admin.Check{Name: "spool", OK: true, Detail: "writable"}
+	if err := s.spool.Writable(); err != nil {
+		spoolCheck.OK, spoolCheck.Detail = false, err.Error()
+	}
+	checks = append(checks, spoolCheck)
+	if cfg.Fleet.Redis != "" {
+		state := s.metrics.Recent.Summary(0, 0).Limiter
+		c := admin.Check{Name: "redis", OK: true, Detail: "limits counted in Redis"}
+		if state == metrics.LimiterFallback {
+			c.Detail = "Redis unreachable: counting on this node meanwhile"
+			if cfg.Fleet.OnRedisError == config.OnRedisErrorTempfail {
+				c.OK, c.Detail = false, "Redis unreachable and on_redis_error = \"tempfail\": every client gets 421"
+			}
+		}
+		checks = append(checks, c)
+	}
+	return checks
 }
 
 // Addrs are the addresses the server listens on.
@@ -336,6 +374,14 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stopQueue()
 	queueDone := make(chan error, 1)
 	go func() { queueDone <- s.queue.Run(queueCtx) }()
+	if s.adminLn != nil {
+		wg.Go(func() {
+			if err := admin.Serve(ctx, s.adminLn, admin.Handler(s.metrics.Registry, s), s.log); err != nil {
+				s.log.Error("admin listener", "err", err.Error())
+			}
+		})
+		s.log.Info("admin listening", "addr", s.adminLn.Addr().String())
+	}
 	if s.ctlLn != nil {
 		wg.Add(1)
 		go func() {
@@ -387,6 +433,9 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func (s *Server) close() {
+	if s.adminLn != nil {
+		s.adminLn.Close() // when Run never served it
+	}
 	if s.spool != nil {
 		s.spool.Close()
 	}

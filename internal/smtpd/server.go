@@ -251,6 +251,9 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// Draining reports whether Shutdown has begun.
+func (srv *Server) Draining() bool { return srv.draining.Load() }
+
 // Sessions is the number of sessions running now.
 func (srv *Server) Sessions() int {
 	srv.mu.Lock()

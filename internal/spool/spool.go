@@ -542,3 +542,17 @@ func (s *Spool) Quarantine(id string) error {
 // is stored elsewhere (delivered straight into Maildir) but should be named
 // the same way in logs.
 func (s *Spool) NewID() string { return s.ids.next(time.Now()) }
+
+// Writable reports whether a message can be written now: a file is made
+// and removed in the spool's temporary directory (readiness checks).
+func (s *Spool) Writable() error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	f, err := os.CreateTemp(s.tmp, "ready-")
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}

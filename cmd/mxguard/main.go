@@ -33,6 +33,7 @@ const usage = `usage:
   mxguard trust   [--config FILE] IP|CIDR|'a log line'   trust a client, live and persisted
   mxguard deny    [--config FILE] IP|CIDR|'a log line'   refuse a client, live and persisted
   mxguard reload  [--config FILE]        re-read the configuration (like SIGHUP)
+  mxguard status  [--config FILE] [--json]   sessions, refusals by reason and the top offenders of the last minute
   mxguard version
 `
 
@@ -230,6 +231,7 @@ func importSendmail(args []string, stdout, stderr io.Writer) int {
 func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs := flags(cmd, stderr)
 	path := fs.String("config", "", "configuration file, to find the control socket and the trust/deny files")
+	asJSON := fs.Bool("json", false, "status: print the figures as JSON")
 	if fs.Parse(args) != nil {
 		return 2
 	}
@@ -243,6 +245,13 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			fmt.Fprintf(stderr, "mxguard %s: %v\n", cmd, err)
 			return 1
+		}
+		if cmd == "status" && !*asJSON {
+			if err := server.FormatStatus(stdout, out); err != nil {
+				fmt.Fprintf(stderr, "mxguard %s: %v\n", cmd, err)
+				return 1
+			}
+			return 0
 		}
 		fmt.Fprintln(stdout, out)
 		return 0

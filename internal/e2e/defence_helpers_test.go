@@ -146,7 +146,7 @@ func (m *mx) waitAdmitted(n int) {
 		if out, err = m.mxctl("status"); err != nil {
 			m.t.Fatalf("mxguard status: %v: %s", err, out)
 		}
-		if strings.HasSuffix(out, want) {
+		if first, _, _ := strings.Cut(out, "\n"); strings.HasSuffix(first, want) {
 			return
 		}
 		<-tick.C

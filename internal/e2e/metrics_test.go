@@ -158,3 +158,39 @@ func promWait(t *testing.T, promAddr, q string, want int) {
 	}
 	t.Fatalf("Prometheus: %s = %s after 30s, want %d", q, last, want)
 }
+
+// TestStatus: `mxguard status` shows the sessions now, the refusals of
+// the last minute by reason, and the clients and networks that drew them.
+func TestStatus(t *testing.T) {
+	m := startMX(t, "trusted_networks = []\n[limits]\nclient_rate = 1\n")
+	for i, src := range []string{"127.0.5.1", "127.0.5.1", "127.0.5.1", "127.0.5.1", "127.0.5.2", "127.0.5.2"} {
+		c := rawClient(t, src, m.addr)
+		got := c.reply()
+		if first := i == 0 || i == 4; first != strings.HasPrefix(got, "220") {
+			t.Fatalf("%s: %q", src, got)
+		}
+		c.c.Close()
+	}
+	idle := rawClient(t, "127.0.6.1", m.addr)
+	expect(t, idle.reply(), "220")
+	out, err := m.mxctl("status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"1 sessions now",
+		"limits counted: local",
+		"last minute: 3 sessions admitted, 0 messages accepted, 4 refused",
+		"  ratecontrol            4",
+		"top refused clients (last minute):\n  127.0.5.1                   3  ratecontrol\n  127.0.5.2                   1  ratecontrol\n",
+		"top refused networks (last minute):\n  127.0.5.0/24                4  ratecontrol",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	js, err := m.mxctl("status", "--json")
+	if err != nil || !strings.Contains(js, `"refused":{"ratecontrol":4}`) {
+		t.Errorf("status --json: %v\n%s", err, js)
+	}
+}

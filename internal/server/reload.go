@@ -1,7 +1,12 @@
 package server
 
 import (
+	"cmp"
+	"encoding/json"
+	"io"
+
 	"fmt"
+	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/reason"
 	"net/netip"
 	"slices"
@@ -96,8 +101,70 @@ func (s *Server) addPrefix(p netip.Prefix, trust bool) (string, error) {
 	return msg, nil
 }
 
-// Status reports what the server is doing.
+// Status is what the server is doing, as `mxguard status` shows it: the
+// figures that matter under attack.
+type Status struct {
+	Uptime     time.Duration   `json:"uptime_ns"`
+	Sessions   int             `json:"sessions"`
+	GreetPause int64           `json:"greet_pause"`
+	Accepted   int64           `json:"connections_accepted"`
+	Admitted   int64           `json:"admitted"` // connections holding an admission slot now
+	LastMinute metrics.Summary `json:"last_minute"`
+}
+
+// Status reports what the server is doing, as one line of JSON for the
+// control socket (FormatStatus renders it).
 func (s *Server) Status() (string, error) {
-	return fmt.Sprintf("up %s, %d sessions, %d connections accepted, %d admitted now",
-		time.Since(s.started).Round(time.Second), s.smtp.Sessions(), s.accepted.Load(), s.admit.Children()), nil
+	st := Status{
+		Uptime:     time.Since(s.started).Round(time.Second),
+		Sessions:   s.smtp.Sessions(),
+		GreetPause: s.smtp.InGreetPause(),
+		Accepted:   s.accepted.Load(),
+		Admitted:   s.admit.Children(),
+		LastMinute: s.metrics.Recent.Summary(time.Minute, 10),
+	}
+	b, err := json.Marshal(st)
+	return string(b), err
+}
+
+// FormatStatus renders the JSON of Status for a terminal.
+func FormatStatus(w io.Writer, js string) error {
+	var st Status
+	if err := json.Unmarshal([]byte(js), &st); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	m := st.LastMinute
+	fmt.Fprintf(w, "up %s, %d sessions now (%d in the greeting pause), %d connections accepted since start, %d admitted now\n",
+		st.Uptime, st.Sessions, st.GreetPause, st.Accepted, st.Admitted)
+	fmt.Fprintf(w, "limits counted: %s\n", m.Limiter)
+	var refused int64
+	for _, n := range m.Refused {
+		refused += n
+	}
+	fmt.Fprintf(w, "last minute: %d sessions admitted, %d messages accepted, %d refused\n", m.Admitted, m.Accepted, refused)
+	reasons := make([]reason.Reason, 0, len(m.Refused))
+	for r := range m.Refused {
+		reasons = append(reasons, r)
+	}
+	slices.SortFunc(reasons, func(a, b reason.Reason) int { return cmp.Compare(m.Refused[b], m.Refused[a]) })
+	for _, r := range reasons {
+		fmt.Fprintf(w, "  %-22s %d\n", r, m.Refused[r])
+	}
+	for _, t := range []struct {
+		title string
+		list  []metrics.Offender
+	}{{"top refused clients", m.TopIPs}, {"top refused networks", m.TopNets}} {
+		if len(t.list) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "%s (last minute):\n", t.title)
+		for _, o := range t.list {
+			p := o.Prefix.String()
+			if o.Prefix.IsSingleIP() {
+				p = o.Prefix.Addr().String()
+			}
+			fmt.Fprintf(w, "  %-22s %6d  %s\n", p, o.Count, o.Reason)
+		}
+	}
+	return nil
 }

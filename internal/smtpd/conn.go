@@ -178,7 +178,11 @@ func (c *conn) serve() {
 func (c *conn) greet() bool {
 	if p := c.sess.GreetPause; p > 0 {
 		c.cfg.Observer.GreetPause(1)
-		defer c.cfg.Observer.GreetPause(-1)
+		c.srv.pausing.Add(1)
+		defer func() {
+			c.cfg.Observer.GreetPause(-1)
+			c.srv.pausing.Add(-1)
+		}()
 		c.setReadDeadline(time.Now().Add(p))
 		var b [1]byte
 		n, err := c.nc.Read(b[:])

@@ -127,6 +127,7 @@ type Server struct {
 	log *slog.Logger
 
 	ids      atomic.Uint64
+	pausing  atomic.Int64 // sessions in the greeting pause
 	idPrefix string
 
 	// readers holds the read buffers of sessions that are not waiting
@@ -250,6 +251,9 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	<-done
 	return ctx.Err()
 }
+
+// InGreetPause is the number of sessions held in the greeting pause now.
+func (srv *Server) InGreetPause() int64 { return srv.pausing.Load() }
 
 // Draining reports whether Shutdown has begun.
 func (srv *Server) Draining() bool { return srv.draining.Load() }

@@ -99,6 +99,9 @@ resolver = "127.0.0.1:$DNS_PORT"
 
 [limits]
 max_message_size = "1MiB"
+
+[recipients]
+catch_all = true
 EOF
 ulimit -n "$(ulimit -Hn)"
 

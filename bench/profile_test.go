@@ -33,7 +33,7 @@ import (
 // map and extra top-level TOML, logging as mxguard serve does (text to a
 // file, since each rejection's log line is part of its cost), and returns
 // its address and data directory.
-func startServer(tb testing.TB, access, extra string) (addr, dataDir string) {
+func startServer(tb testing.TB, access, extra string, opts ...server.Option) (addr, dataDir string) {
 	tb.Helper()
 	dir := tb.TempDir()
 	dataDir = filepath.Join(dir, "data")
@@ -50,7 +50,10 @@ data_dir = %q
 local_domains = ["bench.test"]
 access_map = %q
 resolver = %q
-%s`, dataDir, accessPath, dns.Addr, extra)
+%s
+[recipients]
+catch_all = true
+`, dataDir, accessPath, dns.Addr, extra)
 	cfgPath := filepath.Join(dir, "mxguard.toml")
 	if err := os.WriteFile(cfgPath, []byte(toml), 0o600); err != nil {
 		tb.Fatal(err)
@@ -64,7 +67,7 @@ resolver = %q
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { logFile.Close() })
-	srv, err := server.New(cfg, slog.New(slog.NewTextHandler(logFile, nil)))
+	srv, err := server.New(cfg, slog.New(slog.NewTextHandler(logFile, nil)), opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -87,8 +90,20 @@ resolver = %q
 // ClientRate: accept, admission, the 421, close. The client is not trusted
 // (trusted_networks is empty) and may connect once a minute, so every
 // connection after the first is refused, as in run.sh's flood.
+//
+// The sub-benchmarks show what the metrics cost a refused connection: with
+// them (as served) and without (server.WithoutMetrics).
 func BenchmarkFloodReject(b *testing.B) {
-	addr, _ := startServer(b, "ClientRate:\t1\n", "trusted_networks = []\n")
+	for _, m := range []struct {
+		name string
+		opts []server.Option
+	}{{"metrics=on", nil}, {"metrics=off", []server.Option{server.WithoutMetrics()}}} {
+		b.Run(m.name, func(b *testing.B) { floodReject(b, m.opts...) })
+	}
+}
+
+func floodReject(b *testing.B, opts ...server.Option) {
+	addr, _ := startServer(b, "ClientRate:\t1\n", "trusted_networks = []\n", opts...)
 	d := net.Dialer{Timeout: 5 * time.Second}
 	buf := make([]byte, 512)
 	var refused int

@@ -461,6 +461,13 @@ ClientRate:${IDLE_GREET_BIND%%.1-*}.0/23	0
 ClientRate:${IDLE_HELO_BIND%%.1-*}.0/23	0
 GreetPause:${IDLE_GREET_BIND%%.1-*}.0/23	120000
 EOF
+# The users both servers know (Postfix's virtual maps list the same):
+# user, 2user ... 50user as smtp-source and mxload name several
+# recipients, and the fixed names the workloads use.
+{
+	for u in user legit large idle; do echo "$u@bench.test"; done
+	for i in $(seq 2 50); do echo "${i}user@bench.test"; done
+} >"$W/mxguard/recipients"
 cat >"$W/mxguard/mxguard.toml" <<EOF
 hostname = "mxguard.bench.localhost"
 listen = ["127.0.0.1:$MX_PORT"]
@@ -472,6 +479,9 @@ access_map = "$W/mxguard/access"
 
 [limits]
 max_message_size = "25MiB"
+
+[recipients]
+file = "$W/mxguard/recipients"
 EOF
 "$BIN/mxguard" check --config "$W/mxguard/mxguard.toml" >&2 || die "mxguard config rejected"
 wait_listen "$DNS_PORT"

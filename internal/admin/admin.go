@@ -32,7 +32,7 @@ type Readiness interface {
 }
 
 // Handler returns the admin endpoints over registry and ready.
-func Handler(registry *prometheus.Registry, ready Readiness) http.Handler {
+func Handler(registry prometheus.Gatherer, ready Readiness) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{
 		// One scrape at a time: a slow scraper must not stack up work.

@@ -223,8 +223,17 @@ func codeLabel(code int) string {
 	if code < 200 || code > 599 {
 		return "other"
 	}
-	return strconv.Itoa(code)
+	return codeLabels[code-200]
 }
+
+// codeLabels are the codes' strings, made once: a command's observation
+// then allocates nothing.
+var codeLabels = func() (l [400]string) {
+	for i := range l {
+		l[i] = strconv.Itoa(200 + i)
+	}
+	return l
+}()
 
 // MessageAccepted counts a message made durable and acknowledged.
 func (m *Metrics) MessageAccepted() {
@@ -294,4 +303,21 @@ func (m *Metrics) ThrottleStall() {
 	if m != nil {
 		m.stalls.Inc()
 	}
+}
+
+// Summary is Recent's summary, or an empty one from a nil Metrics.
+func (m *Metrics) Summary(span time.Duration, n int) Summary {
+	if m == nil {
+		return Summary{Refused: map[reason.Reason]int64{}}
+	}
+	return m.Recent.Summary(span, n)
+}
+
+// Gatherer is what /metrics serves: the registry, or an empty one from a
+// nil Metrics.
+func (m *Metrics) Gatherer() prometheus.Gatherer {
+	if m == nil {
+		return prometheus.NewRegistry()
+	}
+	return m.Registry
 }

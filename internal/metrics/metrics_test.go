@@ -129,3 +129,18 @@ func BenchmarkRefusedManyClients(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkSessionObserved is what the metrics add to one accepted
+// session: its start and end, five commands timed, one message counted.
+func BenchmarkSessionObserved(b *testing.B) {
+	m := New()
+	b.ReportAllocs()
+	for b.Loop() {
+		m.SessionStart()
+		for _, c := range [...]string{"EHLO", "MAIL", "RCPT", "DATA", "QUIT"} {
+			m.Command(c, 250, 80*time.Microsecond)
+		}
+		m.MessageAccepted()
+		m.SessionEnd()
+	}
+}

@@ -121,7 +121,7 @@ func (s *Server) Status() (string, error) {
 		GreetPause: s.smtp.InGreetPause(),
 		Accepted:   s.accepted.Load(),
 		Admitted:   s.admit.Children(),
-		LastMinute: s.metrics.Recent.Summary(time.Minute, 10),
+		LastMinute: s.metrics.Summary(time.Minute, 10),
 	}
 	b, err := json.Marshal(st)
 	return string(b), err

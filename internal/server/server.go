@@ -72,7 +72,15 @@ type Server struct {
 type Option func(*options)
 
 type options struct {
-	verifier admit.Verifier
+	verifier  admit.Verifier
+	metrics   *metrics.Metrics
+	noMetrics bool
+}
+
+// WithoutMetrics builds a server that counts nothing (no /metrics, no
+// figures in status): for measuring what the counting costs.
+func WithoutMetrics() Option {
+	return func(o *options) { o.noMetrics = true }
 }
 
 // WithVerifier makes admission take clients' reverse-DNS names from v
@@ -89,7 +97,10 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 	for _, opt := range opts {
 		opt(&o)
 	}
-	s := &Server{log: logger, started: time.Now(), metrics: metrics.New()}
+	s := &Server{log: logger, started: time.Now()}
+	if !o.noMetrics {
+		s.metrics = metrics.New()
+	}
 	s.cfg.Store(cfg)
 	ok := false
 	defer func() {
@@ -335,7 +346,7 @@ func (s *Server) Ready() []admin.Check {
 	}
 	checks = append(checks, spoolCheck)
 	if cfg.Fleet.Redis != "" {
-		state := s.metrics.Recent.Summary(0, 0).Limiter
+		state := s.metrics.Summary(0, 0).Limiter
 		c := admin.Check{Name: "redis", OK: true, Detail: "limits counted in Redis"}
 		if state == metrics.LimiterFallback {
 			c.Detail = "Redis unreachable: counting on this node meanwhile"
@@ -376,7 +387,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { queueDone <- s.queue.Run(queueCtx) }()
 	if s.adminLn != nil {
 		wg.Go(func() {
-			if err := admin.Serve(ctx, s.adminLn, admin.Handler(s.metrics.Registry, s), s.log); err != nil {
+			if err := admin.Serve(ctx, s.adminLn, admin.Handler(s.metrics.Gatherer(), s), s.log); err != nil {
 				s.log.Error("admin listener", "err", err.Error())
 			}
 		})

@@ -109,7 +109,7 @@ func (x *session) Data(s *smtpd.Session, r io.Reader) *reply.Reply {
 		return replyStorage
 	}
 	x.metrics.MessageAccepted()
-	x.log.Info("accepted", "id", env.ID, "ip", x.client.Addr.String(), "from", env.From, "rcpts", len(env.Rcpts), "size", env.Size)
+	x.log.Info("accepted", "id", env.ID, "session", s.ID, "ip", x.client.Addr.String(), "from", env.From, "rcpts", len(env.Rcpts), "size", env.Size)
 	if delivered != "" {
 		for _, rc := range env.Rcpts {
 			x.metrics.Delivery(metrics.TransportMaildir, metrics.Delivered)

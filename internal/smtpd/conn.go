@@ -109,6 +109,10 @@ type conn struct {
 	badRcpts  int    // refused recipients of this transaction (BadRcptThrottle)
 	badTotal  int    // and of the session (MaxBadRcpts)
 	verb      string // the command being run, as a metrics label
+	greeted   bool   // the 220 went out
+	commands  int    // commands run
+	messages  int    // messages accepted
+	rejects   int    // replies of 4xx and 5xx sent
 	lastCode  int    // of the last reply queued
 	throttled bool
 	idle      atomic.Bool // waiting for a command outside a transaction
@@ -135,12 +139,19 @@ func (c *conn) clientName() string {
 }
 
 func (c *conn) serve() {
+	start := time.Now()
 	defer func() {
 		if v := recover(); v != nil {
 			// One bad session must never take the server down with it.
 			c.log().Error("panic in session", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
 		c.nc.Close()
+		// One line per session that got its greeting, as Postfix's
+		// "disconnect from": what the client did, for the log reader.
+		if c.greeted {
+			c.log().Info("disconnect from "+c.clientName(), "commands", c.commands, "messages", c.messages,
+				"rejects", c.rejects, "octets", c.mc.n, "duration", time.Since(start).Round(time.Millisecond))
+		}
 	}()
 	if !c.greet() {
 		return
@@ -157,6 +168,7 @@ func (c *conn) serve() {
 			continue // reply already queued
 		}
 		start := time.Now()
+		c.commands++
 		ok := c.dispatch(line)
 		c.cfg.Observer.Command(c.verb, c.lastCode, time.Since(start))
 		if !ok {
@@ -202,6 +214,7 @@ func (c *conn) greet() bool {
 		}
 	}
 	c.reply(&reply.Reply{Code: 220, Status: "", Text: c.cfg.Hostname + " ESMTP mxguard"})
+	c.greeted = true
 	return c.flush()
 }
 
@@ -386,6 +399,9 @@ func (c *conn) wakeIfIdle() {
 
 func (c *conn) reply(r *reply.Reply) {
 	c.lastCode = r.Code
+	if r.Code >= 400 {
+		c.rejects++
+	}
 	c.out = r.AppendTo(c.out)
 }
 
@@ -738,6 +754,9 @@ func (c *conn) data(arg string) bool {
 		c.note(dataErrorReason(pe), "message refused from "+c.clientName()+": "+pe.Error(), "size", dr.Size())
 	} else if r == nil {
 		r = &reply.Reply{Code: 451, Status: "4.3.0", Text: "Error: message not stored"}
+	}
+	if r.Code == 250 {
+		c.messages++
 	}
 	c.reply(r)
 	c.resetTx()

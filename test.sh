@@ -17,6 +17,7 @@ packages=(
 	iproute2           # ip: e2e TestDefaults brings up lo in a network namespace of its own
 	prometheus         # e2e TestPrometheusScrape: a real scraper of the admin listener; never started as a daemon
 	fail2ban           # fail2ban-regex: e2e TestFail2banFilter runs contrib/fail2ban on the real log; never started as a daemon
+	systemd            # systemd-analyze: e2e TestSystemdUnit verifies contrib/systemd/mxguard.service
 )
 need=()
 for p in "${packages[@]}"; do

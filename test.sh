@@ -16,6 +16,8 @@ packages=(
 	python3            # e2e TestDeliverSmtplib: Python's smtplib as the client
 	iproute2           # ip: e2e TestDefaults brings up lo in a network namespace of its own
 	prometheus         # e2e TestPrometheusScrape: a real scraper of the admin listener; never started as a daemon
+	fail2ban           # fail2ban-regex: e2e TestFail2banFilter runs contrib/fail2ban on the real log; never started as a daemon
+	systemd            # systemd-analyze: e2e TestSystemdUnit verifies contrib/systemd/mxguard.service
 )
 need=()
 for p in "${packages[@]}"; do

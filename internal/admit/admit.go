@@ -5,20 +5,16 @@
 // ClientRate:, ClientConn: and GreetPause: entries), in an order that keeps
 // the cheap checks first so that a flood is turned away for almost nothing.
 //
-// The order: trusted networks (never limited) → max_daemon_children (a
-// counter) → the deny list of `mxguard deny` → connection_rate_throttle
-// (stall, never reject) → reverse DNS → hosts.allow/hosts.deny →
-// Connect: → ClientRate: → ClientConn: → GreetPause:.
+// Each check is one named step, in the order steps.go gives (cheap checks
+// first); adding a check adds a step.
 package admit
 
 import (
 	"context"
-	"fmt"
 	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/reply"
 	"log/slog"
 	"net/netip"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -102,8 +98,10 @@ type Decision struct {
 	Defer      *reply.Reply // terminate=false: MAIL and RCPT get this
 	Policy     *Policy      // the policy this decision was made under
 
-	child       *Admitter // holds a max_daemon_children slot of this Admitter
-	connRelease func()    // gives back the ClientConn count
+	child    *Admitter // holds a max_daemon_children slot of this Admitter
+	releases []func()  // give back the ClientConn counts (one a tier)
+	relBuf   [2]func() // room for two tiers' releases without an allocation
+	check    check     // admission's working state
 }
 
 // Release gives back what the connection held (its max_daemon_children
@@ -113,10 +111,10 @@ func (d *Decision) Release() {
 		d.child.children.Add(-1)
 		d.child = nil
 	}
-	if d.connRelease != nil {
-		d.connRelease()
-		d.connRelease = nil
+	for _, r := range d.releases {
+		r()
 	}
+	d.releases = nil
 }
 
 // Replies and reasons, as SPEC.md fixes them.
@@ -129,113 +127,6 @@ func replyConn() *reply.Reply {
 }
 
 var replyDenied = reply.Reply{Code: 550, Status: "5.7.1", Text: "Access denied"}
-
-// Admit decides on a connection from addr. It may wait (the global
-// connection_rate_throttle stalls connections into later seconds) but never
-// longer than ctx allows.
-func (a *Admitter) Admit(ctx context.Context, addr netip.Addr) *Decision {
-	addr = addr.Unmap()
-	p := a.policy.Load()
-	d := &Decision{Policy: p, Trusted: p.IsTrusted(addr)}
-	lim := &p.Limits
-
-	n := a.children.Add(1)
-	d.child = a
-	if max := lim.MaxDaemonChildren; max > 0 && n > int64(max) && !d.Trusted {
-		return a.reject(d, addr, reason.MaxDaemonChildren,
-			&reply.Reply{Code: 421, Status: "4.3.2", Text: p.Hostname + " Too many concurrent connections, try again later"},
-			"max_daemon_children ("+strconv.Itoa(max)+") reached")
-	}
-	if inAny(p.Denied, addr) {
-		return a.reject(d, addr, reason.DenyList, &replyDenied, "address in the deny list")
-	}
-	if r := lim.ConnectionRateThrottle; r > 0 && !d.Trusted {
-		if wait := a.throttle.reserve(time.Now(), r); wait > 0 {
-			a.metrics.ThrottleStall()
-			if a.throttle.shouldLog(time.Now()) {
-				a.log.Info(fmt.Sprintf("deferring connections on daemon mxguard: %d per second", r),
-					"reason", reason.Throttle, "ip", addr.String())
-			}
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				d.Reject = &reply.Reply{Code: 421, Status: "4.3.2", Text: p.Hostname + " Service shutting down"}
-				d.Reason = reason.Shutdown
-				return d
-			}
-		}
-	}
-	if a.dns != nil {
-		res := a.dns.Verify(ctx, addr)
-		d.Host, d.DNS = res.Name, res.Status
-	}
-	if d.Trusted {
-		return d // never limited
-	}
-	if p.Wrappers != nil {
-		v := p.Wrappers.Check("mxguard", tcpwrap.Client{Addr: addr, Name: d.Host, Paranoid: d.DNS == resolve.Mismatch})
-		if !v.Allowed {
-			host := d.Host
-			if host == "" {
-				host = "unknown"
-			}
-			return a.reject(d, addr, reason.TCPWrappers, &replyDenied,
-				fmt.Sprintf("tcpwrappers (%s, %s) rejection (%s:%d %s)", host, addr, v.File, v.Line, v.Pattern))
-		}
-	}
-	if m := p.Access; m != nil {
-		if e, ok := m.LookupClient("Connect", d.Host, addr); ok {
-			act, err := accessmap.ParseAction(e.Value)
-			if err == nil {
-				switch act.Kind {
-				case accessmap.Reject, accessmap.Error:
-					r := act.Reply()
-					return a.reject(d, addr, reason.Access, r, fmt.Sprintf("access Connect:%s %s", e.Key, e.Value))
-				case accessmap.Relay:
-					d.Relay = true
-				case accessmap.Discard:
-					d.Discard = true
-				}
-			}
-		}
-	}
-	key := limitKey(addr)
-	if n := a.number(p, "ClientRate", d.Host, addr, lim.ClientRate); n > 0 {
-		count, err := a.limiter.Rate(ctx, key, lim.ConnectionRateWindowSize, n)
-		if err != nil {
-			return a.limiterDown(d, addr, err)
-		}
-		if count > n {
-			if r := a.overLimit(d, addr, reason.RateControl, replyRate(),
-				fmt.Sprintf("ratecontrol: %d connections in %v, limit %d", count, lim.ConnectionRateWindowSize, n)); r {
-				return d
-			}
-		}
-	}
-	if n := a.number(p, "ClientConn", d.Host, addr, lim.ClientConn); n > 0 {
-		count, release, err := a.limiter.Acquire(ctx, key)
-		if err != nil {
-			return a.limiterDown(d, addr, err)
-		}
-		d.connRelease = release
-		if count > n {
-			if r := a.overLimit(d, addr, reason.ConnControl, replyConn(),
-				fmt.Sprintf("conncontrol: %d open connections, limit %d", count, n)); r {
-				return d
-			}
-		}
-	}
-	d.GreetPause = lim.GreetPause
-	if p.Access != nil {
-		if ms, _, ok := p.Access.ClientNumber("GreetPause", d.Host, addr); ok {
-			d.GreetPause = time.Duration(ms) * time.Millisecond
-		}
-	}
-	d.GreetPause = min(d.GreetPause, config.MaxGreetPause) // a GreetPause: entry, too
-	return d
-}
 
 // number is the client's limit for a numeric tag: the access map's entry,
 // else the config default. 0 means no limit.
@@ -251,15 +142,15 @@ func (a *Admitter) number(p *Policy, tag, host string, addr netip.Addr, def int)
 // overLimit applies sendmail's `terminate': with it the client is
 // refused now; without it the session goes on and MAIL/RCPT are deferred.
 // It reports whether the decision is final.
-func (a *Admitter) overLimit(d *Decision, addr netip.Addr, why reason.Reason, r *reply.Reply, detail string) bool {
-	p := d.Policy
-	if p.Limits.Terminate {
-		a.reject(d, addr, why, r, detail)
+func (a *Admitter) overLimit(c *check, why reason.Reason, r *reply.Reply, detail string) bool {
+	d := c.d
+	if c.p.Limits.Terminate {
+		a.reject(c, why, r, detail)
 		return true
 	}
-	a.metrics.Refused(why, addr)
-	a.log.Info("deferring mail from "+ClientName(d.Host, addr)+": "+detail,
-		"ip", addr.String(), "reason", why)
+	a.metrics.Refused(why, c.addr)
+	a.log.Info("deferring mail from "+ClientName(d.Host, c.addr)+": "+detail,
+		"ip", c.addr.String(), "reason", why)
 	if d.Defer == nil {
 		// The first limit exceeded gives the reply, as sendmail's
 		// check_relay stops at ratecontrol before it reaches conncontrol.
@@ -271,20 +162,19 @@ func (a *Admitter) overLimit(d *Decision, addr netip.Addr, why reason.Reason, r 
 
 // limiterDown handles a limiter error (the Redis fleet store unreachable
 // with on_redis_error = "tempfail").
-func (a *Admitter) limiterDown(d *Decision, addr netip.Addr, err error) *Decision {
-	return a.reject(d, addr, reason.Limiter,
-		&reply.Reply{Code: 421, Status: "4.3.0", Text: d.Policy.Hostname + " Service temporarily unavailable"},
+func (a *Admitter) limiterDown(c *check, err error) {
+	a.reject(c, reason.Limiter,
+		&reply.Reply{Code: 421, Status: "4.3.0", Text: c.p.Hostname + " Service temporarily unavailable"},
 		"limit store unavailable: "+err.Error())
 }
 
-func (a *Admitter) reject(d *Decision, addr netip.Addr, why reason.Reason, r *reply.Reply, detail string) *Decision {
-	d.Reject, d.Reason = r, why
-	a.metrics.Refused(why, addr)
+func (a *Admitter) reject(c *check, why reason.Reason, r *reply.Reply, detail string) {
+	c.d.Reject, c.d.Reason = r, why
+	a.metrics.Refused(why, c.addr)
 	// One stable line per rejection: fail2ban and grep key on
 	// "rejecting connection from", the IP and the reason.
-	a.log.Info("rejecting connection from "+ClientName(d.Host, addr)+": "+detail,
-		"ip", addr.String(), "reason", why, "reply", r.String())
-	return d
+	a.log.Info("rejecting connection from "+ClientName(c.d.Host, c.addr)+": "+detail,
+		"ip", c.addr.String(), "reason", why, "reply", r.String())
 }
 
 // ClientName is "host [ip]" as sendmail writes a client in its log lines,
@@ -296,12 +186,56 @@ func ClientName(host string, addr netip.Addr) string {
 	return host + " [" + addr.String() + "]"
 }
 
-// limitKey is the counter key for a client: the address for IPv4, the /64
-// for IPv6, since one IPv6 host commonly holds a whole /64.
-func limitKey(addr netip.Addr) string {
-	if addr.Is6() {
-		p, _ := addr.Prefix(64)
-		return p.String()
+// tier is one counter a client's connections are counted in: its own
+// (the address, or its /64 for IPv6, since one IPv6 host commonly holds a
+// whole /64), then each wider network of the configured tiers, whose limit
+// is the client's times tier_multiplier for each step out.
+type tier struct {
+	key     string // the limiter's key: the address, or the network in CIDR
+	limit   int
+	network bool // a network's counter, named in the reply and the log
+}
+
+// label names the tier's network for the reply and the log.
+func (t tier) label() string {
+	if !t.network {
+		return ""
 	}
-	return addr.String()
+	return " (" + t.key + ")"
+}
+
+func (a *Admitter) numTiers(c *check) int {
+	if c.addr.Is6() {
+		return len(c.p.Limits.IPv6Tiers)
+	}
+	return len(c.p.Limits.IPv4Tiers)
+}
+
+// tier returns the i-th counter of c's client, with the client limit base.
+func (a *Admitter) tier(c *check, base, i int) tier {
+	lim := &c.p.Limits
+	var bits int
+	if c.addr.Is6() {
+		bits = lim.IPv6Tiers[i]
+	} else {
+		bits = lim.IPv4Tiers[i]
+	}
+	limit := base
+	for range i {
+		limit = min(limit*max(lim.TierMultiplier, 1), base*1_000_000)
+	}
+	own := i == 0 && (bits == c.addr.BitLen() || c.addr.Is6() && bits == 64)
+	if own {
+		if c.own == "" {
+			if bits == c.addr.BitLen() {
+				c.own = c.addr.String()
+			} else {
+				p, _ := c.addr.Prefix(bits)
+				c.own = p.String()
+			}
+		}
+		return tier{key: c.own, limit: limit}
+	}
+	p, _ := c.addr.Prefix(bits)
+	return tier{key: p.String(), limit: limit, network: true}
 }

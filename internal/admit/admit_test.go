@@ -53,8 +53,12 @@ func newAdmitter(t testing.TB, access, deny string, lim config.Limits, trusted .
 	return New(p, mem, dns, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
+// limits are the defaults (one tier, the client's own), with a one-minute
+// window.
 func limits() config.Limits {
-	return config.Limits{ConnectionRateWindowSize: time.Minute, Terminate: true}
+	l := config.Default().Limits
+	l.ConnectionRateWindowSize = time.Minute
+	return l
 }
 
 func TestAdmitDecisions(t *testing.T) {

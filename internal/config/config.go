@@ -75,6 +75,9 @@ type Limits struct {
 	ConnectionRateWindowSize time.Duration // window of ClientRate; default 60s
 	ClientRate               int           // per-client connections per window, when the access map says nothing
 	ClientConn               int           // per-client concurrent connections, when the access map says nothing
+	IPv4Tiers                []int         // prefix lengths ClientRate/ClientConn count at, narrowest first; default [32]
+	IPv6Tiers                []int         // likewise for IPv6; default [64]
+	TierMultiplier           int           // each wider tier's limit is the previous one's times this
 	Terminate                bool          // close over-limit connections with 421 (true) or answer 452 to MAIL/RCPT
 	GreetPause               time.Duration // greeting delay; at most MaxGreetPause
 	BadRcptThrottle          int           // rejected RCPTs after which each RCPT waits a second

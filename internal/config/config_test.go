@@ -65,6 +65,9 @@ func TestDefaults(t *testing.T) {
 		{"LogFormat", c.LogFormat, "text"},
 		{"Limits", c.Limits, Limits{
 			ConnectionRateWindowSize: time.Minute,
+			IPv4Tiers:                []int{32},
+			IPv6Tiers:                []int{64},
+			TierMultiplier:           4,
 			Terminate:                true,
 			MaxBadRcpts:              20,
 			MaxMessageSize:           25 << 20,
@@ -183,6 +186,9 @@ func TestKeys(t *testing.T) {
 		{"[delivery]\nrelay = \"lmtp+unix:///run/lmtp\"", func(c *Config) any { return c.Delivery.Relay }, "lmtp+unix:///run/lmtp"},
 		{"[delivery]\nqueue_lifetime = \"1d12h\"", func(c *Config) any { return c.Delivery.QueueLifetime }, 36 * time.Hour},
 
+		{"[limits]\nipv4_tiers = [32, 24, 16]\nipv6_tiers = [64]\ntier_multiplier = 2", func(c *Config) any {
+			return [3]any{c.Limits.IPv4Tiers, c.Limits.IPv6Tiers, c.Limits.TierMultiplier}
+		}, [3]any{[]int{32, 24, 16}, []int{64}, 2}},
 		{"[limits]\nmax_bad_rcpts = 5", func(c *Config) any { return c.Limits.MaxBadRcpts }, 5},
 		{"[recipients]\nfile = \"r\"\naliases = \"/etc/aliases\"\ncatch_all = true", func(c *Config) any { return c.Recipients },
 			Recipients{File: "/etc/mxguard/r", Aliases: "/etc/aliases", CatchAll: true}},
@@ -244,6 +250,9 @@ func TestFullExample(t *testing.T) {
 			ConnectionRateWindowSize: time.Minute,
 			ClientRate:               5,
 			ClientConn:               3,
+			IPv4Tiers:                []int{32, 24},
+			IPv6Tiers:                []int{64, 48},
+			TierMultiplier:           4,
 			Terminate:                true,
 			GreetPause:               2 * time.Second,
 			BadRcptThrottle:          2,
@@ -357,6 +366,9 @@ func TestErrors(t *testing.T) {
 		{"relay no scheme", "[delivery]\nrelay = \"mail.example.org:25\"\n", []want{{2, "delivery.relay", "invalid relay"}}},
 		{"queue_lifetime", "[delivery]\nqueue_lifetime = \"1.5d\"\n", []want{{2, "delivery.queue_lifetime", "invalid duration"}}},
 
+		{"tiers order", "[limits]\nipv4_tiers = [24, 32]\n", []want{{2, "limits.ipv4_tiers", "must be shorter than the one before it"}}},
+		{"tiers range", "[limits]\nipv6_tiers = [129]\n", []want{{2, "limits.ipv6_tiers", "from 1 to 128"}}},
+		{"tiers empty", "[limits]\nipv4_tiers = []\n", []want{{2, "limits.ipv4_tiers", "at least one"}}},
 		{"verify value", "[delivery]\nverify = \"smtp\"\n", []want{{2, "delivery.verify", `must be "probe" or ""`}}},
 		{"verify without relay", "[delivery]\n\nverify = \"probe\"\n", []want{{3, "delivery.verify", "delivery.relay is not set"}}},
 		{"verify without probes", "[delivery]\nrelay = \"smtp://h:25\"\nverify = \"probe\"\nverify_max_probes = 0\n", []want{{4, "delivery.verify_max_probes", "at least 1"}}},

@@ -465,6 +465,33 @@ func stringList(p *parser, v any, each func(i int, s string) error) (ok bool, er
 	return ok, nil
 }
 
+// tiersVal sets a list of prefix lengths, each in [1, max], strictly
+// narrowing: the client's own first, then wider networks.
+func tiersVal(field func(*Config) *[]int, max int) setter {
+	return func(p *parser, v any) error {
+		list, ok := v.([]any)
+		if !ok {
+			return fmt.Errorf("must be an array of prefix lengths like [%d, %d], not %s", max, max/4*3, typeName(v))
+		}
+		if len(list) == 0 {
+			return errors.New("must list at least one prefix length (the client's own)")
+		}
+		var out []int
+		for i, e := range list {
+			n, ok := e.(int64)
+			if !ok || n < 1 || n > int64(max) {
+				return fmt.Errorf("element %d must be a prefix length from 1 to %d", i+1, max)
+			}
+			if len(out) > 0 && int(n) >= out[len(out)-1] {
+				return fmt.Errorf("element %d (%d) must be shorter than the one before it: narrowest first", i+1, n)
+			}
+			out = append(out, int(n))
+		}
+		*field(p.cfg) = out
+		return nil
+	}
+}
+
 func setListen(p *parser, v any) error {
 	var addrs []string
 	seen := make(map[string]bool)

@@ -73,7 +73,6 @@ type Option func(*options)
 
 type options struct {
 	verifier  admit.Verifier
-	metrics   *metrics.Metrics
 	noMetrics bool
 }
 

@@ -1,0 +1,41 @@
+package doctor
+
+import (
+	"net"
+	"testing"
+)
+
+// TestListen: an address that can be bound is ok, and stays free; one a
+// listener holds is "in use"; one no interface has is said to be so.
+func TestListen(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	busy := ln.Addr().String()
+
+	want(t, Listen([]string{"127.0.0.1:0"}), CheckListen, OK, "127.0.0.1:0 can be bound")
+	want(t, Listen([]string{busy}), CheckListen, Fail, busy+" is in use")
+	// TEST-NET-3 (RFC 5737): assigned to no host.
+	want(t, Listen([]string{"203.0.113.77:0"}), CheckListen, Fail, "no interface of this host has that address")
+	want(t, Listen(nil), CheckListen, Fail, "no listen addresses")
+
+	fs := Listen([]string{"127.0.0.1:0", busy})
+	if len(fs) != 2 || fs[0].Level != OK || fs[1].Level != Fail {
+		t.Errorf("two addresses: %q, want one finding each", fs)
+	}
+	// The check released what it bound.
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := free.Addr().String()
+	free.Close()
+	want(t, Listen([]string{addr}), CheckListen, OK)
+	if l, err := net.Listen("tcp", addr); err != nil {
+		t.Errorf("%s after the check: %v; the check must release it", addr, err)
+	} else {
+		l.Close()
+	}
+}

@@ -1,7 +1,6 @@
 package deliver
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -20,23 +19,19 @@ type Greeting struct {
 
 // Check connects to the downstream, reads its greeting, introduces itself
 // with EHLO (HELO when refused) or LHLO, and says QUIT: what every delivery
-// does before MAIL, without STARTTLS and without sending anything. It is
-// for `mxguard doctor`, which checks the target before mail is relayed to
-// it. Each wait is bounded by the Relay's timeouts and by ctx.
+// does before MAIL (Relay.greet, but keeping the banner), without STARTTLS
+// and without sending anything. It is for `mxguard doctor`, which checks
+// the target before mail is relayed to it. Each wait is bounded by the
+// Relay's timeouts and by ctx.
 func (r *Relay) Check(ctx context.Context) (Greeting, error) {
 	d := net.Dialer{Timeout: r.t.Connect}
 	nc, err := d.DialContext(ctx, r.network, r.addr)
 	if err != nil {
 		return Greeting{}, fmt.Errorf("connect to %s: %w", r.url, err)
 	}
-	c := &conn{nc: nc, ctx: ctx}
-	c.br = bufio.NewReader(nc)
-	c.bw = bufio.NewWriterSize(c, 512)
-	stop := context.AfterFunc(ctx, c.interrupt)
-	defer func() {
-		stop()
-		c.nc.Close()
-	}()
+	c := newConn(nc)
+	c.bind(ctx)
+	defer c.close()
 	greet, err := c.read(r.t.Initial)
 	if err != nil {
 		return Greeting{}, fmt.Errorf("%s: reading greeting: %w", r.url, err)

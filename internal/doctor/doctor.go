@@ -19,9 +19,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/config"
 )
 
 // Level is how bad a finding is.
@@ -116,7 +119,7 @@ func Run(ctx context.Context, path string, w io.Writer) (failed bool) {
 	emit(fs)
 	if cfg != nil {
 		for _, check := range []func() []Finding{
-			func() []Finding { return Listen(cfg.Listen) },
+			func() []Finding { return Listen(listenAddrs(cfg)) },
 			func() []Finding { return DNS(ctx, cfg.Resolver, DNSAddrs(cfg)) },
 			func() []Finding { return Fsync(ctx, cfg.DataDir, SyncSamples, SyncBudget) },
 			func() []Finding { return Space(cfg.DataDir) },
@@ -189,4 +192,13 @@ func bytesText(n uint64) string {
 func percentile(sorted []time.Duration, p int) time.Duration {
 	rank := (len(sorted)*p + 99) / 100 // ceil(n × p / 100), in integers
 	return sorted[min(max(rank, 1), len(sorted))-1]
+}
+
+// listenAddrs are the addresses serve binds: listen, and [admin] listen.
+func listenAddrs(cfg *config.Config) []string {
+	addrs := slices.Clone(cfg.Listen)
+	if cfg.Admin.Listen != "" {
+		addrs = append(addrs, cfg.Admin.Listen)
+	}
+	return addrs
 }

@@ -3,6 +3,8 @@ package doctor
 import (
 	"net"
 	"testing"
+
+	"github.com/mxguard/mxguard/internal/config"
 )
 
 // TestListen: an address that can be bound is ok, and stays free; one a
@@ -37,5 +39,18 @@ func TestListen(t *testing.T) {
 		t.Errorf("%s after the check: %v; the check must release it", addr, err)
 	} else {
 		l.Close()
+	}
+}
+
+// TestListenAddrs: the admin listener is bound at start too.
+func TestListenAddrs(t *testing.T) {
+	cfg := config.Default()
+	cfg.Listen = []string{"127.0.0.1:25"}
+	if got := listenAddrs(cfg); len(got) != 1 || got[0] != "127.0.0.1:25" {
+		t.Errorf("listenAddrs = %q, want the listen address", got)
+	}
+	cfg.Admin.Listen = "127.0.0.1:9100"
+	if got := listenAddrs(cfg); len(got) != 2 || got[1] != "127.0.0.1:9100" || len(cfg.Listen) != 1 {
+		t.Errorf("listenAddrs = %q (listen now %q), want the admin address after it, listen unchanged", got, cfg.Listen)
 	}
 }

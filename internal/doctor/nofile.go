@@ -33,12 +33,20 @@ func fdMargin(cfg *config.Config) int {
 	m := resolve.DefaultMaxInFlight // a socket for each reverse lookup in flight
 	m += 2 * server.DeliveryWorkers // each delivery: a spool file and a relay connection
 	m += len(cfg.Listen) + 1        // the listeners, the control socket
+	if cfg.Admin.Listen != "" {
+		m++
+	}
+	pools := 0 // of Redis connections, go-redis's default size each
+	if cfg.Fleet.Redis != "" {
+		pools++ // the limiter's
+	}
 	if cfg.Delivery.Verify == config.VerifyProbe {
 		m += cfg.Delivery.VerifyMaxProbes // connections to the relay for probes
+		if cfg.Fleet.Redis != "" {
+			pools++ // the verdict cache's
+		}
 	}
-	if cfg.Fleet.Redis != "" {
-		m += 10 * runtime.GOMAXPROCS(0) // go-redis's default pool
-	}
+	m += pools * 10 * runtime.GOMAXPROCS(0)
 	return m + 32 // standard streams, the spool's lock and directories, the poller, control connections
 }
 

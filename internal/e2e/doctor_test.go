@@ -23,7 +23,8 @@ import (
 var doctorChecks = []string{"config", "listen", "dns", "fsync", "space", "inodes", "nofile", "redis", "relay"}
 
 // doctor runs `mxguard doctor --config config` (as cred when not nil) and
-// returns its output and exit status.
+// returns its report (stdout) and exit status. Anything on stderr (a race
+// report, a library's log line) fails the test: the report is all there is.
 func doctor(t *testing.T, bin, config string, cred *syscall.Credential) (string, int) {
 	t.Helper()
 	cmd := exec.Command(bin, "doctor", "--config", config)
@@ -31,7 +32,12 @@ func doctor(t *testing.T, bin, config string, cred *syscall.Credential) (string,
 	if cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
-	out, err := cmd.CombinedOutput()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if stderr.Len() > 0 {
+		t.Errorf("mxguard doctor --config %s wrote on stderr:\n%s", config, stderr.String())
+	}
 	var ee *exec.ExitError
 	switch {
 	case err == nil:

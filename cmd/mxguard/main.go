@@ -19,6 +19,7 @@ import (
 
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
+	"github.com/mxguard/mxguard/internal/doctor"
 	"github.com/mxguard/mxguard/internal/logbuf"
 	"github.com/mxguard/mxguard/internal/sendmailimport"
 	"github.com/mxguard/mxguard/internal/server"
@@ -29,6 +30,7 @@ const version = "0.1.0"
 const usage = `usage:
   mxguard serve   [--config FILE]        run in the foreground; logs to stderr
   mxguard check   --config FILE          validate; exit 0 ok, 1 with every error listed
+  mxguard doctor  --config FILE          check this host before going live; exit 1 on a FAIL
   mxguard import-sendmail --mc FILE [--access FILE] [--hosts-deny FILE]   TOML on stdout
   mxguard trust   [--config FILE] IP|CIDR|'a log line'   trust a client, live and persisted
   mxguard deny    [--config FILE] IP|CIDR|'a log line'   refuse a client, live and persisted
@@ -52,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args, stderr)
 	case "check":
 		return check(args, stdout, stderr)
+	case "doctor":
+		return doctorCmd(args, stdout, stderr)
 	case "import-sendmail":
 		return importSendmail(args, stdout, stderr)
 	case "trust", "deny", "reload", "status":
@@ -186,6 +190,25 @@ func check(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
+	return 0
+}
+
+func doctorCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flags("doctor", stderr)
+	path := fs.String("config", "", "configuration file (TOML)")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "mxguard doctor: --config FILE is required")
+		return 2
+	}
+	// Ctrl-C ends the checks, which then remove what they made in data_dir.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if doctor.Run(ctx, *path, stdout) {
+		return 1
+	}
 	return 0
 }
 

@@ -18,14 +18,15 @@
 //
 // # Why each setting is there
 //
-//   - base_dir: a short directory of its own under os.TempDir (the
-//     sockets, master.pid). Dovecot puts about 30 unix sockets there and
-//     a socket path must fit in 108 bytes; t.TempDir's names, up to 64
-//     characters of the test's name plus a random suffix, would not leave
-//     room for the longest (replication-notify-fifo). Everything else is
-//     under t.TempDir.
-//   - state_dir, log_path: under t.TempDir, so /var/lib/dovecot and syslog
-//     are never touched; there is no syslog daemon here anyway. Server.Log
+//   - A directory of its own, from os.MkdirTemp and removed when the test
+//     ends, holds it all: dovecot.conf, users, the log, state, mail. It is
+//     not t.TempDir, whose path holds the test's name: a subtest's "#01"
+//     would start a comment in dovecot.conf, and a long name would leave no
+//     room in the 108 bytes of a unix socket's path.
+//   - base_dir = <dir>/run: the sockets (about 30; the longest is
+//     replication-notify-fifo) and master.pid.
+//   - state_dir, log_path: in <dir>, so /var/lib/dovecot and syslog are
+//     never touched; there is no syslog daemon here anyway. Server.Log
 //     returns the log. -c makes Dovecot read no other config file:
 //     /etc/dovecot is not read.
 //   - instance_name: names the processes (dovecottest/lmtp ...) apart
@@ -41,13 +42,13 @@
 //     it in between, Start tries again with another.
 //   - ssl = no: no certificate is read, none is needed on loopback.
 //   - default_internal_user = dovecot, default_login_user = dovenull: the
-//     unprivileged users Debian's dovecot-core creates; Dovecot refuses to
-//     start if they do not exist or are the same.
+//     unprivileged users Debian's dovecot-core creates for these two roles
+//     (Dovecot refuses to start if they do not exist).
 //   - passdb and userdb passwd-file: the test's users, one line each, uid
 //     and gid of nobody, home <dir>/mail/<user>. The userdb is what LMTP
-//     asks at RCPT; the passdb is there because Dovecot's auth process does
-//     not start without one, and its password "{CRYPT}*" matches nothing (no
-//     login service runs anyway).
+//     asks at RCPT; the passdb is there because Dovecot's auth process
+//     stops at once without one ("No passdbs specified"), and its password
+//     "{CRYPT}*" matches nothing (no login service runs anyway).
 //   - first_valid_uid = last_valid_uid = nobody's uid: mail is written as
 //     nobody and as nobody only; Dovecot refuses to deliver as any other
 //     uid, root included.

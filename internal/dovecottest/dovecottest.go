@@ -103,26 +103,11 @@ func start(t testing.TB, opts Options, bin binaries) *Server {
 		users[strings.ToLower(u)] = true
 	}
 
-	dir := t.TempDir()
-	// nobody must reach the Maildirs through t.TempDir's parent, which is
-	// created 0700.
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatalf("dovecottest: %v", err)
-		}
-	}
-	if strings.ContainsAny(dir, " \t\"'\\#") {
-		t.Fatalf("dovecottest: temporary directory %q has a character dovecot.conf would need quoted", dir)
-	}
-	// Registered before Stop, so that it runs after it.
-	runDir, err := os.MkdirTemp("", "dovecottest")
+	dir, err := tempDir(t, "dovecottest-")
 	if err != nil {
 		t.Fatalf("dovecottest: %v", err)
 	}
-	t.Cleanup(func() { os.RemoveAll(runDir) })
-	if err := os.Chmod(runDir, 0o755); err != nil {
-		t.Fatalf("dovecottest: %v", err)
-	}
+	runDir := filepath.Join(dir, "run")
 
 	s := &Server{
 		Socket: filepath.Join(runDir, "lmtp"),
@@ -163,6 +148,28 @@ func start(t testing.TB, opts Options, bin binaries) *Server {
 	}
 	t.Fatalf("dovecottest: %v", lastErr)
 	return nil
+}
+
+// tempDir makes the instance's directory, readable by all (nobody must
+// reach the Maildirs in it), and removes it when the test ends, after Stop
+// (cleanups run last registered first). It is not t.TempDir: a test's name
+// becomes part of that path, and a subtest's "#01" would start a comment
+// in dovecot.conf, and a long name would leave no room in the 108 bytes
+// of a unix socket's path.
+func tempDir(t testing.TB, prefix string) (string, error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", err
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("%s: %v", prefix, err)
+		}
+	})
+	if strings.ContainsAny(dir, " \t\"'\\#") {
+		return "", fmt.Errorf("temporary directory %q (TMPDIR) has a character dovecot.conf cannot hold unquoted", dir)
+	}
+	return dir, os.Chmod(dir, 0o755)
 }
 
 // checkUser refuses what would break the passwd-file line or the Maildir
@@ -433,8 +440,8 @@ func (s *Server) Maildir(user string) string {
 
 // Messages returns the messages delivered to user so far, as Dovecot
 // stored them (with its Return-Path: and Received: on top), in the order
-// of their Maildir file names, which begin with the delivery time. A user
-// Start was not given fails the test.
+// of the delivery time in their Maildir file names, to the microsecond. A
+// user Start was not given fails the test.
 func (s *Server) Messages(user string) []string {
 	s.t.Helper()
 	if !s.users[strings.ToLower(user)] {
@@ -465,7 +472,9 @@ func readMaildir(dir string) ([]string, error) {
 			}
 		}
 	}
-	sort.Slice(files, func(i, j int) bool { return filepath.Base(files[i]) < filepath.Base(files[j]) })
+	sort.SliceStable(files, func(i, j int) bool {
+		return deliveredBefore(filepath.Base(files[i]), filepath.Base(files[j]))
+	})
 	msgs := make([]string, 0, len(files))
 	for _, f := range files {
 		b, err := os.ReadFile(filepath.Join(dir, f))
@@ -475,6 +484,37 @@ func readMaildir(dir string) ([]string, error) {
 		msgs = append(msgs, string(b))
 	}
 	return msgs, nil
+}
+
+// deliveredBefore orders Maildir file names by the delivery time they
+// begin with, "<seconds>.", and the microseconds in the part after it,
+// "M<usec>" (Dovecot: "M<usec>P<pid>", Postfix: "V<dev>I<inode>M<usec>").
+// The microseconds are not padded, so the names do not sort as strings.
+func deliveredBefore(a, b string) bool {
+	as, au := deliveryTime(a)
+	bs, bu := deliveryTime(b)
+	if as != bs {
+		return as < bs
+	}
+	if au != bu {
+		return au < bu
+	}
+	return a < b
+}
+
+func deliveryTime(name string) (sec, usec int64) {
+	first, rest, _ := strings.Cut(name, ".")
+	sec, _ = strconv.ParseInt(first, 10, 64)
+	unique, _, _ := strings.Cut(rest, ".")
+	if i := strings.LastIndexByte(unique, 'M'); i >= 0 {
+		digits := unique[i+1:]
+		end := strings.IndexFunc(digits, func(r rune) bool { return r < '0' || r > '9' })
+		if end >= 0 {
+			digits = digits[:end]
+		}
+		usec, _ = strconv.ParseInt(digits, 10, 64)
+	}
+	return sec, usec
 }
 
 func sortedKeys(m map[string]bool) []string {

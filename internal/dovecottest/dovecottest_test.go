@@ -66,6 +66,28 @@ func TestLMTP(t *testing.T) {
 	}
 }
 
+// TestAwkwardTestNames: the instance works whatever the test is called,
+// here subtests that Go names "x" and "x#01", and a long name.
+func TestAwkwardTestNames(t *testing.T) {
+	for _, name := range []string{"x", "x", ",$(x) #" + strings.Repeat("long", 30)} {
+		t.Run(name, func(t *testing.T) {
+			s := Start(t, Options{Users: []string{"alice@example.test"}})
+			for _, na := range [][2]string{{"tcp", s.Addr}, {"unix", s.Socket}} {
+				c := dial(t, na[0], na[1])
+				c.expect(t, "LHLO client.test", 250, "")
+				c.expect(t, "MAIL FROM:<>", 250, "")
+				c.expect(t, "RCPT TO:<alice@example.test>", 250, "2.1.5")
+				c.expect(t, "RCPT TO:<bob@example.test>", 550, "5.1.1")
+				c.expect(t, "DATA", 354, "")
+				c.expect(t, "Subject: x\r\n\r\nx\r\n.", 250, "2.0.0")
+			}
+			if n := len(s.Messages("alice@example.test")); n != 2 {
+				t.Errorf("alice has %d messages, want 2", n)
+			}
+		})
+	}
+}
+
 // TestTwoInstances: two instances run at once, on their own addresses and
 // sockets, each knowing only its own users.
 func TestTwoInstances(t *testing.T) {
@@ -111,7 +133,7 @@ func TestListensOnlyOnAddr(t *testing.T) {
 }
 
 // TestStopLeavesNothing: when the test ends no Dovecot process is left,
-// Addr and Socket refuse connections, and the socket directory is gone.
+// Addr and Socket refuse connections, and its directory is gone.
 // Stop in the middle of a test does the same.
 func TestStopLeavesNothing(t *testing.T) {
 	var s *Server
@@ -129,8 +151,8 @@ func TestStopLeavesNothing(t *testing.T) {
 		c.Close()
 		t.Errorf("after the test: %s still accepts connections", s.Addr)
 	}
-	if _, err := os.Stat(filepath.Dir(s.Socket)); !os.IsNotExist(err) {
-		t.Errorf("after the test: socket directory: %v, want it gone", err)
+	if _, err := os.Stat(s.Dir); !os.IsNotExist(err) {
+		t.Errorf("after the test: %s: %v, want it gone", s.Dir, err)
 	}
 
 	s = Start(t, Options{Users: []string{"alice@example.test"}})
@@ -329,4 +351,22 @@ func run(t *testing.T, f func(testing.TB)) *recorder {
 		<-done
 	})
 	return r
+}
+
+// TestDeliveredBefore: Maildir names order by their time, whose
+// microseconds are not padded, not as strings.
+func TestDeliveredBefore(t *testing.T) {
+	ordered := []string{
+		"1795917737.M99999P5391.dovecottest.localhost,S=300,W=310",
+		"1795917737.M100000P5391.dovecottest.localhost,S=300,W=310",
+		"1795917737.Vfe00I9M100001.vm",
+		"1795917738.M5P1.host",
+	}
+	for i := range ordered {
+		for j := range ordered {
+			if got := deliveredBefore(ordered[i], ordered[j]); got != (i < j) {
+				t.Errorf("deliveredBefore(%q, %q) = %v", ordered[i], ordered[j], got)
+			}
+		}
+	}
 }

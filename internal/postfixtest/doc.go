@@ -7,8 +7,8 @@
 //
 // # What runs
 //
-// Start writes a main.cf and a master.cf of its own under t.TempDir and
-// runs
+// Start writes a main.cf and a master.cf of its own in a directory of its
+// own and runs
 //
 //	postfix -c <dir>/etc start
 //
@@ -18,19 +18,28 @@
 // bounded, until smtpd greets on Addr. When the test ends (or at Stop)
 // it runs postfix -c <dir>/etc stop and waits until no process of the
 // master's session is left, killing what remains after a bound. A start
-// that fails fails the test with postfix's output and the maillog.
+// that fails fails the test with postfix's output, the maillog, and what
+// postfix check says on a terminal: an error the postfix command finds
+// before it knows where to log (a bad parameter in Options.Main) goes to
+// its stderr if that is a terminal, and nowhere otherwise.
 // The system's own instance (/etc/postfix, /var/spool/postfix) is never
 // started, stopped or written; Postfix reads only its postfix-files list
 // from /etc/postfix (meta_directory) to check the new instance.
 //
 // # Why each setting is there
 //
-//   - queue_directory, data_directory, maillog_file under t.TempDir: two
-//     instances run at once, each with its own queue, locks and log. The
-//     data directory is owned by the postfix user, as Postfix requires.
-//     There is no syslog daemon here; maillog_file_prefixes must admit the
-//     log's path, Postfix refuses one outside them. Server.Maillog returns
-//     it; a failing test shows it.
+//   - config_directory (<dir>/etc), queue_directory, data_directory,
+//     maillog_file in a directory of its own from os.MkdirTemp, removed when
+//     the test ends: two instances run at once, each with its own queue,
+//     locks and log. Not t.TempDir, whose path holds the test's name: a
+//     subtest named "a,b" or "$x" would break main.cf (a list, an
+//     expansion). The data directory is owned by the postfix user, as
+//     Postfix requires. There is no syslog daemon here;
+//     maillog_file_prefixes must admit the log's path, Postfix refuses one
+//     outside them. Server.Maillog returns it; a failing test shows it.
+//     The files written are dated a minute back: Postfix reads a file
+//     modified in the last second again and again until it has settled,
+//     which cost about 2 s at each start.
 //   - master.cf: one smtpd on 127.0.0.1:<free port> (Server.Addr) and only
 //     the services delivery needs (pickup, cleanup, qmgr, trivial-rewrite,
 //     bounce, error, virtual, anvil, postlogd ...), none of them chrooted

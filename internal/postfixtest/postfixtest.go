@@ -100,9 +100,9 @@ func start(t testing.TB, opts Options, bin string) *Server {
 		}
 	}
 
-	dir := t.TempDir()
-	if strings.ContainsAny(dir, " \t,\"'\\#$") {
-		t.Fatalf("postfixtest: temporary directory %q has a character main.cf would need quoted", dir)
+	dir, err := tempDir(t, "postfixtest-")
+	if err != nil {
+		t.Fatalf("postfixtest: %v", err)
 	}
 	s := &Server{Dir: dir, t: t, bin: bin, users: users}
 	if err := s.layout(owner, nobody, users); err != nil {
@@ -169,15 +169,29 @@ func hosted(opts Options) (domains []string, users map[string]bool, err error) {
 	return sortedKeys(doms), users, nil
 }
 
-// layout creates the instance's directories and its mailbox map. nobody
-// must reach the Maildirs through t.TempDir's parent, which is created
-// 0700.
-func (s *Server) layout(owner, nobody *user.User, users map[string]bool) error {
-	for _, d := range []string{filepath.Dir(s.Dir), s.Dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			return err
-		}
+// tempDir makes the instance's directory, readable by all (nobody must
+// reach the Maildirs in it), and removes it when the test ends, after Stop
+// (cleanups run last registered first). It is not t.TempDir: a test's name
+// becomes part of that path, and a subtest named "a,b" or "$x" would break
+// main.cf (a list, an expansion) or the postfix-script.
+func tempDir(t testing.TB, prefix string) (string, error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", err
 	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("%s: %v", prefix, err)
+		}
+	})
+	if strings.ContainsAny(dir, " \t,\"'\\$") {
+		return "", fmt.Errorf("temporary directory %q (TMPDIR) has a character main.cf cannot hold", dir)
+	}
+	return dir, os.Chmod(dir, 0o755)
+}
+
+// layout creates the instance's directories and its mailbox map.
+func (s *Server) layout(owner, nobody *user.User, users map[string]bool) error {
 	own := func(path string, u *user.User) error {
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
@@ -546,8 +560,8 @@ func (s *Server) Maildir(user string) string {
 
 // Messages returns the messages delivered to user so far, as Postfix
 // stored them (with its Return-Path:, Delivered-To: and Received: on top),
-// in the order of their Maildir file names, which begin with the delivery
-// time. A user Start was not given fails the test.
+// in the order of the delivery time in their Maildir file names, to the
+// microsecond. A user Start was not given fails the test.
 func (s *Server) Messages(user string) []string {
 	s.t.Helper()
 	if !s.users[strings.ToLower(user)] {
@@ -596,7 +610,9 @@ func readMaildir(dir string) ([]string, error) {
 			}
 		}
 	}
-	sort.Slice(files, func(i, j int) bool { return filepath.Base(files[i]) < filepath.Base(files[j]) })
+	sort.SliceStable(files, func(i, j int) bool {
+		return deliveredBefore(filepath.Base(files[i]), filepath.Base(files[j]))
+	})
 	msgs := make([]string, 0, len(files))
 	for _, f := range files {
 		b, err := os.ReadFile(filepath.Join(dir, f))
@@ -606,6 +622,37 @@ func readMaildir(dir string) ([]string, error) {
 		msgs = append(msgs, string(b))
 	}
 	return msgs, nil
+}
+
+// deliveredBefore orders Maildir file names by the delivery time they
+// begin with, "<seconds>.", and the microseconds in the part after it,
+// "M<usec>" (Dovecot: "M<usec>P<pid>", Postfix: "V<dev>I<inode>M<usec>").
+// The microseconds are not padded, so the names do not sort as strings.
+func deliveredBefore(a, b string) bool {
+	as, au := deliveryTime(a)
+	bs, bu := deliveryTime(b)
+	if as != bs {
+		return as < bs
+	}
+	if au != bu {
+		return au < bu
+	}
+	return a < b
+}
+
+func deliveryTime(name string) (sec, usec int64) {
+	first, rest, _ := strings.Cut(name, ".")
+	sec, _ = strconv.ParseInt(first, 10, 64)
+	unique, _, _ := strings.Cut(rest, ".")
+	if i := strings.LastIndexByte(unique, 'M'); i >= 0 {
+		digits := unique[i+1:]
+		end := strings.IndexFunc(digits, func(r rune) bool { return r < '0' || r > '9' })
+		if end >= 0 {
+			digits = digits[:end]
+		}
+		usec, _ = strconv.ParseInt(digits, 10, 64)
+	}
+	return sec, usec
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -115,6 +115,25 @@ func TestLoopbackNotExempt(t *testing.T) {
 	}
 }
 
+// TestAwkwardTestNames: the instance works whatever the test is called,
+// here subtests that Go names "x" and "x#01", and a long name with
+// characters main.cf gives a meaning.
+func TestAwkwardTestNames(t *testing.T) {
+	for _, name := range []string{"x", "x", ",$(x) #" + strings.Repeat("long", 30)} {
+		t.Run(name, func(t *testing.T) {
+			s := Start(t, Options{Users: []string{"alice@example.test"}})
+			c := dial(t, s.Addr)
+			c.expect(t, "EHLO client.test", 250, "")
+			c.expect(t, "MAIL FROM:<>", 250, "")
+			c.expect(t, "RCPT TO:<alice@example.test>", 250, "2.1.5")
+			c.expect(t, "RCPT TO:<bob@example.test>", 550, "5.1.1")
+			c.expect(t, "DATA", 354, "")
+			c.expect(t, "Subject: x\r\n\r\nx\r\n.", 250, "2.0.0")
+			s.WaitMessages("alice@example.test", 1)
+		})
+	}
+}
+
 // TestTwoInstances: two instances run at once, each on its own address and
 // directory, each knowing only its own users.
 func TestTwoInstances(t *testing.T) {
@@ -164,8 +183,9 @@ func TestListensOnlyOnAddr(t *testing.T) {
 	}
 }
 
-// TestStopLeavesNothing: when the test ends no Postfix process is left and
-// Addr refuses connections; Stop in the middle of a test does the same.
+// TestStopLeavesNothing: when the test ends no Postfix process is left,
+// Addr refuses connections and the instance's directory is gone; Stop in
+// the middle of a test does the same.
 func TestStopLeavesNothing(t *testing.T) {
 	var s *Server
 	var master int
@@ -181,6 +201,9 @@ func TestStopLeavesNothing(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
 		c.Close()
 		t.Errorf("after the test: %s still accepts connections", s.Addr)
+	}
+	if _, err := os.Stat(s.Dir); !os.IsNotExist(err) {
+		t.Errorf("after the test: %s: %v, want it gone", s.Dir, err)
 	}
 
 	s = Start(t, Options{Users: []string{"alice@example.test"}})
@@ -374,4 +397,22 @@ func run(t *testing.T, f func(testing.TB)) *recorder {
 		<-done
 	})
 	return r
+}
+
+// TestDeliveredBefore: Maildir names order by their time, whose
+// microseconds are not padded, not as strings.
+func TestDeliveredBefore(t *testing.T) {
+	ordered := []string{
+		"1795915487.Vfe00I986030M99999.vm",
+		"1795915487.Vfe00I986029M100000.vm",
+		"1795915487.M100001P5391.host",
+		"1795915488.Vfe00I1M5.vm",
+	}
+	for i := range ordered {
+		for j := range ordered {
+			if got := deliveredBefore(ordered[i], ordered[j]); got != (i < j) {
+				t.Errorf("deliveredBefore(%q, %q) = %v", ordered[i], ordered[j], got)
+			}
+		}
+	}
 }

@@ -11,16 +11,39 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v swaks >/dev/null || need+=(swaks)
 [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
 command -v python3 >/dev/null || need+=(python3)
+# internal/dovecottest: Dovecot's LMTP server as a downstream that knows its users.
+[ -x /usr/sbin/dovecot ] || need+=(dovecot-core)
+[ -x /usr/lib/dovecot/lmtp ] || need+=(dovecot-lmtpd)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "== installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	if command -v debconf-set-selections >/dev/null; then
-		# Postfix only for its test tools (smtp-sink, smtp-source): never started as a daemon here.
+		# Postfix for its test tools (smtp-sink, smtp-source) and the private
+		# instances of internal/postfixtest: Debian's own instance never runs.
 		echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
 		echo "postfix postfix/mailname string localhost" | debconf-set-selections
 	fi
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	# The postinst scripts of postfix and dovecot-core start Debian's own
+	# instance through invoke-rc.d (there is no systemd here), which would
+	# take ports 25, 143, 993, 110 ... The tests run private instances only.
+	# invoke-rc.d asks policy-rc.d, and 101 forbids: ours answers so for the
+	# install, and whatever was there before is put back after it.
+	policy=/usr/sbin/policy-rc.d
+	saved=
+	if [ -e "$policy" ]; then
+		saved=$(mktemp)
+		cp -p "$policy" "$saved"
+	fi
+	restore_policy() {
+		if [ -n "$saved" ]; then mv -f "$saved" "$policy"; else rm -f "$policy"; fi
+	}
+	printf '#!/bin/sh\n# test.sh: no service starts while it installs packages.\nexit 101\n' >"$policy"
+	chmod 755 "$policy"
+	if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }; then
+		restore_policy
+		exit 1
+	fi
+	restore_policy
 fi
 export PATH="$PATH:$(go env GOPATH)/bin"
 if ! command -v staticcheck >/dev/null; then

@@ -15,6 +15,8 @@ packages=(
 	libnet-ssleay-perl # swaks' STARTTLS; Debian's swaks only recommends it
 	python3            # e2e TestDeliverSmtplib: Python's smtplib as the client
 	iproute2           # ip: e2e TestDefaults brings up lo in a network namespace of its own
+	dovecot-core       # internal/dovecottest: Dovecot as an LMTP downstream that knows its users; never started as a daemon
+	dovecot-lmtpd      # /usr/lib/dovecot/lmtp
 	prometheus         # e2e TestPrometheusScrape: a real scraper of the admin listener; never started as a daemon
 	fail2ban           # fail2ban-regex: e2e TestFail2banFilter runs contrib/fail2ban on the real log; never started as a daemon
 	systemd            # systemd-analyze: e2e TestSystemdUnit verifies contrib/systemd/mxguard.service
@@ -31,23 +33,33 @@ if [ ${#need[@]} -gt 0 ]; then
 	echo "== installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	if command -v debconf-set-selections >/dev/null; then
-		# Postfix only for its test tools (smtp-sink, smtp-source): never started as a daemon here.
+		# Postfix for its test tools (smtp-sink, smtp-source) and the private
+		# instances of internal/postfixtest: Debian's own instance never runs.
 		echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
 		echo "postfix postfix/mailname string localhost" | debconf-set-selections
 	fi
-	# Daemon packages (Postfix, Redis, Prometheus...) must not start
-	# their system instances on install: the tests run private ones on
-	# loopback. policy-rc.d is Debian's switch for that; one already in
-	# place is left alone.
-	guard=
-	if [ ! -e /usr/sbin/policy-rc.d ]; then
-		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-		chmod 755 /usr/sbin/policy-rc.d
-		guard=1
+	# The postinst scripts of postfix, dovecot-core, redis-server, prometheus
+	# and fail2ban start Debian's own instance through invoke-rc.d (there is
+	# no systemd here), which would take ports 25, 143, 993, 110, 6379, 9090
+	# ... The tests run private instances only.
+	# invoke-rc.d asks policy-rc.d, and 101 forbids: ours answers so for the
+	# install, and whatever was there before is put back after it.
+	policy=/usr/sbin/policy-rc.d
+	saved=
+	if [ -e "$policy" ]; then
+		saved=$(mktemp)
+		cp -p "$policy" "$saved"
 	fi
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-	[ -z "$guard" ] || rm -f /usr/sbin/policy-rc.d
+	restore_policy() {
+		if [ -n "$saved" ]; then mv -f "$saved" "$policy"; else rm -f "$policy"; fi
+	}
+	printf '#!/bin/sh\n# test.sh: no service starts while it installs packages.\nexit 101\n' >"$policy"
+	chmod 755 "$policy"
+	if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }; then
+		restore_policy
+		exit 1
+	fi
+	restore_policy
 fi
 export PATH="$PATH:$(go env GOPATH)/bin"
 if ! command -v staticcheck >/dev/null; then

@@ -272,7 +272,7 @@ func (p *Policy) Address(to smtpd.Path) string {
 	if to.Domain == "" && len(p.LocalDomains) > 0 {
 		return "postmaster@" + p.LocalDomains[0]
 	}
-	return smtpd.Path{Local: to.Local, Domain: strings.ToLower(to.Domain)}.Mailbox()
+	return smtpd.Path{Local: to.Local, Domain: strings.ToLower(to.Domain), Quoted: to.Quoted}.Mailbox()
 }
 
 // IsLocal reports whether domain (lower case) is one we receive mail for.

@@ -100,7 +100,7 @@ func TestRcpt(t *testing.T) {
 		{name: "bare postmaster", to: "Postmaster", deliver: []string{"postmaster@example.org"}},
 		{name: "postmaster of each domain", to: "postmaster@probe.example", deliver: []string{"postmaster@probe.example"}},
 		{name: "quoted local part keeps its quotes", pol: func(p *Policy) { p.CatchAll = true }, to: `"jane doe"@example.org`, deliver: []string{`"jane doe"@example.org`}},
-		{name: "needless quotes dropped", to: `"alice"@example.org`, deliver: []string{"alice@example.org"}},
+		{name: "quotes kept as sent", to: `"alice"@example.org`, deliver: []string{`"alice"@example.org`}},
 		{name: "the forged-sender trap", to: `"x>y"@example.org`, code: 550, reason: reason.UnknownUser},
 		{name: "catch_all", pol: func(p *Policy) { p.CatchAll = true }, to: "nobody@example.org", deliver: []string{"nobody@example.org"}},
 		{name: "foreign, untrusted", to: "x@elsewhere.example", code: 550, reason: reason.RelayDenied, text: "5.7.1 Relaying denied"},

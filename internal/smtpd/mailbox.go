@@ -3,16 +3,16 @@ package smtpd
 import "strings"
 
 // Mailbox renders p in SMTP's syntax, as it goes into a MAIL or RCPT
-// command and into Return-Path: the local part as a dot-string where it is
-// one and as a quoted string otherwise, so that an address that needed its
-// quotes ("jane doe"@example.org) keeps them on the way to the downstream,
-// and one that did not ("jane"@example.org) is written plainly. The null
-// path is "", the bare postmaster "postmaster".
+// command and into Return-Path: a local part the client quoted stays
+// quoted ("jane doe"@example.org, and "jane"@example.org too, as it was
+// sent), one it did not stays a dot-string, and one that must be quoted
+// is. Only a quoted-pair that escaped nothing ("j\ane") comes out without
+// its backslash. The null path is "", the bare postmaster "postmaster".
 func (p Path) Mailbox() string {
 	if p.Domain == "" {
 		return p.Local
 	}
-	if validDotString(p.Local) {
+	if !p.Quoted && validDotString(p.Local) {
 		return p.Local + "@" + p.Domain
 	}
 	var b strings.Builder

@@ -5,7 +5,7 @@ import "testing"
 func TestMailbox(t *testing.T) {
 	for _, tt := range []struct{ in, want string }{
 		{"<jane@example.org>", "jane@example.org"},
-		{`<"jane"@example.org>`, "jane@example.org"},
+		{`<"jane"@example.org>`, `"jane"@example.org`},
 		{`<"jane doe"@example.org>`, `"jane doe"@example.org`},
 		{`<"x>y"@example.test>`, `"x>y"@example.test`},
 		{`<"a\"b\\c"@example.test>`, `"a\"b\\c"@example.test`},
@@ -42,7 +42,7 @@ func FuzzMailbox(f *testing.F) {
 		if err != nil {
 			t.Fatalf("%q: Mailbox() = %q does not parse: %v", arg, m, err)
 		}
-		if q.Local != p.Local || q.Domain != p.Domain {
+		if q.Local != p.Local || q.Domain != p.Domain || q.Quoted != p.Quoted {
 			t.Fatalf("%q: Mailbox() = %q parses back as %+v, want %+v", arg, m, q, p)
 		}
 		if _, _, err := ParsePathArg("<"+m+">", true, false); err != nil {

@@ -51,6 +51,7 @@ const (
 	NUL               Reason = "nul"
 	NonASCII          Reason = "non_ascii"
 	NonSMTP           Reason = "non_smtp"
+	Pipelining        Reason = "pipelining"
 	StartTLSInjection Reason = "starttls_injection"
 	TLS               Reason = "tls"
 	SessionBytes      Reason = "session_bytes"
@@ -115,6 +116,7 @@ var table = []Info{
 	{NUL, StageCommand, "a NUL octet in a command or in the message"},
 	{NonASCII, StageCommand, "a non-ASCII octet in a command that allows none"},
 	{NonSMTP, StageCommand, "an HTTP or proxy verb (GET, POST, CONNECT, USER...): closed"},
+	{Pipelining, StageCommand, "commands sent ahead where RFC 2920 forbids it (with EHLO, HELO, DATA, NOOP, VRFY, EXPN, or in a session without PIPELINING): 554 5.5.0, closed"},
 	{StartTLSInjection, StageCommand, "plaintext pipelined after STARTTLS, discarded (CVE-2011-0411)"},
 	{TLS, StageCommand, "the TLS handshake failed: closed"},
 	{SessionBytes, StageCommand, "the session passed max_session_bytes: 421, closed"},

@@ -167,6 +167,12 @@ func (c *conn) serve() {
 		if line == "" {
 			continue // reply already queued
 		}
+		if c.pipelinedAhead(line) {
+			c.note(reason.Pipelining, "improper command pipelining after "+verbOf(line)+" from "+c.clientName(), "octets", c.br.Buffered())
+			c.reply(replyPipelining)
+			c.flush()
+			return
+		}
 		start := time.Now()
 		c.commands++
 		ok := c.dispatch(line)
@@ -428,6 +434,37 @@ func (c *conn) flush() bool {
 
 func isTimeout(err error) bool {
 	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// pipelinedAhead reports a command the client followed with more input
+// without waiting for its reply where RFC 2920 forbids it: after a
+// command that must end a group (its outcome changes what the client may
+// send next), or at all in a session that was not offered PIPELINING
+// (HELO, or no greeting command yet). Bulk mail software does this; real
+// clients wait. Postfix 3.9 disconnects such clients by default
+// (smtpd_forbid_unauth_pipelining), and so do we. QUIT is let through:
+// nothing comes after it anyway.
+func (c *conn) pipelinedAhead(line string) bool {
+	if c.br == nil || c.br.Buffered() == 0 {
+		return false
+	}
+	switch verbOf(line) {
+	case "QUIT":
+		return false
+	case "EHLO", "HELO", "DATA", "NOOP", "VRFY", "EXPN": // STARTTLS: plaintext after it is discarded (conn.starttls)
+		return true
+	}
+	return !c.sess.ESMTP
+}
+
+// verbOf is the command's verb in upper case, cheaply, for the checks
+// made before a command is parsed.
+func verbOf(line string) string {
+	v, _, _ := strings.Cut(line, " ")
+	if len(v) > 8 {
+		return "unknown"
+	}
+	return strings.ToUpper(v)
 }
 
 // verbLabel is a command's verb as a label: the commands the server

@@ -30,5 +30,6 @@ var (
 	replyNoParams    = &reply.Reply{Code: 501, Status: "5.5.4", Text: "Syntax error in parameters or arguments"}
 	replyHelp        = &reply.Reply{Code: 214, Status: "2.0.0", Text: "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS\nSee RFC 5321"}
 	replyTooManyErrs = &reply.Reply{Code: 421, Status: "4.7.0", Text: "Error: too many errors"}
+	replyPipelining  = &reply.Reply{Code: 554, Status: "5.5.0", Text: "Error: SMTP protocol synchronization"}
 	replyNotSMTP     = &reply.Reply{Code: 221, Status: "2.7.0", Text: "Error: I can break rules, too. Goodbye."}
 )

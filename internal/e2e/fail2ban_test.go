@@ -32,7 +32,7 @@ const f2bFilter = "contrib/fail2ban/filter.d/mxguard.conf"
 var (
 	f2bNormal = []reason.Reason{
 		reason.DenyList, reason.TCPWrappers, reason.Access, reason.RateControl, reason.ConnControl,
-		reason.Pregreet, reason.TooManyErrors, reason.NonSMTP, reason.BareLF, reason.BareCR, reason.NUL,
+		reason.Pregreet, reason.TooManyErrors, reason.NonSMTP, reason.Pipelining, reason.BareLF, reason.BareCR, reason.NUL,
 		reason.LineTooLong, reason.StartTLSInjection, reason.SessionBytes, reason.SessionTime,
 		reason.RelayDenied, reason.UnknownUser, reason.BadMailbox, reason.TooManyBadRcpts,
 	}
@@ -530,8 +530,9 @@ func f2bProvocations(pool *x509.CertPool) []provocation {
 		}},
 		{src: "127.0.4.14", reason: reason.SessionBytes, run: func(t *testing.T, m *mx, src string) {
 			c := session(t, m, src)
-			// 140 KiB of commands, past max_session_bytes (128 KiB).
-			flood(t, m, c, src, []byte(strings.Repeat("NOOP "+strings.Repeat("n", 400)+"\r\n", 350)), reason.SessionBytes)
+			// 140 KiB of commands, past max_session_bytes (128 KiB):
+			// RSET, which RFC 2920 lets a client pipeline.
+			flood(t, m, c, src, []byte(strings.Repeat("RSET\r\n", 24000)), reason.SessionBytes)
 		}},
 		{src: "127.0.4.15", reason: reason.SessionTime, slow: true, run: func(t *testing.T, m *mx, src string) {
 			c := session(t, m, src)
@@ -576,6 +577,12 @@ func f2bProvocations(pool *x509.CertPool) []provocation {
 			// 100 KiB: more than 64 KiB past max_message_size (16 KiB),
 			// within max_session_bytes.
 			flood(t, m, c, src, []byte(strings.Repeat(strings.Repeat("b", 78)+"\r\n", 100<<10/80)), reason.TooBig)
+		}},
+		{src: "127.0.4.23", reason: reason.Pipelining, run: func(t *testing.T, m *mx, src string) {
+			c, line, _ := greet(t, src, m.addr)
+			expect(t, line, "220")
+			raw(t, c, "EHLO bot.test\r\nMAIL FROM:<a@example.org>\r\n", "554 5.5.0")
+			c.closed()
 		}},
 		{src: "127.0.4.22", reason: reason.TimeoutHelo, slow: true, run: func(t *testing.T, m *mx, src string) {
 			c, line, _ := greet(t, src, m.addr)

@@ -448,13 +448,16 @@ func (c *conn) pipelinedAhead(line string) bool {
 	if c.br == nil || c.br.Buffered() == 0 {
 		return false
 	}
-	switch verbOf(line) {
+	v := verbOf(line)
+	switch v {
 	case "QUIT":
 		return false
 	case "EHLO", "HELO", "DATA", "NOOP", "VRFY", "EXPN": // STARTTLS: plaintext after it is discarded (conn.starttls)
 		return true
 	}
-	return !c.sess.ESMTP
+	// An HTTP request comes with its headers at once: it is refused as
+	// what it is (non-SMTP) by dispatch.
+	return !c.sess.ESMTP && verbLabel(v) != "non-smtp"
 }
 
 // verbOf is the command's verb in upper case, cheaply, for the checks

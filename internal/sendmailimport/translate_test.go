@@ -60,21 +60,19 @@ func TestTranslateSeed(t *testing.T) {
 		{"AccessMap", c.AccessMap, access},
 		{"HostsDeny", c.HostsDeny, hostsDeny},
 		{"DelayChecks", c.DelayChecks, true},
-		{"Limits", c.Limits, config.Limits{
-			MaxDaemonChildren:        60,
-			ConnectionRateThrottle:   5,
-			ConnectionRateWindowSize: 60 * time.Second,
-			ClientRate:               0, // from the access map's ClientRate: entries
-			ClientConn:               0, // likewise ClientConn:
-			Terminate:                true,
-			GreetPause:               2 * time.Second,
-			BadRcptThrottle:          2,
-			MaxRcptsPerMessage:       25,
-			MaxMessageSize:           d.Limits.MaxMessageSize,
-			MaxBadRcpts:              d.Limits.MaxBadRcpts,
-			MaxSessionBytes:          d.Limits.MaxSessionBytes,
-			MaxSessionTime:           d.Limits.MaxSessionTime,
-		}},
+		// What the seed sets; every other limit keeps mxguard's default.
+		{"Limits", c.Limits, func() config.Limits {
+			l := d.Limits
+			l.MaxDaemonChildren = 60
+			l.ConnectionRateThrottle = 5
+			l.ConnectionRateWindowSize = 60 * time.Second
+			l.ClientRate, l.ClientConn = 0, 0 // from the access map's ClientRate: and ClientConn: entries
+			l.Terminate = true
+			l.GreetPause = 2 * time.Second
+			l.BadRcptThrottle = 2
+			l.MaxRcptsPerMessage = 25
+			return l
+		}()},
 		{"Timeouts", c.Timeouts, config.Timeouts{
 			Command: 30 * time.Second, Helo: 30 * time.Second, Mail: 30 * time.Second,
 			Rcpt: 30 * time.Second, DataInit: time.Minute, DataBlock: time.Minute,

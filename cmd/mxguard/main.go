@@ -36,6 +36,8 @@ const usage = `usage:
   mxguard deny    [--config FILE] IP|CIDR|'a log line'   refuse a client, live and persisted
   mxguard reload  [--config FILE]        re-read the configuration (like SIGHUP)
   mxguard status  [--config FILE] [--json]   sessions, refusals by reason and the top offenders of the last minute
+  mxguard bans    [--config FILE] [--json]   the bans of clients' scores in force
+  mxguard unban   [--config FILE] IP|CIDR    lift the bans within a network
   mxguard version
 `
 
@@ -58,7 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return doctorCmd(args, stdout, stderr)
 	case "import-sendmail":
 		return importSendmail(args, stdout, stderr)
-	case "trust", "deny", "reload", "status":
+	case "trust", "deny", "reload", "status", "bans", "unban":
 		return controlCmd(cmd, args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mxguard", version, buildInfo())
@@ -263,14 +265,33 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mxguard: %v\n", err)
 		return 1
 	}
+	if cmd == "unban" {
+		if fs.NArg() != 1 {
+			fmt.Fprintln(stderr, "mxguard unban: give one IP address or CIDR prefix")
+			return 2
+		}
+		p, err := control.ParsePrefix(fs.Arg(0))
+		if err != nil {
+			fmt.Fprintf(stderr, "mxguard unban: %v\n", err)
+			return 1
+		}
+		out, err := control.Send(cfg.Control, "unban "+p.String(), 10*time.Second)
+		if err != nil {
+			fmt.Fprintf(stderr, "mxguard unban: %v\n", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, out)
+		return 0
+	}
 	if cmd != "trust" && cmd != "deny" {
 		out, err := control.Send(cfg.Control, cmd, 10*time.Second)
 		if err != nil {
 			fmt.Fprintf(stderr, "mxguard %s: %v\n", cmd, err)
 			return 1
 		}
-		if cmd == "status" && !*asJSON {
-			if err := server.FormatStatus(stdout, out); err != nil {
+		format := map[string]func(io.Writer, string) error{"status": server.FormatStatus, "bans": server.FormatBans}[cmd]
+		if format != nil && !*asJSON {
+			if err := format(stdout, out); err != nil {
 				fmt.Fprintf(stderr, "mxguard %s: %v\n", cmd, err)
 				return 1
 			}

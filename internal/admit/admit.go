@@ -21,7 +21,7 @@ import (
 	"github.com/mxguard/mxguard/internal/accessmap"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/limit"
-	"github.com/mxguard/mxguard/internal/metrics"
+	"github.com/mxguard/mxguard/internal/reputation"
 	"github.com/mxguard/mxguard/internal/resolve"
 	"github.com/mxguard/mxguard/internal/tcpwrap"
 )
@@ -32,10 +32,13 @@ import (
 type Policy struct {
 	Hostname string
 	Limits   config.Limits
-	Trusted  []netip.Prefix // trusted_networks plus the trust file
-	Denied   []netip.Prefix // the deny file
-	Access   *accessmap.Map // nil: no access map
-	Wrappers *tcpwrap.Table // nil: no hosts.allow/hosts.deny
+	// NoFCrDNSPoints is the standing score cost of a client without a
+	// confirmed reverse name.
+	NoFCrDNSPoints int
+	Trusted        []netip.Prefix // trusted_networks plus the trust file
+	Denied         []netip.Prefix // the deny file
+	Access         *accessmap.Map // nil: no access map
+	Wrappers       *tcpwrap.Table // nil: no hosts.allow/hosts.deny
 }
 
 // IsTrusted reports whether addr is in a trusted network.
@@ -61,16 +64,40 @@ type Admitter struct {
 	policy   atomic.Pointer[Policy]
 	limiter  limit.Limiter
 	dns      Verifier
-	metrics  *metrics.Metrics
+	events   Recorder
+	rep      Reputation
 	log      *slog.Logger
 	children atomic.Int64
 	throttle throttle
 }
 
+// Recorder is told of each refusal and stall, for the metrics and the
+// clients' scores.
+type Recorder interface {
+	Refused(why reason.Reason, client netip.Addr)
+	ThrottleStall()
+}
+
+// Reputation is the clients' scores and bans (internal/reputation).
+type Reputation interface {
+	Banned(client netip.Addr) (reputation.Ban, bool)
+	SetStatic(client netip.Addr, points int, why reason.Reason) (int, *reputation.Ban)
+	Delay(client netip.Addr) time.Duration
+}
+
+type noRecorder struct{}
+
+func (noRecorder) Refused(reason.Reason, netip.Addr) {}
+func (noRecorder) ThrottleStall()                    {}
+
 // New returns an Admitter. dns may be nil (no reverse lookups: every client
-// is UNKNOWN to the TCP wrappers and host-name keys never match).
-func New(p *Policy, l limit.Limiter, dns Verifier, m *metrics.Metrics, logger *slog.Logger) *Admitter {
-	a := &Admitter{limiter: l, dns: dns, metrics: m, log: logger}
+// is UNKNOWN to the TCP wrappers and host-name keys never match); events
+// and rep may be nil (nothing counted, no scores).
+func New(p *Policy, l limit.Limiter, dns Verifier, events Recorder, rep Reputation, logger *slog.Logger) *Admitter {
+	if events == nil {
+		events = noRecorder{}
+	}
+	a := &Admitter{limiter: l, dns: dns, events: events, rep: rep, log: logger}
 	a.policy.Store(p)
 	return a
 }
@@ -98,10 +125,21 @@ type Decision struct {
 	Defer      *reply.Reply // terminate=false: MAIL and RCPT get this
 	Policy     *Policy      // the policy this decision was made under
 
+	rep Reputation // for the tarpit; nil: none
+
 	child    *Admitter // holds a max_daemon_children slot of this Admitter
 	releases []func()  // give back the ClientConn counts (one a tier)
 	relBuf   [2]func() // room for two tiers' releases without an allocation
 	check    check     // admission's working state
+}
+
+// Delay is how long to hold each reply to the client now: its tarpit,
+// from its score as it is at the moment of the reply.
+func (d *Decision) Delay() time.Duration {
+	if d.rep == nil {
+		return 0
+	}
+	return d.rep.Delay(d.check.addr)
 }
 
 // Release gives back what the connection held (its max_daemon_children
@@ -148,7 +186,7 @@ func (a *Admitter) overLimit(c *check, why reason.Reason, r *reply.Reply, detail
 		a.reject(c, why, r, detail)
 		return true
 	}
-	a.metrics.Refused(why, c.addr)
+	a.events.Refused(why, c.addr)
 	a.log.Info("deferring mail from "+ClientName(d.Host, c.addr)+": "+detail,
 		"ip", c.addr.String(), "reason", why)
 	if d.Defer == nil {
@@ -170,7 +208,7 @@ func (a *Admitter) limiterDown(c *check, err error) {
 
 func (a *Admitter) reject(c *check, why reason.Reason, r *reply.Reply, detail string) {
 	c.d.Reject, c.d.Reason = r, why
-	a.metrics.Refused(why, c.addr)
+	a.events.Refused(why, c.addr)
 	// One stable line per rejection: fail2ban and grep key on
 	// "rejecting connection from", the IP and the reason.
 	a.log.Info("rejecting connection from "+ClientName(c.d.Host, c.addr)+": "+detail,

@@ -45,8 +45,10 @@ type check struct {
 //
 //	max_daemon_children   a counter
 //	deny_list             `mxguard deny`'s networks: a prefix scan
+//	ban                   the bans of the clients' scores: a map, skipped when empty
 //	throttle              connection_rate_throttle: stall, never refuse
 //	rdns                  the client's confirmed name (cached, bounded)
+//	score                 the standing part of the client's score; its tarpit
 //	tcpwrappers           hosts.allow / hosts.deny, names and addresses
 //	access                the access map's Connect: entry
 //	ratecontrol           ClientRate:, per client and per network tier
@@ -58,8 +60,10 @@ type check struct {
 var steps = []step{
 	{"max_daemon_children", true, (*Admitter).stepChildren},
 	{"deny_list", true, (*Admitter).stepDenyList},
+	{"ban", false, (*Admitter).stepBan},
 	{"throttle", false, (*Admitter).stepThrottle},
 	{"rdns", true, (*Admitter).stepRDNS},
+	{"score", false, (*Admitter).stepScore},
 	{"tcpwrappers", false, (*Admitter).stepWrappers},
 	{"access", false, (*Admitter).stepAccess},
 	{"ratecontrol", false, (*Admitter).stepRate},
@@ -115,6 +119,40 @@ func (a *Admitter) stepDenyList(c *check) bool {
 	return false
 }
 
+// stepBan refuses a client banned for its score, until the ban ends.
+func (a *Admitter) stepBan(c *check) bool {
+	if a.rep == nil {
+		return false
+	}
+	ban, ok := a.rep.Banned(c.addr)
+	if !ok {
+		return false
+	}
+	a.reject(c, reason.Banned, &reply.Reply{Code: 554, Status: "5.7.1", Text: "Access denied"},
+		fmt.Sprintf("banned until %s for %s (%s)", ban.Expires.UTC().Format(time.RFC3339), ban.Reason, ban.Prefix))
+	return true
+}
+
+// stepScore sets the standing part of the client's score from what it is
+// (no confirmed reverse name), which may ban it on the spot, and gives the
+// session its tarpit.
+func (a *Admitter) stepScore(c *check) bool {
+	if a.rep == nil {
+		return false
+	}
+	points := 0
+	if c.d.DNS != resolve.OK {
+		points += c.p.NoFCrDNSPoints
+	}
+	if _, ban := a.rep.SetStatic(c.addr, points, ""); ban != nil {
+		a.reject(c, reason.Banned, &reply.Reply{Code: 554, Status: "5.7.1", Text: "Access denied"},
+			fmt.Sprintf("banned until %s for its score", ban.Expires.UTC().Format(time.RFC3339)))
+		return true
+	}
+	c.d.rep = a.rep
+	return false
+}
+
 // stepThrottle is connection_rate_throttle: the connection waits for its
 // second. It refuses only when the server stops meanwhile.
 func (a *Admitter) stepThrottle(c *check) bool {
@@ -126,7 +164,7 @@ func (a *Admitter) stepThrottle(c *check) bool {
 	if wait <= 0 {
 		return false
 	}
-	a.metrics.ThrottleStall()
+	a.events.ThrottleStall()
 	if a.throttle.shouldLog(time.Now()) {
 		a.log.Info(fmt.Sprintf("deferring connections on daemon mxguard: %d per second", r),
 			"reason", reason.Throttle, "ip", c.addr.String())

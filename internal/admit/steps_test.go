@@ -13,6 +13,7 @@ import (
 
 	"github.com/mxguard/mxguard/internal/limit"
 	"github.com/mxguard/mxguard/internal/reason"
+	"github.com/mxguard/mxguard/internal/reputation"
 )
 
 // TestStepOrder: the documented order, cheapest first, and which steps a
@@ -25,7 +26,7 @@ func TestStepOrder(t *testing.T) {
 			trusted = append(trusted, s.name)
 		}
 	}
-	want := []string{"max_daemon_children", "deny_list", "throttle", "rdns", "tcpwrappers", "access", "ratecontrol", "conncontrol", "greet_pause"}
+	want := []string{"max_daemon_children", "deny_list", "ban", "throttle", "rdns", "score", "tcpwrappers", "access", "ratecontrol", "conncontrol", "greet_pause"}
 	if !slices.Equal(names, want) {
 		t.Errorf("steps %v, want %v", names, want)
 	}
@@ -96,7 +97,7 @@ func TestTiers(t *testing.T) {
 	p := &Policy{Hostname: "mx.test", Limits: lim}
 	mem := limit.NewMemory(nil)
 	t.Cleanup(mem.Close)
-	a := New(p, mem, nil, nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	a := New(p, mem, nil, nil, nil, slog.New(slog.NewTextHandler(&logs, nil)))
 	admitted := 0
 	for i := range 50 {
 		d := a.Admit(context.Background(), netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", i+1)))
@@ -144,7 +145,7 @@ func TestTierConn(t *testing.T) {
 	p := &Policy{Hostname: "mx.test", Limits: lim}
 	mem := limit.NewMemory(nil)
 	t.Cleanup(mem.Close)
-	a := New(p, mem, nil, nil, slog.New(slog.DiscardHandler))
+	a := New(p, mem, nil, nil, nil, slog.New(slog.DiscardHandler))
 	var open []*Decision
 	for i := range 3 {
 		d := a.Admit(context.Background(), netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", i+1)))
@@ -158,5 +159,40 @@ func TestTierConn(t *testing.T) {
 	}
 	if d := a.Admit(context.Background(), netip.MustParseAddr("198.51.100.9")); d.Reject != nil {
 		t.Errorf("after the others closed: %v", d.Reject)
+	}
+}
+
+// TestBanAndScore: the ban step refuses a banned client; the score step
+// charges a client without a confirmed name its standing cost, bans it
+// when that is its last straw, and gives the session its tarpit.
+func TestBanAndScore(t *testing.T) {
+	book, err := reputation.New(reputation.Config{
+		Points: map[reason.Reason]int{reason.Pregreet: -5}, TarpitBelow: -1, TarpitStep: time.Second,
+		TarpitMax: 3 * time.Second, BanBelow: -10, BanTime: time.Hour, MaxClients: 10,
+	}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Policy{Hostname: "mx.test", Limits: limits(), NoFCrDNSPoints: -1}
+	mem := limit.NewMemory(nil)
+	t.Cleanup(mem.Close)
+	a := New(p, mem, names{"127.0.0.8": "mail.example.org"}, nil, book, slog.New(slog.DiscardHandler))
+
+	named := a.Admit(context.Background(), netip.MustParseAddr("127.0.0.8"))
+	if named.Reject != nil || named.Delay() != 0 || book.Score(netip.MustParseAddr("127.0.0.8")) != 0 {
+		t.Errorf("a named client: %v, delay %v", named.Reject, named.Delay())
+	}
+	anon := netip.MustParseAddr("127.0.0.9")
+	d := a.Admit(context.Background(), anon)
+	if d.Reject != nil || book.Score(anon) != -1 || d.Delay() != 0 {
+		t.Errorf("a nameless client: %v, score %d, delay %v", d.Reject, book.Score(anon), d.Delay())
+	}
+	book.Penalize(anon, reason.Pregreet, 0) // -6: the tarpit, read at each reply
+	if got := d.Delay(); got != 3*time.Second {
+		t.Errorf("delay at -6 = %v, want the 3s cap", got)
+	}
+	book.Penalize(anon, reason.Pregreet, 0) // -11: banned
+	if d := a.Admit(context.Background(), anon); d.Reason != reason.Banned || d.Reject.String() != "554 5.7.1 Access denied" {
+		t.Errorf("a banned client: %v %s", d.Reject, d.Reason)
 	}
 }

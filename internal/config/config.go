@@ -48,6 +48,7 @@ type Config struct {
 	Recipients Recipients
 	Fleet      Fleet
 	Admin      Admin
+	Reputation Reputation
 
 	// Path is the file the configuration was loaded from; "" for defaults.
 	Path string
@@ -160,6 +161,22 @@ const (
 	LogText = "text"
 	LogJSON = "json"
 )
+
+// Reputation is the scoring of clients by what they do: a tarpit for the
+// low and a ban for the lowest. Scores are negative for bad behaviour.
+type Reputation struct {
+	TarpitBelow         int           // replies slowed below this score; 0 = no tarpit
+	TarpitStep          time.Duration // per point below TarpitBelow
+	TarpitMax           time.Duration
+	BanBelow            int // banned at or below this score; 0 = no bans
+	BanTime             time.Duration
+	ForgiveAfter        time.Duration // one point forgiven after this long
+	PregreetPoints      int
+	ProtocolErrorPoints int
+	UnknownUserPoints   int
+	NoFCrDNSPoints      int
+	MaxClients          int
+}
 
 // Admin configures the admin HTTP listener.
 type Admin struct {

@@ -77,6 +77,9 @@ func TestDefaults(t *testing.T) {
 		{"Timeouts", c.Timeouts, Timeouts{Command: 5 * time.Minute, DataBlock: 3 * time.Minute, DataFinal: 10 * time.Minute, Control: 30 * time.Second}},
 		{"Delivery", c.Delivery, Delivery{QueueLifetime: 5 * 24 * time.Hour, VerifyPositiveTTL: 24 * time.Hour, VerifyNegativeTTL: time.Hour, VerifyMaxProbes: 8}},
 		{"Recipients", c.Recipients, Recipients{}},
+		{"Reputation", c.Reputation, Reputation{TarpitBelow: -3, TarpitStep: 500 * time.Millisecond, TarpitMax: 5 * time.Second,
+			BanTime: time.Hour, ForgiveAfter: 5 * time.Minute, PregreetPoints: -5,
+			ProtocolErrorPoints: -2, UnknownUserPoints: -1, NoFCrDNSPoints: -1, MaxClients: 100000}},
 		{"Fleet", c.Fleet, Fleet{KeyPrefix: "mxguard:", OnRedisError: "local"}},
 		{"Path", c.Path, "test.toml"},
 		{"Warnings", len(c.Warnings), 0},
@@ -274,8 +277,11 @@ func TestFullExample(t *testing.T) {
 			Verify: "probe", VerifyPositiveTTL: 24 * time.Hour, VerifyNegativeTTL: time.Hour, VerifyMaxProbes: 8},
 		Recipients: Recipients{File: "/etc/mxguard/recipients", Aliases: "/etc/aliases"},
 		Admin:      Admin{Listen: "127.0.0.1:8025"},
-		Fleet:      Fleet{Redis: "redis://10.0.0.5:6379/0", KeyPrefix: "mxguard:", OnRedisError: "local"},
-		Path:       "testdata/full.toml",
+		Reputation: Reputation{TarpitBelow: -3, TarpitStep: 500 * time.Millisecond, TarpitMax: 5 * time.Second,
+			BanBelow: -20, BanTime: time.Hour, ForgiveAfter: 5 * time.Minute, PregreetPoints: -5,
+			ProtocolErrorPoints: -2, UnknownUserPoints: -1, NoFCrDNSPoints: -1, MaxClients: 100000},
+		Fleet: Fleet{Redis: "redis://10.0.0.5:6379/0", KeyPrefix: "mxguard:", OnRedisError: "local"},
+		Path:  "testdata/full.toml",
 	}
 	want.lines = c.lines       // positions, tested by TestErrors
 	want.Warnings = c.Warnings // checked above
@@ -366,6 +372,7 @@ func TestErrors(t *testing.T) {
 		{"relay no scheme", "[delivery]\nrelay = \"mail.example.org:25\"\n", []want{{2, "delivery.relay", "invalid relay"}}},
 		{"queue_lifetime", "[delivery]\nqueue_lifetime = \"1.5d\"\n", []want{{2, "delivery.queue_lifetime", "invalid duration"}}},
 
+		{"points sign", "[reputation]\nban_below = 20\n", []want{{2, "reputation.ban_below", "must be 0 or negative"}}},
 		{"tiers order", "[limits]\nipv4_tiers = [24, 32]\n", []want{{2, "limits.ipv4_tiers", "must be shorter than the one before it"}}},
 		{"tiers range", "[limits]\nipv6_tiers = [129]\n", []want{{2, "limits.ipv6_tiers", "from 1 to 128"}}},
 		{"tiers empty", "[limits]\nipv4_tiers = []\n", []want{{2, "limits.ipv4_tiers", "at least one"}}},

@@ -49,6 +49,7 @@ func cell(s string) string {
 }
 
 func isNumber(s string) bool {
+	s = strings.TrimPrefix(s, "-")
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {
 			return false

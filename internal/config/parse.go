@@ -337,6 +337,22 @@ func intVal(field func(*Config) *int, max int) setter {
 	}
 }
 
+// pointsVal sets a score or a cost: an integer, 0 or negative (bad
+// behaviour lowers a score).
+func pointsVal(field func(*Config) *int) setter {
+	return func(p *parser, v any) error {
+		n, ok := v.(int64)
+		if !ok {
+			return fmt.Errorf("must be an integer, not %s", typeName(v))
+		}
+		if n > 0 || n < -1_000_000 {
+			return fmt.Errorf("must be 0 or negative (scores go down for bad behaviour), not %d", n)
+		}
+		*field(p.cfg) = int(n)
+		return nil
+	}
+}
+
 // durationString extracts a duration from a TOML value. Durations are
 // strings so that the unit is always written down; a bare 0 is accepted
 // because it needs none.

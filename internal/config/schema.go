@@ -111,7 +111,7 @@ func tomlLiteral(v any) string {
 
 // Sections are the tables of the file, in the order the documentation
 // shows them; "" is the top level.
-var Sections = []string{"", "limits", "timeouts", "recipients", "delivery", "fleet", "admin"}
+var Sections = []string{"", "limits", "timeouts", "recipients", "delivery", "reputation", "fleet", "admin"}
 
 // Keys returns every configuration key, in documentation order.
 func Keys() []Key { return append([]Key(nil), schema...) }
@@ -259,6 +259,29 @@ var schema = []Key{
 		set: durationVal(func(c *Config) *time.Duration { return &c.Delivery.VerifyNegativeTTL }, time.Second)},
 	{Name: "delivery.verify_max_probes", Default: int64(8), Doc: "probes (and connections to the relay) at once; further unknown recipients wait for one, or get 450",
 		set: intVal(func(c *Config) *int { return &c.Delivery.VerifyMaxProbes }, 0)},
+
+	{Name: "reputation.tarpit_below", Default: int64(-3), Doc: "replies to a client whose score is below this are slowed, tarpit_step a point (0: no tarpit)",
+		set: pointsVal(func(c *Config) *int { return &c.Reputation.TarpitBelow })},
+	{Name: "reputation.tarpit_step", Default: "500ms", Doc: "the delay for each point below tarpit_below",
+		set: durationVal(func(c *Config) *time.Duration { return &c.Reputation.TarpitStep }, time.Millisecond)},
+	{Name: "reputation.tarpit_max", Default: "5s", Doc: "the longest delay of one reply",
+		set: durationVal(func(c *Config) *time.Duration { return &c.Reputation.TarpitMax }, time.Millisecond)},
+	{Name: "reputation.ban_below", Default: int64(0), Doc: "a client whose score falls to this is refused at connect for ban_time (0: no bans); `mxguard trust` lifts a ban",
+		set: pointsVal(func(c *Config) *int { return &c.Reputation.BanBelow })},
+	{Name: "reputation.ban_time", Default: "1h", Doc: "how long a ban lasts",
+		set: durationVal(func(c *Config) *time.Duration { return &c.Reputation.BanTime }, time.Second)},
+	{Name: "reputation.forgive_after", Default: "5m", Doc: "one point of a client's score is forgiven after this long",
+		set: durationVal(func(c *Config) *time.Duration { return &c.Reputation.ForgiveAfter }, time.Second)},
+	{Name: "reputation.pregreet_points", Default: int64(-5), Doc: "the cost of talking before the greeting",
+		set: pointsVal(func(c *Config) *int { return &c.Reputation.PregreetPoints })},
+	{Name: "reputation.protocol_error_points", Default: int64(-2), Doc: "the cost of each protocol violation (pipelining, HTTP, bare LF or CR, NUL, over-long lines, too many errors)",
+		set: pointsVal(func(c *Config) *int { return &c.Reputation.ProtocolErrorPoints })},
+	{Name: "reputation.unknown_user_points", Default: int64(-1), Doc: "the cost of each refused recipient (unknown user, relaying denied)",
+		set: pointsVal(func(c *Config) *int { return &c.Reputation.UnknownUserPoints })},
+	{Name: "reputation.no_fcrdns_points", Default: int64(-1), Doc: "the standing cost of a client without a confirmed reverse name (each DNS blocklist adds minus its weight)",
+		set: pointsVal(func(c *Config) *int { return &c.Reputation.NoFCrDNSPoints })},
+	{Name: "reputation.max_clients", Default: int64(100000), Doc: "how many clients' scores are kept; the least recently seen are forgotten first",
+		set: intVal(func(c *Config) *int { return &c.Reputation.MaxClients }, 0)},
 
 	{Name: "fleet.redis", Default: "", Doc: "Redis shared by the nodes: host:port or a redis://, rediss://, unix:// URL; \"\" is in-process counters",
 		set: stringVal(func(c *Config) *string { return &c.Fleet.Redis }, checkRedisValue)},

@@ -36,8 +36,10 @@ import (
 type Handler interface {
 	Trust(p netip.Prefix) (string, error)
 	Deny(p netip.Prefix) (string, error)
+	Unban(p netip.Prefix) (string, error)
 	Reload() (string, error)
 	Status() (string, error)
+	Bans() (string, error)
 }
 
 // Listen opens the control socket at path, readable and writable by its
@@ -141,16 +143,21 @@ func serveConn(c net.Conn, timeout time.Duration, h Handler, log *slog.Logger) {
 	verb, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
 	var msg string
 	switch strings.ToUpper(verb) {
-	case "TRUST", "DENY":
+	case "TRUST", "DENY", "UNBAN":
 		var p netip.Prefix
 		p, err = ParsePrefix(strings.TrimSpace(arg))
 		if err == nil {
-			if strings.EqualFold(verb, "TRUST") {
+			switch strings.ToUpper(verb) {
+			case "TRUST":
 				msg, err = h.Trust(p)
-			} else {
+			case "DENY":
 				msg, err = h.Deny(p)
+			default:
+				msg, err = h.Unban(p)
 			}
 		}
+	case "BANS":
+		msg, err = h.Bans()
 	case "RELOAD":
 		msg, err = h.Reload()
 	case "STATUS":

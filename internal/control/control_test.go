@@ -29,6 +29,10 @@ func (r *recorder) Trust(p netip.Prefix) (string, error) {
 func (r *recorder) Deny(p netip.Prefix) (string, error) { return "", io.ErrUnexpectedEOF }
 func (r *recorder) Reload() (string, error)             { return "reloaded", nil }
 func (r *recorder) Status() (string, error)             { return "up", nil }
+func (r *recorder) Bans() (string, error)               { return "[]", nil }
+func (r *recorder) Unban(p netip.Prefix) (string, error) {
+	return "lifted 0 bans in " + p.String(), nil
+}
 
 // serve runs Serve on a fresh socket at path until the test ends.
 func serve(t *testing.T, path string, h Handler) {

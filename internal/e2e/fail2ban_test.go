@@ -35,6 +35,7 @@ var (
 		reason.Pregreet, reason.TooManyErrors, reason.NonSMTP, reason.Pipelining, reason.BareLF, reason.BareCR, reason.NUL,
 		reason.LineTooLong, reason.StartTLSInjection, reason.SessionBytes, reason.SessionTime,
 		reason.RelayDenied, reason.UnknownUser, reason.BadMailbox, reason.TooManyBadRcpts,
+		reason.Banned,
 	}
 	// Counted in mode=aggressive besides f2bNormal.
 	f2bAggressive = []reason.Reason{
@@ -175,6 +176,8 @@ max_session_time = "6s"
 [timeouts]
 helo = "3s"
 datafinal = "5s"
+[reputation]
+ban_below = -6
 [recipients]
 file = %q
 `, format, dns.Addr, access, hostsDeny, certFile, keyFile, rcpts))
@@ -566,6 +569,17 @@ func f2bProvocations(pool *x509.CertPool) []provocation {
 			expect(t, c.reply(), "421 4.7.0 mx.test Error: too many invalid recipients")
 			c.closed()
 		}},
+		{src: "127.0.4.24", reason: reason.Banned, run: func(t *testing.T, m *mx, src string) {
+			// Three HTTP requests, -2 points each: the score falls to
+			// ban_below (-6), and the next connection is refused.
+			for range 3 {
+				c, line, _ := greet(t, src, m.addr)
+				expect(t, line, "220")
+				raw(t, c, "GET / HTTP/1.0\r\n", "221 2.7.0")
+				c.closed()
+			}
+			refusedAtConnect("554 5.7.1 Access denied")(t, m, src)
+		}},
 		// Counted in mode=aggressive only.
 		{src: "127.0.4.20", reason: reason.TLS, run: func(t *testing.T, m *mx, src string) {
 			c := session(t, m, src, "STARTTLS", "220")
@@ -730,6 +744,9 @@ func TestFail2banJail(t *testing.T) {
 	}
 	fileJail := uncomment(uncomment(jail, "backend", "auto"), "logpath", "/var/log/mxguard.log")
 	fileJail = strings.Replace(fileJail, "= /var/log/mxguard.log", "= "+logFile, 1)
+	// The failregex ends with the last reason of its mode's list.
+	lastNormal := "|" + string(f2bNormal[len(f2bNormal)-1]) + ")"
+	lastAggressive := "|" + string(f2bAggressive[len(f2bAggressive)-1]) + ")"
 	variants := []struct {
 		name, jail string
 		want       []string // lines of fail2ban-client -d
@@ -738,14 +755,14 @@ func TestFail2banJail(t *testing.T) {
 		{"as shipped", jail, []string{
 			`['add', 'mxguard', 'systemd']`,
 			`['set', 'mxguard', 'addjournalmatch', '_SYSTEMD_UNIT=mxguard.service']`,
-		}, "|too_many_bad_rcpts)"},
+		}, lastNormal},
 		{"mode=aggressive", uncomment(jail, "filter", "mxguard[mode=aggressive]"), []string{
 			`['add', 'mxguard', 'systemd']`,
-		}, "|timeout_starttls)"},
+		}, lastAggressive},
 		{"log file", fileJail, []string{
 			`['add', 'mxguard', 'auto']`,
 			`['set', 'mxguard', 'addlogpath', '` + logFile + `', 'head']`,
-		}, "|too_many_bad_rcpts)"},
+		}, lastNormal},
 	}
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {

@@ -43,6 +43,9 @@ type Metrics struct {
 	limiter     *prometheus.GaugeVec
 	redisErrors prometheus.Counter
 	stalls      prometheus.Counter
+	tarpitted   prometheus.Counter
+	tarpitTime  prometheus.Counter
+	bans        prometheus.Counter
 
 	// Recent keeps the last hour, minute by minute, for `mxguard status`
 	// and the console: refusals by reason and the clients and networks
@@ -117,6 +120,9 @@ func New() *Metrics {
 	m.LimiterState(LimiterLocal)
 	m.redisErrors = f.counter("mxguard_redis_errors_total", "Calls to the shared Redis store that failed.")
 	m.stalls = f.counter("mxguard_throttle_stalls_total", "Connections connection_rate_throttle held back to a later second.")
+	m.tarpitted = f.counter("mxguard_tarpit_delays_total", "Batches of replies held back from clients whose score is below [reputation] tarpit_below.")
+	m.tarpitTime = f.counter("mxguard_tarpit_delay_seconds_total", "Time replies were held back by the tarpit, summed over sessions.")
+	m.bans = f.counter("mxguard_bans_total", "Clients banned for their score ([reputation] ban_below).")
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -302,6 +308,21 @@ func (m *Metrics) RedisError() {
 func (m *Metrics) ThrottleStall() {
 	if m != nil {
 		m.stalls.Inc()
+	}
+}
+
+// Tarpit counts a batch of replies held back for d.
+func (m *Metrics) Tarpit(d time.Duration) {
+	if m != nil {
+		m.tarpitted.Inc()
+		m.tarpitTime.Add(d.Seconds())
+	}
+}
+
+// Ban counts a client banned for its score.
+func (m *Metrics) Ban() {
+	if m != nil {
+		m.bans.Inc()
 	}
 }
 

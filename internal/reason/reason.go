@@ -32,6 +32,7 @@ const (
 const (
 	MaxDaemonChildren Reason = "max_daemon_children"
 	DenyList          Reason = "deny_list"
+	Banned            Reason = "banned"
 	Throttle          Reason = "throttle"
 	TCPWrappers       Reason = "tcpwrappers"
 	Access            Reason = "access"
@@ -101,6 +102,7 @@ type Info struct {
 var table = []Info{
 	{MaxDaemonChildren, StageConnect, "max_daemon_children connections are open: 421, closed"},
 	{DenyList, StageConnect, "the client is in the deny list of `mxguard deny`: 550, closed"},
+	{Banned, StageConnect, "the client is banned for its score (reputation), until the ban expires or `mxguard trust`: 554, closed"},
 	{Throttle, StageConnect, "connection_rate_throttle stalled the connection to a later second (not a refusal)"},
 	{TCPWrappers, StageConnect, "hosts.deny (or hosts.allow) refused the client: 550, closed"},
 	{Access, StageConnect, "an access-map entry (Connect:, From:, To:) refused the client, sender or recipient"},

@@ -3,16 +3,17 @@ package server
 import (
 	"cmp"
 	"encoding/json"
-	"io"
-
+	"errors"
 	"fmt"
-	"github.com/mxguard/mxguard/internal/metrics"
-	"github.com/mxguard/mxguard/internal/reason"
+	"io"
 	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/metrics"
+	"github.com/mxguard/mxguard/internal/reason"
+	"github.com/mxguard/mxguard/internal/reputation"
 )
 
 // Reload re-reads the configuration file, the access map, the TCP-wrappers
@@ -20,7 +21,7 @@ import (
 // that are running keep the settings they started with; nothing is
 // dropped. A file with errors is reported and the old settings kept.
 // Settings that need new sockets or a new spool (listen, data_dir,
-// delivery, fleet, resolver, control) wait for a restart.
+// delivery, reputation, fleet, resolver, control) wait for a restart.
 func (s *Server) Reload() (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -53,6 +54,11 @@ func (s *Server) Reload() (string, error) {
 	if next.Delivery != cur.Delivery {
 		restart = append(restart, "[delivery]")
 	}
+	a, b := next.Reputation, cur.Reputation
+	a.NoFCrDNSPoints = b.NoFCrDNSPoints // the admission policy's: reloaded
+	if a != b {
+		restart = append(restart, "[reputation]")
+	}
 	if next.Fleet != cur.Fleet {
 		restart = append(restart, "[fleet]")
 	}
@@ -74,9 +80,52 @@ func (s *Server) Reload() (string, error) {
 	return msg, nil
 }
 
-// Trust adds p to the trust file and to the running policy.
+// Trust adds p to the trust file and to the running policy, and lifts the
+// bans within it: trust wins.
 func (s *Server) Trust(p netip.Prefix) (string, error) {
-	return s.addPrefix(p, true)
+	msg, err := s.addPrefix(p, true)
+	if err == nil && s.rep != nil {
+		if n := s.rep.Lift(p); n > 0 {
+			msg += fmt.Sprintf("; %d bans lifted", n)
+		}
+	}
+	return msg, err
+}
+
+// Unban lifts the bans within p and forgets its clients' scores.
+func (s *Server) Unban(p netip.Prefix) (string, error) {
+	if s.rep == nil {
+		return "", errors.New("no bans: [reputation] ban_below and tarpit_below are both 0")
+	}
+	n := s.rep.Lift(p)
+	msg := fmt.Sprintf("lifted %d bans in %s", n, p)
+	s.log.Info(msg, "reason", reason.Control)
+	return msg, nil
+}
+
+// Bans lists the bans in force, as one line of JSON for the control
+// socket (FormatBans renders it).
+func (s *Server) Bans() (string, error) {
+	var bans []reputation.Ban
+	if s.rep != nil {
+		bans = s.rep.Bans()
+	}
+	b, err := json.Marshal(bans)
+	return string(b), err
+}
+
+// FormatBans renders the JSON of Bans for a terminal.
+func FormatBans(w io.Writer, js string) error {
+	var bans []reputation.Ban
+	if err := json.Unmarshal([]byte(js), &bans); err != nil {
+		return fmt.Errorf("bans: %w", err)
+	}
+	if len(bans) == 0 {
+		fmt.Fprintln(w, "no bans")
+		return nil
+	}
+	writeBans(w, bans)
+	return nil
 }
 
 // Deny adds p to the deny file and to the running policy.
@@ -104,13 +153,18 @@ func (s *Server) addPrefix(p netip.Prefix, trust bool) (string, error) {
 // Status is what the server is doing, as `mxguard status` shows it: the
 // figures that matter under attack.
 type Status struct {
-	Uptime     time.Duration   `json:"uptime_ns"`
-	Sessions   int             `json:"sessions"`
-	GreetPause int64           `json:"greet_pause"`
-	Accepted   int64           `json:"connections_accepted"`
-	Admitted   int64           `json:"admitted"` // connections holding an admission slot now
-	LastMinute metrics.Summary `json:"last_minute"`
+	Uptime     time.Duration    `json:"uptime_ns"`
+	Sessions   int              `json:"sessions"`
+	GreetPause int64            `json:"greet_pause"`
+	Accepted   int64            `json:"connections_accepted"`
+	Admitted   int64            `json:"admitted"` // connections holding an admission slot now
+	LastMinute metrics.Summary  `json:"last_minute"`
+	BanCount   int              `json:"ban_count"` // bans in force
+	Bans       []reputation.Ban `json:"bans"`      // the statusBans newest of them
 }
+
+// statusBans is how many bans status lists; `mxguard bans` lists all.
+const statusBans = 10
 
 // Status reports what the server is doing, as one line of JSON for the
 // control socket (FormatStatus renders it).
@@ -122,6 +176,12 @@ func (s *Server) Status() (string, error) {
 		Accepted:   s.accepted.Load(),
 		Admitted:   s.admit.Children(),
 		LastMinute: s.metrics.Summary(time.Minute, 10),
+	}
+	if s.rep != nil {
+		bans := s.rep.Bans()
+		st.BanCount = len(bans)
+		slices.SortFunc(bans, func(x, y reputation.Ban) int { return y.Created.Compare(x.Created) })
+		st.Bans = bans[:min(len(bans), statusBans)]
 	}
 	b, err := json.Marshal(st)
 	return string(b), err
@@ -166,5 +226,20 @@ func FormatStatus(w io.Writer, js string) error {
 			fmt.Fprintf(w, "  %-22s %6d  %s\n", p, o.Count, o.Reason)
 		}
 	}
+	if st.BanCount > 0 {
+		fmt.Fprintf(w, "bans in force: %d", st.BanCount)
+		if st.BanCount > len(st.Bans) {
+			fmt.Fprintf(w, " (the %d newest; mxguard bans lists all)", len(st.Bans))
+		}
+		fmt.Fprintln(w)
+		writeBans(w, st.Bans)
+	}
 	return nil
+}
+
+// writeBans writes one line a ban.
+func writeBans(w io.Writer, bans []reputation.Ban) {
+	for _, b := range bans {
+		fmt.Fprintf(w, "  %-22s until %s  %-20s by %-6s %d hits\n", b.Prefix, b.Expires.UTC().Format(time.RFC3339), b.Reason, b.By, b.Hits)
+	}
 }

@@ -28,7 +28,9 @@ import (
 	"github.com/mxguard/mxguard/internal/limit"
 	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/policy"
+	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/recipients"
+	"github.com/mxguard/mxguard/internal/reputation"
 	"github.com/mxguard/mxguard/internal/resolve"
 	"github.com/mxguard/mxguard/internal/smtpd"
 	"github.com/mxguard/mxguard/internal/spool"
@@ -58,6 +60,8 @@ type Server struct {
 	envelope atomic.Pointer[policy.Policy]
 	verify   policy.Verifier // nil unless [delivery] verify = "probe"
 	metrics  *metrics.Metrics
+	rep      *reputation.Book // nil: no scores
+	events   events
 	limiter  limit.Limiter
 	closers  []func()
 	mu       sync.Mutex // serialises reloads and trust/deny changes
@@ -126,7 +130,15 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 	if s.limiter, err = newLimiter(cfg, logger, s.metrics, &s.closers); err != nil {
 		return nil, err
 	}
-	s.admit = admit.New(l.admit, s.limiter, res, s.metrics, logger)
+	if s.rep, err = s.newReputation(cfg); err != nil {
+		return nil, err
+	}
+	s.events = events{m: s.metrics, rep: s.rep}
+	var rep admit.Reputation // a nil *Book is not a nil interface
+	if s.rep != nil {
+		rep = s.rep
+	}
+	s.admit = admit.New(l.admit, s.limiter, res, s.events, rep, logger)
 
 	if s.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), logger, spool.WithFsyncObserver(s.metrics.Fsync)); err != nil {
 		return nil, err // says "spool: ..." itself
@@ -166,6 +178,11 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 		t, _ := spool.IDTime(ids[0])
 		return time.Since(t).Seconds()
 	})
+	if s.rep != nil {
+		s.metrics.GaugeFunc("mxguard_bans", "Clients and networks banned now ([reputation] ban_below).", func() float64 {
+			return float64(len(s.rep.Bans()))
+		})
+	}
 	if s.maildir != nil {
 		s.store = maildirStore{s.maildir}
 	} else {
@@ -279,7 +296,7 @@ func (s *Server) smtpConfig(cfg *config.Config, tc *tls.Config) smtpd.Config {
 		MaxSessionBytes: cfg.Limits.MaxSessionBytes,
 		MaxSessionTime:  cfg.Limits.MaxSessionTime,
 		Logger:          s.log,
-		Observer:        s.metrics,
+		Observer:        s.events,
 		Timeouts: smtpd.Timeouts{
 			Command: t.Command, Helo: t.Helo, Mail: t.Mail, Rcpt: t.Rcpt,
 			DataInit: t.DataInit, DataBlock: t.DataBlock, DataFinal: t.DataFinal,
@@ -510,6 +527,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	x := &session{
 		log:     s.log,
 		metrics: s.metrics,
+		events:  s.events,
 		cfg:     cfg,
 		pol:     s.envelope.Load(),
 		store:   s.store,
@@ -523,8 +541,66 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 		Host:       d.Host,
 		GreetPause: d.GreetPause,
 		Defer:      d.Defer,
+		Tarpit:     tarpit{d, s.metrics},
 	}, x)
 }
+
+// tarpit is the session's tarpit, counted.
+type tarpit struct {
+	d *admit.Decision
+	m *metrics.Metrics
+}
+
+func (t tarpit) Delay() time.Duration {
+	d := t.d.Delay()
+	if d > 0 {
+		t.m.Tarpit(d)
+	}
+	return d
+}
+
+// newReputation makes the clients' score book of [reputation], or none
+// when neither the tarpit nor bans are on.
+func (s *Server) newReputation(cfg *config.Config) (*reputation.Book, error) {
+	r := &cfg.Reputation
+	if r.TarpitBelow == 0 && r.BanBelow == 0 {
+		return nil, nil
+	}
+	return reputation.New(reputation.Config{
+		Points:       reputation.Points(r.PregreetPoints, r.ProtocolErrorPoints, r.UnknownUserPoints),
+		TarpitBelow:  r.TarpitBelow,
+		TarpitStep:   r.TarpitStep,
+		TarpitMax:    r.TarpitMax,
+		BanBelow:     r.BanBelow,
+		BanTime:      r.BanTime,
+		ForgiveAfter: r.ForgiveAfter,
+		MaxClients:   r.MaxClients,
+	}, nil, func(a netip.Addr) bool { return s.admit.Policy().IsTrusted(a) }, func(b reputation.Ban) {
+		s.metrics.Ban()
+		s.log.Info(fmt.Sprintf("banning %s until %s: its score fell to the ban level (last: %s)",
+			b.Prefix, b.Expires.UTC().Format(time.RFC3339), b.Reason), "ip", b.Prefix.Addr().String(), "reason", reason.Banned)
+	})
+}
+
+// events is where admission, the protocol and the envelope policy report
+// refusals: the metrics, and the clients' scores.
+type events struct {
+	m   *metrics.Metrics
+	rep *reputation.Book
+}
+
+func (e events) Refused(why reason.Reason, client netip.Addr) {
+	e.m.Refused(why, client)
+	if e.rep != nil {
+		e.rep.Penalize(client, why, 0)
+	}
+}
+
+func (e events) ThrottleStall()                                 { e.m.ThrottleStall() }
+func (e events) SessionStart()                                  { e.m.SessionStart() }
+func (e events) SessionEnd()                                    { e.m.SessionEnd() }
+func (e events) GreetPause(delta int)                           { e.m.GreetPause(delta) }
+func (e events) Command(verb string, code int, d time.Duration) { e.m.Command(verb, code, d) }
 
 // envelopePolicy is the envelope policy for cfg: the files it names
 // (read by load) and the parts of this server it calls on.

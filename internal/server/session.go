@@ -23,6 +23,7 @@ import (
 type session struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
+	events  events
 	cfg     *config.Config
 	pol     *policy.Policy
 	store   store
@@ -62,7 +63,7 @@ func (x *session) Rcpt(s *smtpd.Session, to smtpd.Path) *reply.Reply {
 // key on the client's ip= and the reason=.
 func (x *session) apply(v *policy.Verdict) *reply.Reply {
 	if v.Reason != "" {
-		x.metrics.Refused(v.Reason, x.client.Addr)
+		x.events.Refused(v.Reason, x.client.Addr)
 	}
 	if v.Log != "" {
 		attrs := []any{"ip", x.client.Addr.String(), "reason", v.Reason}
@@ -77,7 +78,7 @@ func (x *session) apply(v *policy.Verdict) *reply.Reply {
 func (x *session) Data(s *smtpd.Session, r io.Reader) *reply.Reply {
 	if x.tx.Discard {
 		io.Copy(io.Discard, r)
-		x.metrics.Refused(reason.Discard, x.client.Addr)
+		x.events.Refused(reason.Discard, x.client.Addr)
 		x.log.Info("discarded message from "+x.client.Name(), "ip", x.client.Addr.String(), "reason", reason.Discard)
 		return replyDiscarded
 	}
@@ -103,7 +104,7 @@ func (x *session) Data(s *smtpd.Session, r io.Reader) *reply.Reply {
 		if body.err != nil {
 			return nil // the body was refused or the client left; smtpd replies
 		}
-		x.metrics.Refused(reason.Storage, x.client.Addr)
+		x.events.Refused(reason.Storage, x.client.Addr)
 		x.log.Error("cannot store message", "id", env.ID, "err", err.Error(), "reason", reason.Storage)
 		io.Copy(io.Discard, r)
 		return replyStorage

@@ -422,6 +422,18 @@ func (c *conn) flush() bool {
 	if len(c.out) == 0 {
 		return true
 	}
+	if t := c.sess.Tarpit; t != nil {
+		// A low-scored client waits for its replies. Only this session's
+		// goroutine waits: a timer, not a thread or a slot.
+		if d := t.Delay(); d > 0 {
+			timer := time.NewTimer(d)
+			select {
+			case <-timer.C:
+			case <-c.ctx.Done():
+				timer.Stop()
+			}
+		}
+	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.cfg.Timeouts.Command + time.Second))
 	_, err := c.nc.Write(c.out)
 	if cap(c.out) > 4096 {

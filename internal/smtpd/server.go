@@ -119,6 +119,13 @@ type ConnInfo struct {
 	Host       string        // forward-confirmed reverse-DNS name, "" if none
 	GreetPause time.Duration // hold the greeting this long; 0 = none
 	Defer      *reply.Reply  // when set, every MAIL and RCPT gets this reply
+	Tarpit     Tarpit        // when set, holds each batch of replies for its Delay
+}
+
+// Tarpit says how long to hold the replies to a client now (its score may
+// fall during the session).
+type Tarpit interface {
+	Delay() time.Duration
 }
 
 // Server runs SMTP sessions on connections the caller accepted.

@@ -18,6 +18,7 @@ packages=(
 	prometheus         # e2e TestPrometheusScrape: a real scraper of the admin listener; never started as a daemon
 	fail2ban           # fail2ban-regex: e2e TestFail2banFilter runs contrib/fail2ban on the real log; never started as a daemon
 	systemd            # systemd-analyze: e2e TestSystemdUnit verifies contrib/systemd/mxguard.service
+	haproxy            # e2e TestProxyProtocolHAProxy: a real load balancer sending PROXY v1 and v2 headers; never started as a daemon
 )
 need=()
 for p in "${packages[@]}"; do
@@ -35,7 +36,7 @@ if [ ${#need[@]} -gt 0 ]; then
 		echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
 		echo "postfix postfix/mailname string localhost" | debconf-set-selections
 	fi
-	# Daemon packages (Postfix, Redis, Prometheus...) must not start
+	# Daemon packages (Postfix, Redis, Prometheus, HAProxy...) must not start
 	# their system instances on install: the tests run private ones on
 	# loopback. policy-rc.d is Debian's switch for that; one already in
 	# place is left alone.

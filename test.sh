@@ -20,6 +20,7 @@ packages=(
 	prometheus         # e2e TestPrometheusScrape: a real scraper of the admin listener; never started as a daemon
 	fail2ban           # fail2ban-regex: e2e TestFail2banFilter runs contrib/fail2ban on the real log; never started as a daemon
 	systemd            # systemd-analyze: e2e TestSystemdUnit verifies contrib/systemd/mxguard.service
+	haproxy            # e2e TestProxyProtocolHAProxy: a real load balancer sending PROXY v1 and v2 headers; never started as a daemon
 )
 need=()
 for p in "${packages[@]}"; do
@@ -38,8 +39,8 @@ if [ ${#need[@]} -gt 0 ]; then
 		echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
 		echo "postfix postfix/mailname string localhost" | debconf-set-selections
 	fi
-	# The postinst scripts of postfix, dovecot-core, redis-server, prometheus
-	# and fail2ban start Debian's own instance through invoke-rc.d (there is
+	# The postinst scripts of postfix, dovecot-core, redis-server, prometheus,
+	# fail2ban and haproxy start Debian's own instance through invoke-rc.d (there is
 	# no systemd here), which would take ports 25, 143, 993, 110, 6379, 9090
 	# ... The tests run private instances only.
 	# invoke-rc.d asks policy-rc.d, and 101 forbids: ours answers so for the

@@ -30,17 +30,20 @@ type Config struct {
 	DataDir         string         // spool and default Maildir root; default "./data"
 	LocalDomains    []string       // domains we accept mail for; lower-case, no trailing dot
 	TrustedNetworks []netip.Prefix // never limited, may relay; a bare IP means a single host
-	Resolver        string         // "" = the system resolver; else host:port
-	AccessMap       string         // path of a sendmail-format access file; "" = none
-	HostsAllow      string         // path of a hosts_access(5) allow file; "" = none
-	HostsDeny       string         // path of a hosts_access(5) deny file; "" = none
-	TLSCert         string         // STARTTLS certificate (PEM); set together with TLSKey
-	TLSKey          string         // STARTTLS private key (PEM)
-	Control         string         // path of the local control socket; default <data_dir>/control.sock
-	TrustFile       string         // networks added by `mxguard trust`; default <data_dir>/trusted.txt
-	DenyFile        string         // networks added by `mxguard deny`; default <data_dir>/denied.txt
-	DelayChecks     bool           // sendmail FEATURE(delay_checks): apply From: rejections at RCPT
-	LogFormat       string         // LogText or LogJSON
+	// ProxyProtocolFrom are the load balancers whose connections start
+	// with a PROXY protocol header naming the real client.
+	ProxyProtocolFrom []netip.Prefix
+	Resolver          string // "" = the system resolver; else host:port
+	AccessMap         string // path of a sendmail-format access file; "" = none
+	HostsAllow        string // path of a hosts_access(5) allow file; "" = none
+	HostsDeny         string // path of a hosts_access(5) deny file; "" = none
+	TLSCert           string // STARTTLS certificate (PEM); set together with TLSKey
+	TLSKey            string // STARTTLS private key (PEM)
+	Control           string // path of the local control socket; default <data_dir>/control.sock
+	TrustFile         string // networks added by `mxguard trust`; default <data_dir>/trusted.txt
+	DenyFile          string // networks added by `mxguard deny`; default <data_dir>/denied.txt
+	DelayChecks       bool   // sendmail FEATURE(delay_checks): apply From: rejections at RCPT
+	LogFormat         string // LogText or LogJSON
 
 	Limits     Limits
 	Timeouts   Timeouts

@@ -557,6 +557,16 @@ func setLocalDomains(p *parser, v any) error {
 }
 
 func setTrustedNetworks(p *parser, v any) error {
+	return setNetworks(p, v, &p.cfg.TrustedNetworks)
+}
+
+func setProxyProtocolFrom(p *parser, v any) error {
+	return setNetworks(p, v, &p.cfg.ProxyProtocolFrom)
+}
+
+// setNetworks sets a list of networks (CIDR, or a bare address for one
+// host).
+func setNetworks(p *parser, v any, field *[]netip.Prefix) error {
 	nets := []netip.Prefix{}
 	ok, err := stringList(p, v, func(_ int, s string) error {
 		n, err := ParsePrefix(s)
@@ -569,7 +579,7 @@ func setTrustedNetworks(p *parser, v any) error {
 	if err != nil || !ok {
 		return err
 	}
-	p.cfg.TrustedNetworks = nets
+	*field = nets
 	return nil
 }
 

@@ -136,6 +136,8 @@ var schema = []Key{
 		set: setLocalDomains},
 	{Name: "trusted_networks", Default: strs("127.0.0.0/8", "::1/128"), Doc: "never limited; may relay (a bare address is one host)",
 		set: setTrustedNetworks},
+	{Name: "proxy_protocol_from", Default: strs(), Doc: "load balancers (HAProxy, a cloud LB) whose connections must start with a PROXY protocol header, v1 or v2; the client it names is the one every control, log line and Received: header sees",
+		set: setProxyProtocolFrom},
 	{Name: "resolver", Default: "", Doc: "`host[:port]` of the DNS server for reverse/forward lookups; \"\" is the system resolver",
 		set: stringVal(func(c *Config) *string { return &c.Resolver }, checkResolver)},
 	pathKey(Key{Name: "access_map", Default: "", Doc: "path of a sendmail-format access file; re-read on SIGHUP", Sendmail: "FEATURE(access_db)", Path: RegularFile},

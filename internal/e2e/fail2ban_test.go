@@ -47,7 +47,7 @@ var (
 	f2bNever = []reason.Reason{
 		reason.MaxDaemonChildren, reason.Throttle, reason.Limiter, reason.Shutdown,
 		reason.TooManyRcpts, reason.BadRcptThrottle, reason.Unverified, reason.Discard,
-		reason.Storage, reason.QueueLifetime, reason.Control,
+		reason.Storage, reason.QueueLifetime, reason.Control, reason.ProxyProtocol,
 	}
 )
 

@@ -28,8 +28,10 @@ const (
 	StageDeliver Stage = "deliver" // delivery after the 250
 )
 
-// Reasons of admission (internal/admit).
+// Reasons of admission (internal/admit) and of the PROXY protocol header
+// read before it (internal/server).
 const (
+	ProxyProtocol     Reason = "proxy_protocol"
 	MaxDaemonChildren Reason = "max_daemon_children"
 	DenyList          Reason = "deny_list"
 	Banned            Reason = "banned"
@@ -100,6 +102,7 @@ type Info struct {
 // table is the vocabulary with its documentation, in the order of a
 // connection's life. It is read-only.
 var table = []Info{
+	{ProxyProtocol, StageConnect, "a PROXY protocol header missing, malformed, too long or late from a proxy_protocol_from source, or sent by any other client: closed"},
 	{MaxDaemonChildren, StageConnect, "max_daemon_children connections are open: 421, closed"},
 	{DenyList, StageConnect, "the client is in the deny list of `mxguard deny`: 550, closed"},
 	{Banned, StageConnect, "the client is banned for its score (reputation), until the ban expires or `mxguard trust`: 554, closed"},

@@ -1,5 +1,6 @@
 // Package server assembles mxguard from its parts, following DESIGN.md's
-// data path: listeners → admission (internal/admit) → the SMTP protocol
+// data path: listeners → the PROXY header of a load balancer's connection
+// (internal/proxyhdr) → admission (internal/admit) → the SMTP protocol
 // (internal/smtpd) → the durable spool (internal/spool) → delivery
 // (internal/deliver). It owns the process-level concerns: graceful stop,
 // reload on SIGHUP, the control socket.
@@ -28,6 +29,7 @@ import (
 	"github.com/mxguard/mxguard/internal/limit"
 	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/policy"
+	"github.com/mxguard/mxguard/internal/proxyhdr"
 	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/recipients"
 	"github.com/mxguard/mxguard/internal/reputation"
@@ -504,6 +506,12 @@ func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) {
 // the caller accepted, until the session ends or ctx is done; it closes
 // nc. The accept loop calls it for every connection; a test can hand it a
 // net.Conn of its own, whose RemoteAddr must be a *net.TCPAddr.
+//
+// A connection from a proxy_protocol_from network first has its PROXY
+// header read (here, in the connection's goroutine, bounded by
+// proxyhdr.Timeout), and from then on the client the header names is the
+// client: admission, the session, its log lines and its Received: header
+// never see the load balancer's address.
 func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	ta, ok := nc.RemoteAddr().(*net.TCPAddr)
 	if !ok {
@@ -514,6 +522,18 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	// IPv4 clients as ::ffff:a.b.c.d, which logs and limits want plain.
 	ap := ta.AddrPort()
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	proxied := false
+	if inAny(s.cfg.Load().ProxyProtocolFrom, ap.Addr()) {
+		pc, h, err := proxyhdr.Read(ctx, nc, proxyhdr.Timeout)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.refuseProxy("", ap.Addr(), err.Error())
+			}
+			nc.Close()
+			return
+		}
+		nc, ap, proxied = pc, h.Client, true
+	}
 
 	d := s.admit.Admit(ctx, ap.Addr())
 	defer d.Release()
@@ -523,6 +543,15 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 		nc.Close()
 		return
 	}
+	// After admission, so that a flood turned away there costs nothing
+	// more: a PROXY header from this client is refused wherever it comes.
+	nc = proxyhdr.Guard(nc, func(int) {
+		why := "PROXY protocol header from an address not in proxy_protocol_from"
+		if proxied {
+			why = "PROXY protocol header from a client behind the proxy"
+		}
+		s.refuseProxy(d.Host, ap.Addr(), why)
+	})
 	cfg := s.cfg.Load()
 	x := &session{
 		log:     s.log,
@@ -601,6 +630,28 @@ func (e events) SessionStart()                                  { e.m.SessionSta
 func (e events) SessionEnd()                                    { e.m.SessionEnd() }
 func (e events) GreetPause(delta int)                           { e.m.GreetPause(delta) }
 func (e events) Command(verb string, code int, d time.Duration) { e.m.Command(verb, code, d) }
+
+// refuseProxy writes the one line of a connection closed for its PROXY
+// header, and counts it. addr is the connection's own address when the
+// header was wanted but not taken (there is no other), else the client's;
+// host is its confirmed name, "" when unknown.
+func (s *Server) refuseProxy(host string, addr netip.Addr, why string) {
+	if host == "" {
+		host = "unknown"
+	}
+	s.metrics.Refused(reason.ProxyProtocol, addr)
+	s.log.Info("rejecting connection from "+host+" ["+addr.String()+"]: "+why,
+		"ip", addr.String(), "reason", reason.ProxyProtocol)
+}
+
+func inAny(nets []netip.Prefix, addr netip.Addr) bool {
+	for _, n := range nets {
+		if n.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
 
 // envelopePolicy is the envelope policy for cfg: the files it names
 // (read by load) and the parts of this server it calls on.

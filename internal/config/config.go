@@ -52,6 +52,7 @@ type Config struct {
 	Fleet      Fleet
 	Admin      Admin
 	Reputation Reputation
+	Stress     Stress
 
 	// Path is the file the configuration was loaded from; "" for defaults.
 	Path string
@@ -90,6 +91,8 @@ type Limits struct {
 	MaxMessageSize           int64         // bytes; default 25 MiB
 	MaxSessionBytes          int64         // bytes read from one client in one session, TLS included; default 1 GiB
 	MaxSessionTime           time.Duration // how long one session may last; default 1h
+	HardErrorLimit           int           // protocol errors in a session before 421
+	JunkCommandLimit         int           // NOOP, VRFY, EXPN, RSET, HELP before each more counts as an error
 }
 
 // MaxGreetPause is the longest greeting pause mxguard will apply. RFC 5321
@@ -179,6 +182,18 @@ type Reputation struct {
 	UnknownUserPoints   int
 	NoFCrDNSPoints      int
 	MaxClients          int
+}
+
+// Stress is when the server goes under stress and the profile it then
+// applies (Postfix's STRESS_README).
+type Stress struct {
+	SessionsPercent  int           // of max_daemon_children; 0 = not watched
+	AcceptBacklog    int           // connections in a listener's accept queue; 0 = not watched
+	Hold             time.Duration // calm before leaving stress
+	CommandTimeout   time.Duration
+	HardErrorLimit   int
+	JunkCommandLimit int
+	GreetPause       time.Duration
 }
 
 // Admin configures the admin HTTP listener.

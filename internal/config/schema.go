@@ -111,7 +111,7 @@ func tomlLiteral(v any) string {
 
 // Sections are the tables of the file, in the order the documentation
 // shows them; "" is the top level.
-var Sections = []string{"", "limits", "timeouts", "recipients", "delivery", "reputation", "fleet", "admin"}
+var Sections = []string{"", "limits", "timeouts", "recipients", "delivery", "reputation", "stress", "fleet", "admin"}
 
 // Keys returns every configuration key, in documentation order.
 func Keys() []Key { return append([]Key(nil), schema...) }
@@ -189,6 +189,10 @@ var schema = []Key{
 		set: intVal(func(c *Config) *int { return &c.Limits.MaxRcptsPerMessage }, 0)},
 	{Name: "limits.max_message_size", Default: "25MiB", Doc: "largest message, announced in SIZE (0: no limit); a body more than 64 KiB over it gets 552 at once and the connection is closed", Sendmail: "confMAX_MESSAGE_SIZE",
 		set: sizeVal(func(c *Config) *int64 { return &c.Limits.MaxMessageSize })},
+	{Name: "limits.hard_error_limit", Default: int64(20), Doc: "protocol errors (unknown, malformed or out-of-sequence commands) in one session after which it gets 421 and is closed (0: no limit; Postfix's smtpd_hard_error_limit)",
+		set: intVal(func(c *Config) *int { return &c.Limits.HardErrorLimit }, 0)},
+	{Name: "limits.junk_command_limit", Default: int64(100), Doc: "NOOP, VRFY, EXPN, RSET and HELP commands in one session after which each more counts as a protocol error (0: no limit; Postfix's smtpd_junk_command_limit)",
+		set: intVal(func(c *Config) *int { return &c.Limits.JunkCommandLimit }, 0)},
 	// A session that sends a gigabyte or lasts an hour is no mail server's:
 	// they send a few messages over a connection and close it within
 	// minutes (Postfix reuses one for 300 s at most). At these values an
@@ -284,6 +288,21 @@ var schema = []Key{
 		set: pointsVal(func(c *Config) *int { return &c.Reputation.NoFCrDNSPoints })},
 	{Name: "reputation.max_clients", Default: int64(100000), Doc: "how many clients' scores are kept; the least recently seen are forgotten first",
 		set: intVal(func(c *Config) *int { return &c.Reputation.MaxClients }, 0)},
+
+	{Name: "stress.sessions_percent", Default: int64(80), Doc: "the server goes under stress when the admitted sessions reach this share of max_daemon_children (0, or no max_daemon_children: not watched)",
+		set: intVal(func(c *Config) *int { return &c.Stress.SessionsPercent }, 100)},
+	{Name: "stress.accept_backlog", Default: int64(100), Doc: "or when this many connections wait in a listener's accept queue (the accept loop falls behind; Linux), or accepting fails (0: not watched)",
+		set: intVal(func(c *Config) *int { return &c.Stress.AcceptBacklog }, 0)},
+	{Name: "stress.hold", Default: "1000s", Doc: "the server leaves stress after the load has stayed below both for this long",
+		set: durationVal(func(c *Config) *time.Duration { return &c.Stress.Hold }, time.Second)},
+	{Name: "stress.command_timeout", Default: "10s", Doc: "under stress, every command wait and data block is at most this, for the sessions already open too",
+		set: durationVal(func(c *Config) *time.Duration { return &c.Stress.CommandTimeout }, time.Second)},
+	{Name: "stress.hard_error_limit", Default: int64(1), Doc: "under stress, hard_error_limit is at most this",
+		set: intVal(func(c *Config) *int { return &c.Stress.HardErrorLimit }, 0)},
+	{Name: "stress.junk_command_limit", Default: int64(1), Doc: "under stress, junk_command_limit is at most this",
+		set: intVal(func(c *Config) *int { return &c.Stress.JunkCommandLimit }, 0)},
+	{Name: "stress.greet_pause", Default: "2s", Doc: "under stress, a greeting pause is at most this (no pause stays none)",
+		set: durationVal(func(c *Config) *time.Duration { return &c.Stress.GreetPause }, 0)},
 
 	{Name: "fleet.redis", Default: "", Doc: "Redis shared by the nodes: host:port or a redis://, rediss://, unix:// URL; \"\" is in-process counters",
 		set: stringVal(func(c *Config) *string { return &c.Fleet.Redis }, checkRedisValue)},

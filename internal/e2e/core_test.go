@@ -88,6 +88,10 @@ func TestNoOpenRelay(t *testing.T) {
 local_domains = ["localhost", "example.net"]
 [delivery]
 relay = "smtp://127.0.0.1:1"
+# Eleven relay attempts would tarpit the client's replies past its
+# deadline (TestTarpitThenBan covers that).
+[reputation]
+tarpit_below = 0
 `)
 	tests := []struct{ rcpt, want string }{
 		{"<user@other.example>", "550 5.7.1 Relaying denied"},

@@ -61,7 +61,10 @@ func verifyAgainst(t *testing.T, ds downstream) {
 	const maxProbes = 3
 	m := startMX(t, fmt.Sprintf("hostname = \"mx.test\"\nlocal_domains = [\"example.test\"]\ntrusted_networks = []\n"+
 		"[limits]\nbad_rcpt_throttle = 15\nmax_bad_rcpts = 20\n"+
-		"[delivery]\nrelay = %q\nverify = \"probe\"\nverify_max_probes = %d\nverify_negative_ttl = \"1s\"\n[recipients]\ncatch_all = false\n", ds.relay, maxProbes))
+		"[delivery]\nrelay = %q\nverify = \"probe\"\nverify_max_probes = %d\nverify_negative_ttl = \"1s\"\n[recipients]\ncatch_all = false\n"+
+		// The attack below would be tarpitted past the client's deadline
+		// (TestTarpitThenBan covers that): here the probes are watched.
+		"[reputation]\ntarpit_below = 0\n", ds.relay, maxProbes))
 
 	// A known user: 250 at RCPT, delivered downstream. An unknown one: 550.
 	c := rawClient(t, "127.0.0.71", m.addr)

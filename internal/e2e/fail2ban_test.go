@@ -532,10 +532,11 @@ func f2bProvocations(pool *x509.CertPool) []provocation {
 			m.waitRefusal(src, reason.StartTLSInjection)
 		}},
 		{src: "127.0.4.14", reason: reason.SessionBytes, run: func(t *testing.T, m *mx, src string) {
-			c := session(t, m, src)
-			// 140 KiB of commands, past max_session_bytes (128 KiB):
-			// RSET, which RFC 2920 lets a client pipeline.
-			flood(t, m, c, src, []byte(strings.Repeat("RSET\r\n", 24000)), reason.SessionBytes)
+			c := session(t, m, src, "MAIL FROM:<a@example.org>", "250")
+			// 140 KiB of commands, past max_session_bytes (128 KiB): RCPT,
+			// which RFC 2920 lets a client pipeline, each accepted (RSET
+			// or NOOP would meet junk_command_limit first).
+			flood(t, m, c, src, []byte(strings.Repeat("RCPT TO:<alice@localhost>\r\n", 140<<10/26)), reason.SessionBytes)
 		}},
 		{src: "127.0.4.15", reason: reason.SessionTime, slow: true, run: func(t *testing.T, m *mx, src string) {
 			c := session(t, m, src)

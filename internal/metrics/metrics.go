@@ -46,6 +46,8 @@ type Metrics struct {
 	tarpitted   prometheus.Counter
 	tarpitTime  prometheus.Counter
 	bans        prometheus.Counter
+	stress      prometheus.Gauge
+	stressTrans *prometheus.CounterVec
 
 	// Recent keeps the last hour, minute by minute, for `mxguard status`
 	// and the console: refusals by reason and the clients and networks
@@ -122,6 +124,10 @@ func New() *Metrics {
 	m.stalls = f.counter("mxguard_throttle_stalls_total", "Connections connection_rate_throttle held back to a later second.")
 	m.tarpitted = f.counter("mxguard_tarpit_delays_total", "Batches of replies held back from clients whose score is below [reputation] tarpit_below.")
 	m.tarpitTime = f.counter("mxguard_tarpit_delay_seconds_total", "Time replies were held back by the tarpit, summed over sessions.")
+	m.stress = f.gauge("mxguard_stress", "1 while the server is under stress ([stress]), 0 otherwise.")
+	m.stressTrans = f.counterVec("mxguard_stress_transitions_total", "Times the server went under stress (to=on) and out of it (to=off).", "to")
+	m.stressTrans.WithLabelValues("on")
+	m.stressTrans.WithLabelValues("off")
 	m.bans = f.counter("mxguard_bans_total", "Clients banned for their score ([reputation] ban_below).")
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -316,6 +322,20 @@ func (m *Metrics) Tarpit(d time.Duration) {
 	if m != nil {
 		m.tarpitted.Inc()
 		m.tarpitTime.Add(d.Seconds())
+	}
+}
+
+// Stress records a transition into stress mode (on) or out of it.
+func (m *Metrics) Stress(on bool) {
+	if m == nil {
+		return
+	}
+	if on {
+		m.stress.Set(1)
+		m.stressTrans.WithLabelValues("on").Inc()
+	} else {
+		m.stress.Set(0)
+		m.stressTrans.WithLabelValues("off").Inc()
 	}
 }
 

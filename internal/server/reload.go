@@ -159,8 +159,15 @@ type Status struct {
 	Accepted   int64            `json:"connections_accepted"`
 	Admitted   int64            `json:"admitted"` // connections holding an admission slot now
 	LastMinute metrics.Summary  `json:"last_minute"`
-	BanCount   int              `json:"ban_count"` // bans in force
-	Bans       []reputation.Ban `json:"bans"`      // the statusBans newest of them
+	Stress     *StressStatus    `json:"stress,omitempty"` // nil: not under stress
+	BanCount   int              `json:"ban_count"`        // bans in force
+	Bans       []reputation.Ban `json:"bans"`             // the statusBans newest of them
+}
+
+// StressStatus is the stress mode in force.
+type StressStatus struct {
+	Since time.Time `json:"since"`
+	Why   string    `json:"why"` // what brought it about
 }
 
 // statusBans is how many bans status lists; `mxguard bans` lists all.
@@ -177,6 +184,7 @@ func (s *Server) Status() (string, error) {
 		Admitted:   s.admit.Children(),
 		LastMinute: s.metrics.Summary(time.Minute, 10),
 	}
+	st.Stress = s.stressNow.Load()
 	if s.rep != nil {
 		bans := s.rep.Bans()
 		st.BanCount = len(bans)
@@ -196,6 +204,9 @@ func FormatStatus(w io.Writer, js string) error {
 	m := st.LastMinute
 	fmt.Fprintf(w, "up %s, %d sessions now (%d in the greeting pause), %d connections accepted since start, %d admitted now\n",
 		st.Uptime, st.Sessions, st.GreetPause, st.Accepted, st.Admitted)
+	if st.Stress != nil {
+		fmt.Fprintf(w, "under stress since %s: %s\n", st.Stress.Since.UTC().Format(time.RFC3339), st.Stress.Why)
+	}
 	fmt.Fprintf(w, "limits counted: %s\n", m.Limiter)
 	var refused int64
 	for _, n := range m.Refused {

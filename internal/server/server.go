@@ -72,6 +72,9 @@ type Server struct {
 	adminLn  net.Listener
 	started  time.Time
 	accepted atomic.Int64
+
+	acceptFailed atomic.Bool                  // since the stress sampler last looked
+	stressNow    atomic.Pointer[StressStatus] // nil: not under stress
 }
 
 // Option changes how New builds a server.
@@ -295,6 +298,8 @@ func (s *Server) smtpConfig(cfg *config.Config, tc *tls.Config) smtpd.Config {
 		MaxRcpts:        cfg.Limits.MaxRcptsPerMessage,
 		BadRcptThrottle: cfg.Limits.BadRcptThrottle,
 		MaxBadRcpts:     cfg.Limits.MaxBadRcpts,
+		MaxErrors:       cfg.Limits.HardErrorLimit,
+		MaxJunk:         cfg.Limits.JunkCommandLimit,
 		MaxSessionBytes: cfg.Limits.MaxSessionBytes,
 		MaxSessionTime:  cfg.Limits.MaxSessionTime,
 		Logger:          s.log,
@@ -418,6 +423,7 @@ func (s *Server) Run(ctx context.Context) error {
 			control.Serve(ctx, s.ctlLn, s.cfg.Load().Timeouts.Control, s, s.log)
 		}()
 	}
+	wg.Go(func() { s.watchStress(ctx, time.Second) })
 	for _, ln := range s.lns {
 		wg.Add(1)
 		go func() {
@@ -484,6 +490,7 @@ func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) {
 			if ctx.Err() != nil {
 				return
 			}
+			s.acceptFailed.Store(true) // the server falls behind: stress
 			// Out of file descriptors and the like: wait and try again
 			// rather than spin (as net/http does).
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -106,6 +107,7 @@ type conn struct {
 	atEnd     bool      // the read deadline now set is end, not a phase's own
 	phase     int
 	errors    int
+	junks     int    // junk commands (see junk)
 	badRcpts  int    // refused recipients of this transaction (BadRcptThrottle)
 	badTotal  int    // and of the session (MaxBadRcpts)
 	verb      string // the command being run, as a metrics label
@@ -116,6 +118,10 @@ type conn struct {
 	lastCode  int    // of the last reply queued
 	throttled bool
 	idle      atomic.Bool // waiting for a command outside a transaction
+	waitStart time.Time   // when the wait for the command began
+	wmu       sync.Mutex
+	waiting   bool // in waitInput, for the first octet of a command; guarded by wmu
+	woken     bool // wakeWaiting set the deadline during this wait; guarded by wmu
 }
 
 // note writes the one log line of a refusal or cut-off, with the client's
@@ -181,7 +187,7 @@ func (c *conn) serve() {
 			c.flush()
 			return
 		}
-		if c.errors >= c.cfg.MaxErrors {
+		if limit := c.maxErrors(); limit > 0 && c.errors >= limit {
 			c.note(reason.TooManyErrors, "too many errors, disconnecting", "client", c.clientName())
 			c.reply(replyTooManyErrs)
 			c.flush()
@@ -194,7 +200,11 @@ func (c *conn) serve() {
 // talks first (sendmail's greet_pause): then it gets 554 and is dropped.
 // Nothing the client sent early is ever parsed.
 func (c *conn) greet() bool {
-	if p := c.sess.GreetPause; p > 0 {
+	p := c.sess.GreetPause
+	if st := c.srv.stress.Load(); st != nil && p > 0 {
+		p = tighter(p, st.GreetPause)
+	}
+	if p > 0 {
 		c.cfg.Observer.GreetPause(1)
 		c.srv.pausing.Add(1)
 		defer func() {
@@ -240,7 +250,8 @@ func (c *conn) readCommand() (string, error) {
 			}
 		}
 	}
-	c.setReadDeadline(time.Now().Add(c.timeout()))
+	c.waitStart = time.Now()
+	c.setReadDeadline(c.waitStart.Add(c.timeout()))
 	if c.br == nil || c.br.Buffered() == 0 {
 		if err := c.waitInput(); err != nil {
 			return "", c.readError(err)
@@ -289,7 +300,16 @@ func (c *conn) readError(err error) error {
 // takes one again when its first byte arrives.
 func (c *conn) waitInput() error {
 	c.putReader()
+	c.setWaiting(true)
 	n, err := c.nc.Read(c.ir.first[:])
+	for n == 0 && isTimeout(err) && c.rearm() {
+		n, err = c.nc.Read(c.ir.first[:])
+	}
+	if c.setWaiting(false) && n > 0 {
+		// A wake-up came between the read and the end of the wait: the
+		// rest of the command gets the deadline it should have.
+		c.setReadDeadline(c.waitStart.Add(c.timeout()))
+	}
 	if n == 0 {
 		if err == nil {
 			err = io.ErrNoProgress
@@ -303,6 +323,42 @@ func (c *conn) waitInput() error {
 	}
 	c.br.Reset(&c.ir)
 	return nil
+}
+
+// rearm is called when the wait for a command timed out: the server may
+// have woken it (SetStress) to hold it to a shorter timeout. It sets the
+// wait's deadline again, from when the wait began, and reports whether
+// the wait goes on.
+func (c *conn) rearm() bool {
+	if c.srv.draining.Load() || c.ctx.Err() != nil {
+		return false
+	}
+	d := c.waitStart.Add(c.timeout())
+	c.setReadDeadline(d)
+	if c.atEnd {
+		d = c.end
+	}
+	return time.Now().Before(d)
+}
+
+// setWaiting marks the wait for a command begun or over, and reports
+// whether a wake-up came since it began.
+func (c *conn) setWaiting(w bool) (woken bool) {
+	c.wmu.Lock()
+	c.waiting, woken, c.woken = w, c.woken, false
+	c.wmu.Unlock()
+	return woken
+}
+
+// wakeWaiting makes a session waiting for a command look at its deadline
+// again (rearm).
+func (c *conn) wakeWaiting() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.waiting {
+		c.woken = true
+		c.raw.SetReadDeadline(time.Unix(1, 0))
+	}
 }
 
 func (c *conn) putReader() {
@@ -376,6 +432,14 @@ func (c *conn) setReadDeadline(d time.Time) {
 }
 
 func (c *conn) timeout() time.Duration {
+	d := c.phaseTimeout()
+	if st := c.srv.stress.Load(); st != nil {
+		return tighter(d, st.CommandTimeout)
+	}
+	return d
+}
+
+func (c *conn) phaseTimeout() time.Duration {
 	t := &c.cfg.Timeouts
 	switch c.phase {
 	case phaseHelo:
@@ -409,6 +473,38 @@ func (c *conn) reply(r *reply.Reply) {
 		c.rejects++
 	}
 	c.out = r.AppendTo(c.out)
+}
+
+// tighter is the lesser of a limit and the stress profile's, where 0 is
+// no limit.
+func tighter[T int | time.Duration](own, stress T) T {
+	if stress > 0 && (own <= 0 || stress < own) {
+		return stress
+	}
+	return own
+}
+
+// maxErrors is the session's error limit now.
+func (c *conn) maxErrors() int {
+	if st := c.srv.stress.Load(); st != nil {
+		return tighter(c.cfg.MaxErrors, st.MaxErrors)
+	}
+	return c.cfg.MaxErrors
+}
+
+// junk counts a command that moves no mail (NOOP, VRFY, EXPN, RSET, HELP):
+// past the junk limit each one counts as an error too, as Postfix's
+// smtpd_junk_command_limit, so that a client cannot hold its session with
+// them for ever.
+func (c *conn) junk() {
+	c.junks++
+	limit := c.cfg.MaxJunk
+	if st := c.srv.stress.Load(); st != nil {
+		limit = tighter(limit, st.MaxJunk)
+	}
+	if limit > 0 && c.junks > limit {
+		c.errors++
+	}
 }
 
 // fail queues an error reply and counts it towards MaxErrors.
@@ -518,22 +614,27 @@ func (c *conn) dispatch(line string) bool {
 	case "DATA":
 		return c.data(cmd.Arg)
 	case "RSET":
+		c.junk()
 		c.resetTx()
 		c.phase = phaseRset
 		c.reply(replyOK)
 	case "NOOP":
+		c.junk()
 		c.phase = phaseMisc
 		c.reply(replyOK)
 	case "QUIT":
 		c.reply(&reply.Reply{Code: 221, Status: "2.0.0", Text: c.cfg.Hostname + " closing connection"})
 		return false
 	case "VRFY":
+		c.junk()
 		c.phase = phaseMisc
 		c.reply(replyVRFY)
 	case "EXPN":
+		c.junk()
 		c.phase = phaseMisc
 		c.reply(replyEXPN)
 	case "HELP":
+		c.junk()
 		c.phase = phaseMisc
 		c.reply(replyHelp)
 	case "STARTTLS":
@@ -768,6 +869,9 @@ func (c *conn) data(arg string) bool {
 	now := time.Now()
 	end := now.Add(t.DataFinal)
 	block := t.DataBlock
+	if st := c.srv.stress.Load(); st != nil {
+		block = tighter(block, st.CommandTimeout)
+	}
 	deadline := func() time.Time {
 		if d := time.Now().Add(block); d.Before(end) {
 			return d

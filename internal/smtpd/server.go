@@ -75,7 +75,8 @@ type Config struct {
 	MaxRcpts        int         // max_rcpts_per_message; 0 = no limit
 	BadRcptThrottle int         // bad_rcpt_throttle; 0 = off
 	MaxBadRcpts     int         // max_bad_rcpts: refused RCPTs in a session before 421; 0 = no limit
-	MaxErrors       int         // protocol errors before 421; 0 = 20
+	MaxErrors       int         // protocol errors before 421 (hard_error_limit); 0 = no limit
+	MaxJunk         int         // NOOP, VRFY, EXPN, RSET, HELP before each more counts as an error (junk_command_limit); 0 = no limit
 	Observer        Observer    // told what happens, for metrics; nil: nobody
 	Timeouts        Timeouts
 	Logger          *slog.Logger
@@ -128,10 +129,24 @@ type Tarpit interface {
 	Delay() time.Duration
 }
 
+// Stress is the profile every session follows while the server is under
+// stress (internal/stress), Postfix's stress-dependent defaults. It only
+// ever tightens a session's terms: each is the lesser of the session's own
+// and this, read at each wait, so that sessions already open (the
+// slowloris ones above all) are held to it too. A zero field leaves its
+// term alone.
+type Stress struct {
+	CommandTimeout time.Duration // each command wait, and each block of message data
+	MaxErrors      int           // hard_error_limit
+	MaxJunk        int           // junk_command_limit
+	GreetPause     time.Duration // the longest greeting pause
+}
+
 // Server runs SMTP sessions on connections the caller accepted.
 type Server struct {
-	cfg atomic.Pointer[Config]
-	log *slog.Logger
+	cfg    atomic.Pointer[Config]
+	stress atomic.Pointer[Stress] // nil: not under stress
+	log    *slog.Logger
 
 	ids      atomic.Uint64
 	pausing  atomic.Int64 // sessions in the greeting pause
@@ -168,13 +183,30 @@ func (srv *Server) SetConfig(cfg Config) {
 	if err := cfg.Timeouts.check(); err != nil {
 		panic(err)
 	}
-	if cfg.MaxErrors == 0 {
-		cfg.MaxErrors = 20
-	}
 	if cfg.Observer == nil {
 		cfg.Observer = noObserver{}
 	}
 	srv.cfg.Store(&cfg)
+}
+
+// Stress is the stress profile in force; nil when the server is not
+// under stress.
+func (srv *Server) Stress() *Stress { return srv.stress.Load() }
+
+// SetStress puts every session, open or to come, under p; nil lifts it.
+// Sessions waiting for a command are woken to hold them to p's timeout
+// from when their wait began: the slow and idle clients that fill a server
+// under stress are cut within p.CommandTimeout, not their own timeouts.
+func (srv *Server) SetStress(p *Stress) {
+	srv.stress.Store(p)
+	if p == nil || p.CommandTimeout <= 0 {
+		return
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for c := range srv.conns {
+		c.wakeWaiting()
+	}
 }
 
 // ServeConn speaks SMTP on nc until the client quits, a timeout or error

@@ -62,8 +62,9 @@ func (h *memHandler) messages() []string {
 	return append([]string(nil), h.msgs...)
 }
 
-// testServer runs srv on a loopback listener until the test ends.
-func testServer(t *testing.T, cfg Config, h Handler, info ConnInfo) string {
+// testServer runs srv on a loopback listener until the test ends; setup,
+// if any, runs on the Server before it serves.
+func testServer(t *testing.T, cfg Config, h Handler, info ConnInfo, setup ...func(*Server)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -76,6 +77,9 @@ func testServer(t *testing.T, cfg Config, h Handler, info ConnInfo) string {
 		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	}
 	srv := NewServer(cfg)
+	for _, f := range setup {
+		f(srv)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
@@ -132,7 +136,9 @@ func (w testWriter) Write(p []byte) (int, error) {
 //	@key value   hostname, max_size, max_rcpts, bad_rcpt_throttle,
 //	             max_bad_rcpts, greet_pause, timeout.<phase>, tls (any
 //	             value), defer ("code status text"), max_session_bytes,
-//	             max_session_time
+//	             max_session_time, max_errors, max_junk; stress.timeout,
+//	             stress.max_errors, stress.max_junk, stress.greet_pause (the
+//	             server is under stress from the start)
 func TestTranscripts(t *testing.T) {
 	files, err := filepath.Glob("testdata/transcripts/*.txt")
 	if err != nil || len(files) == 0 {
@@ -149,15 +155,23 @@ func TestTranscripts(t *testing.T) {
 func runTranscript(t *testing.T, file string) {
 	cfg := Config{MaxMessageSize: 1 << 20, Timeouts: Timeouts{Command: 5 * time.Second}}
 	var info ConnInfo
+	var stress *Stress
 	settings, steps := smtptest.Load(t, file)
 	for _, kv := range settings {
+		if name, ok := strings.CutPrefix(kv[0], "stress."); ok {
+			if stress == nil {
+				stress = &Stress{}
+			}
+			applyStress(t, stress, name, kv[1])
+			continue
+		}
 		applySetting(t, &cfg, &info, kv[0], kv[1])
 	}
 	h := &memHandler{}
 	// The phases a transcript leaves unset wait as long as command, as
 	// the configuration resolves them (config.Timeouts.ServerSide).
 	cfg.Timeouts = resolved(cfg.Timeouts)
-	addr := testServer(t, cfg, h, info)
+	addr := testServer(t, cfg, h, info, func(srv *Server) { srv.SetStress(stress) })
 	start := time.Now()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -165,6 +179,26 @@ func runTranscript(t *testing.T, file string) {
 	}
 	defer nc.Close()
 	smtptest.Play(t, filepath.Base(file), start, nc, steps, h.messages)
+}
+
+func applyStress(t *testing.T, st *Stress, k, v string) {
+	t.Helper()
+	var err error
+	switch k {
+	case "timeout":
+		st.CommandTimeout, err = time.ParseDuration(v)
+	case "greet_pause":
+		st.GreetPause, err = time.ParseDuration(v)
+	case "max_errors":
+		st.MaxErrors, err = strconv.Atoi(v)
+	case "max_junk":
+		st.MaxJunk, err = strconv.Atoi(v)
+	default:
+		t.Fatalf("unknown setting @stress.%s", k)
+	}
+	if err != nil {
+		t.Fatalf("@stress.%s: %v", k, err)
+	}
 }
 
 func applySetting(t *testing.T, cfg *Config, info *ConnInfo, k, v string) {
@@ -197,6 +231,8 @@ func applySetting(t *testing.T, cfg *Config, info *ConnInfo, k, v string) {
 		cfg.MaxBadRcpts = num()
 	case "max_errors":
 		cfg.MaxErrors = num()
+	case "max_junk":
+		cfg.MaxJunk = num()
 	case "max_session_bytes":
 		cfg.MaxSessionBytes = int64(num())
 	case "max_session_time":

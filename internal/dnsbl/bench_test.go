@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/mxguard/mxguard/internal/cache"
 	"github.com/mxguard/mxguard/internal/dnstest"
 )
 
@@ -31,10 +32,23 @@ func benchZone(b *testing.B) *dnstest.Server {
 }
 
 // BenchmarkCached is a check whose answers are all in the cache: the cost
-// for a client seen again within the TTL.
+// for a client seen again within the TTL. Start reads the checker's own
+// cache itself; another cache ("shared", a Memory here to leave Redis's
+// round trips out) is read by a goroutine per list.
 func BenchmarkCached(b *testing.B) {
+	b.Run("own", func(b *testing.B) { benchmarkCached(b, nil) })
+	b.Run("shared", func(b *testing.B) {
+		mem, err := cache.NewMemory(DefaultCacheSize, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchmarkCached(b, mem)
+	})
+}
+
+func benchmarkCached(b *testing.B, c0 cache.Cache) {
 	srv := benchZone(b)
-	c := newChecker(b, srv, Config{}, benchSites()...)
+	c := newChecker(b, srv, Config{Cache: c0}, benchSites()...)
 	ctx := context.Background()
 	addr := netip.MustParseAddr("192.0.2.1")
 	if r := c.Start(ctx, addr).Wait(ctx); r.Score != 9 {

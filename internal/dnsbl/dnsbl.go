@@ -84,7 +84,9 @@ type Config struct {
 	// domain gets an equal share, so it must be at least their number.
 	MaxInFlight int
 	// Cache keeps the answers. Nil means a Memory of CacheSize entries
-	// keeping time by Time.
+	// keeping time by Time, which Start reads itself; any other cache is
+	// read by the lookups in their goroutines, as a remote one (Redis) may
+	// be slow, and Start must not wait.
 	Cache     cache.Cache
 	CacheSize int
 	// MinTTL and MaxTTL clamp the DNS TTL of a cached answer.
@@ -220,6 +222,7 @@ type Checker struct {
 	minTTL  time.Duration
 	maxTTL  time.Duration
 	cache   cache.Cache
+	local   *cache.Memory // the cache, when it is the Checker's own
 	now     func() time.Time
 	log     *slog.Logger
 
@@ -231,8 +234,6 @@ type Checker struct {
 	mu      sync.Mutex
 	flights map[string]*flight // by cache key
 	closed  bool
-
-	invalid *flight // the answer for an address that is not one
 
 	queries   atomic.Uint64
 	cacheHits atomic.Uint64
@@ -322,10 +323,9 @@ func New(cfg Config, logger *slog.Logger) (*Checker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("dnsbl: %w", err)
 		}
-		c.cache = m
+		c.cache, c.local = m, m
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.invalid = doneFlight(answer{kind: failed, err: errors.New("not an IP address")})
 	return c, nil
 }
 
@@ -367,36 +367,38 @@ type flight struct {
 	ans  answer
 }
 
-func doneFlight(a answer) *flight {
-	f := &flight{done: make(chan struct{}), ans: a}
-	close(f.done)
-	return f
-}
-
 // Pending is the score of one address on its way. Its queries run whether
 // or not Wait is called.
 type Pending struct {
 	c       *Checker
-	flights []*flight // per domain
+	lists   []pendingList // per domain
 	counted atomic.Bool
 }
+
+// pendingList is one list's answer: at hand when f is nil, else on its way.
+type pendingList struct {
+	f   *flight
+	ans answer
+}
+
+// errInvalid is the answer for an address that is not one.
+var errInvalid = errors.New("not an IP address")
 
 // Start starts the lookups of addr at every list, all at once, and returns
 // without waiting for them. An IPv4-mapped IPv6 address is looked up as the
 // IPv4 address it maps.
 func (c *Checker) Start(ctx context.Context, addr netip.Addr) *Pending {
-	p := &Pending{c: c, flights: make([]*flight, len(c.domains))}
+	p := &Pending{c: c, lists: make([]pendingList, len(c.domains))}
 	addr = addr.Unmap().WithZone("")
 	if !addr.IsValid() {
-		for i := range p.flights {
-			p.flights[i] = c.invalid
+		for i := range p.lists {
+			p.lists[i].ans = answer{kind: failed, err: errInvalid}
 		}
 		return p
 	}
 	if err := ctx.Err(); err != nil {
-		f := doneFlight(answer{kind: timedOut, err: err})
-		for i := range p.flights {
-			p.flights[i] = f
+		for i := range p.lists {
+			p.lists[i].ans = answer{kind: timedOut, err: err}
 		}
 		return p
 	}
@@ -408,7 +410,15 @@ func (c *Checker) Start(ctx context.Context, addr netip.Addr) *Pending {
 		key.WriteString(keyPrefix)
 		key.Write(rev)
 		key.WriteString(d.fqdn)
-		p.flights[i] = c.lookup(key.String(), d)
+		k := key.String()
+		if c.local != nil {
+			if v, ok := c.local.Get(ctx, k); ok && validValue(v) {
+				c.cacheHits.Add(1)
+				p.lists[i].ans = answer{kind: answered, addrs: v}
+				continue
+			}
+		}
+		p.lists[i].f = c.lookup(k, d)
 	}
 	return p
 }
@@ -441,7 +451,9 @@ func (c *Checker) lookup(key string, d *domain) *flight {
 		return f
 	}
 	if c.closed {
-		return doneFlight(answer{kind: failed, err: errors.New("checker closed")})
+		f := &flight{done: make(chan struct{}), ans: answer{kind: failed, err: errors.New("checker closed")}}
+		close(f.done)
+		return f
 	}
 	f := &flight{key: key, done: make(chan struct{})}
 	c.flights[key] = f
@@ -598,17 +610,19 @@ func validValue(v string) bool {
 func (p *Pending) Wait(ctx context.Context) Result {
 	c := p.c
 	res := Result{Sites: make([]SiteResult, len(c.sites))}
-	for i, f := range p.flights {
-		var a answer
-		select {
-		case <-f.done:
-			a = f.ans
-		default:
+	for i, l := range p.lists {
+		a := l.ans
+		if f := l.f; f != nil {
 			select {
 			case <-f.done:
 				a = f.ans
-			case <-ctx.Done():
-				a = answer{kind: timedOut, err: ctx.Err()}
+			default:
+				select {
+				case <-f.done:
+					a = f.ans
+				case <-ctx.Done():
+					a = answer{kind: timedOut, err: ctx.Err()}
+				}
 			}
 		}
 		for _, s := range c.domains[i].sites {

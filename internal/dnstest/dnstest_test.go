@@ -286,3 +286,44 @@ func TestListenPortTaken(t *testing.T) {
 		t.Error("Listen without a port succeeded")
 	}
 }
+
+func TestNegativeSOA(t *testing.T) {
+	const soa = "bl.example. 900 IN SOA ns.bl.example. hostmaster.bl.example. 1 3600 600 86400 300"
+	s := Start(t, soa,
+		"2.0.0.127.bl.example. 60 IN A 127.0.0.2",
+		"nodata.example. 60 IN A 127.0.0.1")
+	tests := []struct {
+		name  string
+		rcode int
+		ns    []string
+	}{
+		{"9.0.0.127.bl.example.", dns.RcodeNameError, []string{soa}},   // NXDOMAIN below the SOA
+		{"2.0.0.127.bl.example.", dns.RcodeSuccess, nil},               // an answer has none
+		{"bl.example.", dns.RcodeSuccess, []string{soa}},               // NODATA at the apex
+		{"0.0.127.bl.example.", dns.RcodeSuccess, []string{soa}},       // NODATA, empty non-terminal
+		{"x.nodata.example.", dns.RcodeNameError, nil},                 // no SOA above it
+		{"nodata.example.", dns.RcodeSuccess, nil},                     // NODATA without an SOA
+		{"2.0.0.127.BL.example.", dns.RcodeSuccess, nil},               // case does not matter
+		{"1.2.0.0.127.bl.example.", dns.RcodeNameError, []string{soa}}, // deeper
+	}
+	for _, tt := range tests {
+		qtype := dns.TypeA
+		if tt.name == "bl.example." || tt.name == "nodata.example." {
+			qtype = dns.TypeTXT
+		}
+		resp := ask(t, s, "udp", tt.name, qtype, 0)
+		var ns []string
+		for _, rr := range resp.Ns {
+			ns = append(ns, rr.String())
+		}
+		want := make([]string, len(tt.ns))
+		for i, r := range tt.ns {
+			rr, _ := dns.NewRR(r)
+			want[i] = rr.String()
+		}
+		if resp.Rcode != tt.rcode || !slices.Equal(ns, want) {
+			t.Errorf("%s: %s with authority %q, want %s with %q", tt.name,
+				dns.RcodeToString[resp.Rcode], ns, dns.RcodeToString[tt.rcode], want)
+		}
+	}
+}

@@ -2,7 +2,8 @@
 //
 // A [Zone] holds resource records in memory and answers queries for them the
 // way a recursive resolver would answer a stub: CNAME chains inside the zone
-// are followed, unknown names get NXDOMAIN, and UDP answers that do not fit
+// are followed, unknown names get NXDOMAIN, negative answers carry the SOA
+// of the enclosing zone when the zone has one, and UDP answers that do not fit
 // the client's buffer are truncated so that the client must retry over TCP.
 // Tests can slow down or break single names ([Zone.SetDelay],
 // [Zone.SetServfail]) and count queries to prove that a client caches.
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -267,6 +269,7 @@ func (z *Zone) answer(m *dns.Msg, name string, qtype uint16) {
 			if !z.hasChildren(name) {
 				m.Rcode = dns.RcodeNameError
 			}
+			z.addSOA(m, name)
 			return
 		}
 		var cname *dns.CNAME
@@ -280,11 +283,37 @@ func (z *Zone) answer(m *dns.Msg, name string, qtype uint16) {
 				cname = c
 			}
 		}
-		if found || cname == nil {
-			return // an answer, or NODATA
+		if found {
+			return
+		}
+		if cname == nil {
+			z.addSOA(m, name) // NODATA
+			return
 		}
 		m.Answer = append(m.Answer, cname)
 		name = dns.CanonicalName(cname.Target)
+	}
+}
+
+// addSOA puts the SOA record of the zone that holds name, if the zone has
+// one at name or above it, in the authority section of a negative answer:
+// RFC 2308 makes it the answer's negative-caching TTL. z.mu must be held.
+func (z *Zone) addSOA(m *dns.Msg, name string) {
+	for {
+		for _, rr := range z.rrs[name] {
+			if rr.Header().Rrtype == dns.TypeSOA {
+				m.Ns = append(m.Ns, rr)
+				return
+			}
+		}
+		if name == "." {
+			return
+		}
+		_, rest, _ := strings.Cut(name, ".")
+		if rest == "" {
+			rest = "."
+		}
+		name = rest
 	}
 }
 

@@ -165,15 +165,9 @@ func New(cfg Config, logger *slog.Logger) (*Resolver, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	var servers []string
-	if cfg.Server == "" {
-		servers = systemServers(resolvConf, logger)
-	} else {
-		s, err := parseServer(cfg.Server)
-		if err != nil {
-			return nil, err
-		}
-		servers = []string{s}
+	servers, err := Servers(cfg.Server, logger)
+	if err != nil {
+		return nil, err
 	}
 	cache, err := lru.New[netip.Addr, entry](cfg.CacheSize)
 	if err != nil {
@@ -238,6 +232,23 @@ func (cfg *Config) setDefaults() error {
 		}
 	}
 	return nil
+}
+
+// Servers returns the DNS servers to ask, as host:port, for the configured
+// resolver address: that one server (a bare IP address means port 53), or
+// when it is empty the system's servers from /etc/resolv.conf. Every
+// package that talks DNS picks its servers here, so that the resolver
+// setting means the same everywhere. A resolv.conf that cannot be used is
+// logged to logger and the C library's fallback, 127.0.0.1:53, is used.
+func Servers(server string, logger *slog.Logger) ([]string, error) {
+	if server == "" {
+		return systemServers(resolvConf, logger), nil
+	}
+	s, err := parseServer(server)
+	if err != nil {
+		return nil, err
+	}
+	return []string{s}, nil
 }
 
 // parseServer checks a configured server address and adds the default port

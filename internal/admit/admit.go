@@ -20,6 +20,7 @@ import (
 
 	"github.com/mxguard/mxguard/internal/accessmap"
 	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/dnsbl"
 	"github.com/mxguard/mxguard/internal/limit"
 	"github.com/mxguard/mxguard/internal/reputation"
 	"github.com/mxguard/mxguard/internal/resolve"
@@ -39,6 +40,10 @@ type Policy struct {
 	Denied         []netip.Prefix // the deny file
 	Access         *accessmap.Map // nil: no access map
 	Wrappers       *tcpwrap.Table // nil: no hosts.allow/hosts.deny
+	DNSBL          config.DNSBL   // the lists' thresholds and action
+	// StressDNSBLReject: under stress a listed client is refused at the
+	// greeting whatever DNSBL.Action says.
+	StressDNSBLReject bool
 }
 
 // IsTrusted reports whether addr is in a trusted network.
@@ -66,6 +71,7 @@ type Admitter struct {
 	dns      Verifier
 	events   Recorder
 	rep      Reputation
+	lists    Blocklists
 	log      *slog.Logger
 	children atomic.Int64
 	throttle throttle
@@ -90,14 +96,25 @@ type noRecorder struct{}
 func (noRecorder) Refused(reason.Reason, netip.Addr) {}
 func (noRecorder) ThrottleStall()                    {}
 
-// New returns an Admitter. dns may be nil (no reverse lookups: every client
-// is UNKNOWN to the TCP wrappers and host-name keys never match); events
-// and rep may be nil (nothing counted, no scores).
-func New(p *Policy, l limit.Limiter, dns Verifier, events Recorder, rep Reputation, logger *slog.Logger) *Admitter {
-	if events == nil {
-		events = noRecorder{}
+// Deps are what an Admitter calls on. Limiter and Log are required; the
+// others may be nil: no DNS (no reverse lookups: every client is UNKNOWN
+// to the TCP wrappers and host-name keys never match), nothing counted, no
+// scores, no DNS lists.
+type Deps struct {
+	Limiter    limit.Limiter
+	DNS        Verifier
+	Events     Recorder
+	Reputation Reputation
+	Lists      Blocklists
+	Log        *slog.Logger
+}
+
+// New returns an Admitter under policy p.
+func New(p *Policy, deps Deps) *Admitter {
+	if deps.Events == nil {
+		deps.Events = noRecorder{}
 	}
-	a := &Admitter{limiter: l, dns: dns, events: events, rep: rep, log: logger}
+	a := &Admitter{limiter: deps.Limiter, dns: deps.DNS, events: deps.Events, rep: deps.Reputation, lists: deps.Lists, log: deps.Log}
 	a.policy.Store(p)
 	return a
 }
@@ -125,7 +142,9 @@ type Decision struct {
 	Defer      *reply.Reply // terminate=false: MAIL and RCPT get this
 	Policy     *Policy      // the policy this decision was made under
 
-	rep Reputation // for the tarpit; nil: none
+	rep      Reputation     // for the tarpit; nil: none
+	lists    *dnsbl.Pending // the DNS lists' answers on their way; nil: not asked
+	accessOK bool           // Connect: OK
 
 	child    *Admitter // holds a max_daemon_children slot of this Admitter
 	releases []func()  // give back the ClientConn counts (one a tier)

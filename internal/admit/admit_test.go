@@ -50,7 +50,7 @@ func newAdmitter(t testing.TB, access, deny string, lim config.Limits, trusted .
 	mem := limit.NewMemory(nil)
 	t.Cleanup(mem.Close)
 	dns := names{"127.0.0.7": "host5.adsl.alicedsl.de", "127.0.0.8": "mail.example.org"}
-	return New(p, mem, dns, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return New(p, Deps{Limiter: mem, DNS: dns, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }
 
 // limits are the defaults (one tier, the client's own), with a one-minute
@@ -129,7 +129,7 @@ func TestHostsAllowFirst(t *testing.T) {
 	p.Wrappers = w
 	mem := limit.NewMemory(nil)
 	t.Cleanup(mem.Close)
-	a := New(p, mem, names{}, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a := New(p, Deps{Limiter: mem, DNS: names{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	for ip, denied := range map[string]bool{"127.0.0.8": false, "127.0.0.9": true} {
 		d := a.Admit(context.Background(), netip.MustParseAddr(ip))
 		if (d.Reject != nil) != denied {

@@ -53,6 +53,7 @@ type check struct {
 //	access                the access map's Connect: entry
 //	ratecontrol           ClientRate:, per client and per network tier
 //	conncontrol           ClientConn:, likewise
+//	dnsbl                 the DNS lists' lookups start (answers at the greeting)
 //	greet_pause           GreetPause: (not a check: the session's terms)
 //
 // Trusted clients take only max_daemon_children's count, the deny list
@@ -68,6 +69,7 @@ var steps = []step{
 	{"access", false, (*Admitter).stepAccess},
 	{"ratecontrol", false, (*Admitter).stepRate},
 	{"conncontrol", false, (*Admitter).stepConn},
+	{"dnsbl", false, (*Admitter).stepDNSBL},
 	{"greet_pause", false, (*Admitter).stepGreetPause},
 }
 
@@ -229,6 +231,8 @@ func (a *Admitter) stepAccess(c *check) bool {
 	case accessmap.Reject, accessmap.Error:
 		a.reject(c, reason.Access, act.Reply(), fmt.Sprintf("access Connect:%s %s", e.Key, e.Value))
 		return true
+	case accessmap.OK:
+		c.d.accessOK = true
 	case accessmap.Relay:
 		c.d.Relay = true
 	case accessmap.Discard:

@@ -26,7 +26,7 @@ func TestStepOrder(t *testing.T) {
 			trusted = append(trusted, s.name)
 		}
 	}
-	want := []string{"max_daemon_children", "deny_list", "ban", "throttle", "rdns", "score", "tcpwrappers", "access", "ratecontrol", "conncontrol", "greet_pause"}
+	want := []string{"max_daemon_children", "deny_list", "ban", "throttle", "rdns", "score", "tcpwrappers", "access", "ratecontrol", "conncontrol", "dnsbl", "greet_pause"}
 	if !slices.Equal(names, want) {
 		t.Errorf("steps %v, want %v", names, want)
 	}
@@ -97,7 +97,7 @@ func TestTiers(t *testing.T) {
 	p := &Policy{Hostname: "mx.test", Limits: lim}
 	mem := limit.NewMemory(nil)
 	t.Cleanup(mem.Close)
-	a := New(p, mem, nil, nil, nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	a := New(p, Deps{Limiter: mem, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	admitted := 0
 	for i := range 50 {
 		d := a.Admit(context.Background(), netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", i+1)))
@@ -145,7 +145,7 @@ func TestTierConn(t *testing.T) {
 	p := &Policy{Hostname: "mx.test", Limits: lim}
 	mem := limit.NewMemory(nil)
 	t.Cleanup(mem.Close)
-	a := New(p, mem, nil, nil, nil, slog.New(slog.DiscardHandler))
+	a := New(p, Deps{Limiter: mem, Log: slog.New(slog.DiscardHandler)})
 	var open []*Decision
 	for i := range 3 {
 		d := a.Admit(context.Background(), netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", i+1)))
@@ -176,7 +176,7 @@ func TestBanAndScore(t *testing.T) {
 	p := &Policy{Hostname: "mx.test", Limits: limits(), NoFCrDNSPoints: -1}
 	mem := limit.NewMemory(nil)
 	t.Cleanup(mem.Close)
-	a := New(p, mem, names{"127.0.0.8": "mail.example.org"}, nil, book, slog.New(slog.DiscardHandler))
+	a := New(p, Deps{Limiter: mem, DNS: names{"127.0.0.8": "mail.example.org"}, Reputation: book, Log: slog.New(slog.DiscardHandler)})
 
 	named := a.Admit(context.Background(), netip.MustParseAddr("127.0.0.8"))
 	if named.Reject != nil || named.Delay() != 0 || book.Score(netip.MustParseAddr("127.0.0.8")) != 0 {

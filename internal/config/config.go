@@ -53,6 +53,7 @@ type Config struct {
 	Admin      Admin
 	Reputation Reputation
 	Stress     Stress
+	DNSBL      DNSBL
 
 	// Path is the file the configuration was loaded from; "" for defaults.
 	Path string
@@ -184,6 +185,25 @@ type Reputation struct {
 	MaxClients          int
 }
 
+// DNSBL is the scoring of clients by DNS block and allow lists at connect,
+// postscreen's model.
+type DNSBL struct {
+	Sites              []string      // postscreen_dnsbl_sites syntax; none = off
+	Threshold          int           // score at or above which a client is listed
+	AllowlistThreshold int           // score at or below which a client is allowlisted; 0 = off
+	Action             string        // DNSBLReject, DNSBLRejectRcpt or DNSBLScore
+	Timeout            time.Duration // the longest wait for the lists' answers
+	MinTTL, MaxTTL     time.Duration // an answer's DNS TTL is clamped to these
+	MaxInFlight        int           // DNS queries at once
+}
+
+// Values of DNSBL.Action.
+const (
+	DNSBLReject     = "reject"
+	DNSBLRejectRcpt = "reject_rcpt"
+	DNSBLScore      = "score"
+)
+
 // Stress is when the server goes under stress and the profile it then
 // applies (Postfix's STRESS_README).
 type Stress struct {
@@ -194,6 +214,7 @@ type Stress struct {
 	HardErrorLimit   int
 	JunkCommandLimit int
 	GreetPause       time.Duration
+	DNSBLReject      bool // a listed client gets 521 at the greeting, whatever DNSBL.Action
 }
 
 // Admin configures the admin HTTP listener.

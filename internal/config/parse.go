@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/mxguard/mxguard/internal/dnsbl"
 )
 
 // parser applies one decoded document to a Config, collecting every error.
@@ -224,6 +226,56 @@ func checkLogFormat(s string) (string, error) {
 		return "", fmt.Errorf("must be %q or %q, not %q", LogText, LogJSON, s)
 	}
 	return s, nil
+}
+
+func checkDNSBLAction(s string) (string, error) {
+	switch s {
+	case DNSBLReject, DNSBLRejectRcpt, DNSBLScore:
+		return s, nil
+	}
+	return "", fmt.Errorf("must be %q, %q or %q, not %q", DNSBLReject, DNSBLRejectRcpt, DNSBLScore, s)
+}
+
+// setDNSBLSites checks each entry with the DNSBL engine's own parser, so
+// that an error names its line, then the list as a whole (the same site
+// twice).
+func setDNSBLSites(p *parser, v any) error {
+	var sites []string
+	ok, err := stringList(p, v, func(_ int, s string) error {
+		if _, err := dnsbl.ParseSites([]string{s}); err != nil {
+			var se *dnsbl.SiteError
+			if errors.As(err, &se) {
+				return fmt.Errorf("%q: %v", s, se.Err)
+			}
+			return err
+		}
+		sites = append(sites, s)
+		return nil
+	})
+	if err != nil || !ok {
+		return err
+	}
+	if _, err := dnsbl.ParseSites(sites); err != nil {
+		return err
+	}
+	p.cfg.DNSBL.Sites = sites
+	return nil
+}
+
+// thresholdVal is a DNSBL score threshold: at least 1, as a listing needs
+// a positive weight.
+func thresholdVal(field func(*Config) *int) setter {
+	return func(p *parser, v any) error {
+		n, ok := v.(int64)
+		if !ok {
+			return fmt.Errorf("must be an integer, not %s", typeName(v))
+		}
+		if n < 1 || n > 1_000_000 {
+			return fmt.Errorf("must be at least 1, not %d", n)
+		}
+		*field(p.cfg) = int(n)
+		return nil
+	}
 }
 
 func checkAdminListen(s string) (string, error) {

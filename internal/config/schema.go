@@ -111,7 +111,7 @@ func tomlLiteral(v any) string {
 
 // Sections are the tables of the file, in the order the documentation
 // shows them; "" is the top level.
-var Sections = []string{"", "limits", "timeouts", "recipients", "delivery", "reputation", "stress", "fleet", "admin"}
+var Sections = []string{"", "limits", "timeouts", "recipients", "delivery", "reputation", "dnsbl", "stress", "fleet", "admin"}
 
 // Keys returns every configuration key, in documentation order.
 func Keys() []Key { return append([]Key(nil), schema...) }
@@ -289,6 +289,23 @@ var schema = []Key{
 	{Name: "reputation.max_clients", Default: int64(100000), Doc: "how many clients' scores are kept; the least recently seen are forgotten first",
 		set: intVal(func(c *Config) *int { return &c.Reputation.MaxClients }, 0)},
 
+	{Name: "dnsbl.sites", Default: strs(), Doc: "DNS block and allow lists asked at connect, postscreen_dnsbl_sites syntax: `domain[=filter][*weight]`, e.g. \"zen.spamhaus.org*2\", \"list.dnswl.org=127.0.[0..255].[1..3]*-5\"; none: no lists",
+		Sendmail: "FEATURE(dnsbl), FEATURE(enhdnsbl)", set: setDNSBLSites},
+	{Name: "dnsbl.threshold", Default: int64(1), Doc: "a client whose weights add up to this or more is listed",
+		set: thresholdVal(func(c *Config) *int { return &c.DNSBL.Threshold })},
+	{Name: "dnsbl.allowlist_threshold", Default: int64(0), Doc: "a client whose weights add up to this or less (negative: allow lists) skips the greeting pause and the tarpit (0: off)",
+		set: pointsVal(func(c *Config) *int { return &c.DNSBL.AllowlistThreshold })},
+	{Name: "dnsbl.action", Default: DNSBLReject, Doc: "for a listed client: \"reject\" (554 instead of the greeting), \"reject_rcpt\" (550 to each RCPT, so that its envelopes are logged) or \"score\" (its weight only lowers its reputation)",
+		set: stringVal(func(c *Config) *string { return &c.DNSBL.Action }, checkDNSBLAction)},
+	{Name: "dnsbl.timeout", Default: "5s", Doc: "the longest the greeting waits for the lists (within the greeting pause, if longer); a list that has not answered counts as not listing",
+		set: durationVal(func(c *Config) *time.Duration { return &c.DNSBL.Timeout }, time.Millisecond)},
+	{Name: "dnsbl.min_ttl", Default: "60s", Doc: "an answer is cached for its DNS TTL, at least this",
+		set: durationVal(func(c *Config) *time.Duration { return &c.DNSBL.MinTTL }, time.Second)},
+	{Name: "dnsbl.max_ttl", Default: "1h", Doc: "and at most this",
+		set: durationVal(func(c *Config) *time.Duration { return &c.DNSBL.MaxTTL }, time.Second)},
+	{Name: "dnsbl.max_in_flight", Default: int64(256), Doc: "DNS queries at once, shared by the lists; a client beyond it counts as not listed",
+		set: intVal(func(c *Config) *int { return &c.DNSBL.MaxInFlight }, 0)},
+
 	{Name: "stress.sessions_percent", Default: int64(80), Doc: "the server goes under stress when the admitted sessions reach this share of max_daemon_children (0, or no max_daemon_children: not watched)",
 		set: intVal(func(c *Config) *int { return &c.Stress.SessionsPercent }, 100)},
 	{Name: "stress.accept_backlog", Default: int64(100), Doc: "or when this many connections wait in a listener's accept queue (the accept loop falls behind; Linux), or accepting fails (0: not watched)",
@@ -303,6 +320,8 @@ var schema = []Key{
 		set: intVal(func(c *Config) *int { return &c.Stress.JunkCommandLimit }, 0)},
 	{Name: "stress.greet_pause", Default: "2s", Doc: "under stress, a greeting pause is at most this (no pause stays none)",
 		set: durationVal(func(c *Config) *time.Duration { return &c.Stress.GreetPause }, 0)},
+	{Name: "stress.dnsbl_reject", Default: true, Doc: "under stress, a client the lists score at or over dnsbl.threshold gets 521 instead of the greeting and is closed, whatever dnsbl.action says",
+		set: boolVal(func(c *Config) *bool { return &c.Stress.DNSBLReject })},
 
 	{Name: "fleet.redis", Default: "", Doc: "Redis shared by the nodes: host:port or a redis://, rediss://, unix:// URL; \"\" is in-process counters",
 		set: stringVal(func(c *Config) *string { return &c.Fleet.Redis }, checkRedisValue)},

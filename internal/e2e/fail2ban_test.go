@@ -35,7 +35,7 @@ var (
 		reason.Pregreet, reason.TooManyErrors, reason.NonSMTP, reason.Pipelining, reason.BareLF, reason.BareCR, reason.NUL,
 		reason.LineTooLong, reason.StartTLSInjection, reason.SessionBytes, reason.SessionTime,
 		reason.RelayDenied, reason.UnknownUser, reason.BadMailbox, reason.TooManyBadRcpts,
-		reason.Banned,
+		reason.Banned, reason.DNSBL, reason.DNSBLRcpt,
 	}
 	// Counted in mode=aggressive besides f2bNormal.
 	f2bAggressive = []reason.Reason{

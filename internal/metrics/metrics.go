@@ -180,6 +180,29 @@ func (m *Metrics) GaugeFunc(name, help string, f func() float64) {
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 }
 
+// CounterFunc registers counters whose values another package keeps:
+// collect is called at each scrape and emits each series' value with its
+// label values (from a fixed vocabulary, never from a client).
+func (m *Metrics) CounterFunc(name, help string, labels []string, collect func(emit func(v float64, labelValues ...string))) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(&funcCollector{desc: prometheus.NewDesc(name, help, labels, nil), collect: collect})
+}
+
+type funcCollector struct {
+	desc    *prometheus.Desc
+	collect func(emit func(v float64, labelValues ...string))
+}
+
+func (c *funcCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *funcCollector) Collect(ch chan<- prometheus.Metric) {
+	c.collect(func(v float64, lv ...string) {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, v, lv...)
+	})
+}
+
 // ConnAccepted counts a connection the listener accepted.
 func (m *Metrics) ConnAccepted() {
 	if m != nil {

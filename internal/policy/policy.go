@@ -74,6 +74,11 @@ type Client struct {
 	Trusted bool   // trusted_networks or `mxguard trust`
 	Relay   bool   // Connect: RELAY
 	Discard bool   // Connect: DISCARD
+	// Listed, when set, refuses every recipient: the DNS lists score the
+	// client as listed, with dnsbl.action = "reject_rcpt". Lists names
+	// them for the log.
+	Listed *reply.Reply
+	Lists  string
 }
 
 // Name is "host [ip]" as sendmail writes a client in its log lines.
@@ -91,6 +96,7 @@ type Tx struct {
 	// Discard: an access-map DISCARD matched; the message is accepted and
 	// dropped.
 	Discard bool
+	from    string   // the sender, for the log
 	fromErr *Verdict // delay_checks: a From: refusal held for RCPT
 }
 
@@ -143,7 +149,7 @@ func echo(addr string) string {
 
 // Mail decides on MAIL FROM and starts the transaction in tx.
 func (p *Policy) Mail(c *Client, tx *Tx, from smtpd.Path) Verdict {
-	*tx = Tx{Discard: c.Discard}
+	*tx = Tx{Discard: c.Discard, from: from.String()}
 	if p.Access == nil || from.IsNull() {
 		return Verdict{}
 	}
@@ -176,6 +182,11 @@ func (p *Policy) Mail(c *Client, tx *Tx, from smtpd.Path) Verdict {
 // of the downstream.
 func (p *Policy) Rcpt(ctx context.Context, c *Client, tx *Tx, to smtpd.Path) Verdict {
 	addr := p.Address(to)
+	if c.Listed != nil {
+		// postscreen's "enforce": the envelope is logged, nothing taken.
+		return Verdict{Reply: c.Listed, Reason: reason.DNSBLRcpt,
+			Log: "blocked using " + c.Lists + ": RCPT from " + c.Name() + " from=<" + tx.from + "> to=<" + addr + ">"}
+	}
 	domain := addr[strings.LastIndexByte(addr, '@')+1:]
 	local := p.IsLocal(domain)
 

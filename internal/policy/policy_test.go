@@ -12,6 +12,7 @@ import (
 	"github.com/mxguard/mxguard/internal/accessmap"
 	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/recipients"
+	"github.com/mxguard/mxguard/internal/reply"
 	"github.com/mxguard/mxguard/internal/smtpd"
 )
 
@@ -72,9 +73,11 @@ func path(t *testing.T, s string) smtpd.Path {
 }
 
 var (
-	stranger = Client{Addr: netip.MustParseAddr("192.0.2.7")}
-	trusted  = Client{Addr: netip.MustParseAddr("127.0.0.1"), Host: "localhost", Trusted: true}
-	relayer  = Client{Addr: netip.MustParseAddr("198.51.100.25"), Relay: true}
+	stranger  = Client{Addr: netip.MustParseAddr("192.0.2.7")}
+	trusted   = Client{Addr: netip.MustParseAddr("127.0.0.1"), Host: "localhost", Trusted: true}
+	relayer   = Client{Addr: netip.MustParseAddr("198.51.100.25"), Relay: true}
+	dnsListed = Client{Addr: netip.MustParseAddr("192.0.2.8"), Lists: "zen.example (127.0.0.2)",
+		Listed: &reply.Reply{Code: 550, Status: "5.7.1", Text: "Service unavailable; client [192.0.2.8] blocked using DNS blocklists"}}
 )
 
 // TestRcpt: the recipient decisions, one row each, from a fresh
@@ -126,6 +129,7 @@ func TestRcpt(t *testing.T) {
 		{name: "probe: invalid", pol: verify(answers{"i@probe.example": {Status: Invalid, Detail: "550 5.1.1 no"}}), to: "i@probe.example", code: 550, reason: reason.UnknownUser},
 		{name: "probe: unverified", pol: verify(answers{}), to: "u@probe.example", code: 450, reason: reason.Unverified, text: "4.1.1 <u@probe.example>: Recipient address rejected: unverified address"},
 		{name: "probe: the file answers first", pol: verify(answers{}), to: "alice@example.org", deliver: []string{"alice@example.org"}},
+		{name: "DNS-listed, reject_rcpt: a known user too", client: dnsListed, to: "alice@example.org", code: 550, reason: reason.DNSBLRcpt, text: "5.7.1 Service unavailable; client [192.0.2.8] blocked using DNS blocklists"},
 		{name: "non-ASCII address not echoed", to: "øystein@example.org", code: 550, reason: reason.UnknownUser, text: "5.1.1 Recipient address rejected"},
 	}
 	for _, tt := range tests {
@@ -154,6 +158,9 @@ func TestRcpt(t *testing.T) {
 			}
 			if tt.text != "" && !strings.Contains(v.Reply.String(), tt.text) {
 				t.Errorf("reply %q lacks %q", v.Reply, tt.text)
+			}
+			if tt.reason == reason.DNSBLRcpt && !strings.Contains(v.Log, "blocked using zen.example (127.0.0.2): RCPT from unknown [192.0.2.8] from=<sender@example.net> to=<alice@example.org>") {
+				t.Errorf("the envelope is not logged: %q", v.Log)
 			}
 			if tt.code != 0 && (v.Log == "" || !strings.Contains(v.Log, c.Name())) {
 				t.Errorf("refusal logged as %q: want a line naming the client", v.Log)

@@ -42,6 +42,8 @@ const (
 	ConnControl       Reason = "conncontrol"
 	Limiter           Reason = "limiter"
 	Shutdown          Reason = "shutdown"
+	DNSBL             Reason = "dnsbl"
+	DNSBLRcpt         Reason = "dnsbl_rcpt"
 )
 
 // Reasons of the greeting and the protocol (internal/smtpd).
@@ -114,6 +116,7 @@ var table = []Info{
 	{Limiter, StageConnect, "the shared limit store is unreachable and on_redis_error = \"tempfail\": 421"},
 	{Shutdown, StageConnect, "the server is stopping: 421"},
 	{Pregreet, StageGreet, "the client talked before the greeting: 554, closed"},
+	{DNSBL, StageGreet, "DNS blocklists score the client at or over dnsbl.threshold, with action reject (or under stress): 554 (521 under stress) instead of the greeting, closed"},
 	{TooManyErrors, StageCommand, "too many protocol errors in the session: 421, closed"},
 	{LineTooLong, StageCommand, "a command line over 512 octets (500), or over 4 KiB (500, closed), or a message line over 1000 octets"},
 	{BareLF, StageCommand, "a bare LF in a command or in the message: refused (SMTP smuggling)"},
@@ -136,6 +139,7 @@ var table = []Info{
 	{TimeoutQuit, StageCommand, "timeouts.quit passed waiting after a message: 421, closed"},
 	{TimeoutMisc, StageCommand, "timeouts.misc passed waiting after NOOP, VRFY, HELP: 421, closed"},
 	{TimeoutStartTLS, StageCommand, "timeouts.starttls passed in the TLS handshake: closed"},
+	{DNSBLRcpt, StageRcpt, "DNS blocklists score the client at or over dnsbl.threshold, with action reject_rcpt: 550 5.7.1 to each RCPT"},
 	{RelayDenied, StageRcpt, "a recipient outside the local domains from a client that may not relay: 550 5.7.1"},
 	{UnknownUser, StageRcpt, "a recipient of a local domain that does not exist: 550 5.1.1"},
 	{Unverified, StageRcpt, "the downstream could not verify the recipient in time: 450 4.1.1"},

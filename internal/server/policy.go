@@ -86,7 +86,8 @@ func load(cfg *config.Config) (*loaded, error) {
 // LoadPolicy reads every file admission depends on. Any error leaves the
 // caller with the policy it had: a broken file never replaces a good one.
 func LoadPolicy(cfg *config.Config) (*admit.Policy, []string, error) {
-	p := &admit.Policy{Hostname: cfg.Hostname, Limits: cfg.Limits, NoFCrDNSPoints: cfg.Reputation.NoFCrDNSPoints}
+	p := &admit.Policy{Hostname: cfg.Hostname, Limits: cfg.Limits, NoFCrDNSPoints: cfg.Reputation.NoFCrDNSPoints,
+		DNSBL: cfg.DNSBL, StressDNSBLReject: cfg.Stress.DNSBLReject}
 	var warnings []string
 	var errs []error
 	p.Trusted = append(p.Trusted, cfg.TrustedNetworks...)

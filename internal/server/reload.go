@@ -54,6 +54,12 @@ func (s *Server) Reload() (string, error) {
 	if next.Delivery != cur.Delivery {
 		restart = append(restart, "[delivery]")
 	}
+	// The lists, their cache and its bounds are the checker's, made at
+	// start; thresholds and action are the admission policy's.
+	if n, c := next.DNSBL, cur.DNSBL; !slices.Equal(n.Sites, c.Sites) || n.Timeout != c.Timeout ||
+		n.MinTTL != c.MinTTL || n.MaxTTL != c.MaxTTL || n.MaxInFlight != c.MaxInFlight {
+		restart = append(restart, "[dnsbl] sites, timeout, min_ttl, max_ttl, max_in_flight")
+	}
 	a, b := next.Reputation, cur.Reputation
 	a.NoFCrDNSPoints = b.NoFCrDNSPoints // the admission policy's: reloaded
 	if a != b {

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,7 @@ import (
 	"github.com/mxguard/mxguard/internal/proxyhdr"
 	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/recipients"
+	"github.com/mxguard/mxguard/internal/reply"
 	"github.com/mxguard/mxguard/internal/reputation"
 	"github.com/mxguard/mxguard/internal/resolve"
 	"github.com/mxguard/mxguard/internal/smtpd"
@@ -143,7 +145,15 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 	if s.rep != nil {
 		rep = s.rep
 	}
-	s.admit = admit.New(l.admit, s.limiter, res, s.events, rep, logger)
+	deps := admit.Deps{Limiter: s.limiter, DNS: res, Events: s.events, Reputation: rep, Log: logger}
+	lists, err := newDNSBL(cfg, logger, s.metrics, &s.closers)
+	if err != nil {
+		return nil, err
+	}
+	if lists != nil {
+		deps.Lists = lists
+	}
+	s.admit = admit.New(l.admit, deps)
 
 	if s.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), logger, spool.WithFsyncObserver(s.metrics.Fsync)); err != nil {
 		return nil, err // says "spool: ..." itself
@@ -572,13 +582,26 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 		client: policy.Client{Addr: ap.Addr(), Host: d.Host, Trusted: d.Trusted,
 			Relay: d.Relay, Discard: d.Discard},
 	}
-	s.smtp.ServeConn(ctx, nc, smtpd.ConnInfo{
+	info := smtpd.ConnInfo{
 		Remote:     ap,
 		Host:       d.Host,
 		GreetPause: d.GreetPause,
 		Defer:      d.Defer,
 		Tarpit:     tarpit{d, s.metrics},
-	}, x)
+	}
+	if d.ListsAsked() {
+		start := time.Now()
+		info.Screen = func(ctx context.Context) (*reply.Reply, bool) {
+			ctx, cancel := context.WithDeadline(ctx, start.Add(cfg.DNSBL.Timeout))
+			defer cancel()
+			l, _ := s.admit.Listing(ctx, d, s.stressNow.Load() != nil)
+			if l.RejectRcpt != nil {
+				x.client.Listed, x.client.Lists = l.RejectRcpt, l.Sites()+", score "+strconv.Itoa(l.Result.Score)
+			}
+			return l.Reject, l.Allowlisted
+		}
+	}
+	s.smtp.ServeConn(ctx, nc, info, x)
 }
 
 // tarpit is the session's tarpit, counted.

@@ -117,6 +117,7 @@ type conn struct {
 	rejects   int    // replies of 4xx and 5xx sent
 	lastCode  int    // of the last reply queued
 	throttled bool
+	noTarpit  bool        // replies go out at once whatever the Tarpit says
 	idle      atomic.Bool // waiting for a command outside a transaction
 	waitStart time.Time   // when the wait for the command began
 	wmu       sync.Mutex
@@ -200,9 +201,29 @@ func (c *conn) serve() {
 // talks first (sendmail's greet_pause): then it gets 554 and is dropped.
 // Nothing the client sent early is ever parsed.
 func (c *conn) greet() bool {
+	start := time.Now()
 	p := c.sess.GreetPause
 	if st := c.srv.stress.Load(); st != nil && p > 0 {
 		p = tighter(p, st.GreetPause)
+	}
+	if screen := c.sess.Screen; screen != nil {
+		// Whatever the client sends meanwhile waits in the kernel's buffer
+		// for the pause's read below.
+		reject, pass := screen(c.ctx)
+		if reject != nil {
+			c.noTarpit = true // refused as at admission: closed at once
+			c.reply(reject)
+			c.flush()
+			return false
+		}
+		switch {
+		case pass:
+			p = 0
+		case p > 0:
+			// What the pause has left; at least a glance at what the
+			// client sent while the screen waited.
+			p = max(p-time.Since(start), time.Millisecond)
+		}
 	}
 	if p > 0 {
 		c.cfg.Observer.GreetPause(1)
@@ -518,9 +539,10 @@ func (c *conn) flush() bool {
 	if len(c.out) == 0 {
 		return true
 	}
-	if t := c.sess.Tarpit; t != nil {
-		// A low-scored client waits for its replies. Only this session's
-		// goroutine waits: a timer, not a thread or a slot.
+	if t := c.sess.Tarpit; t != nil && !c.noTarpit && c.srv.stress.Load() == nil {
+		// A low-scored client waits for its replies, in this session's
+		// goroutine (a timer: no thread). Not under stress, where the
+		// connection slot it holds meanwhile is wanted.
 		if d := t.Delay(); d > 0 {
 			timer := time.NewTimer(d)
 			select {

@@ -121,6 +121,13 @@ type ConnInfo struct {
 	GreetPause time.Duration // hold the greeting this long; 0 = none
 	Defer      *reply.Reply  // when set, every MAIL and RCPT gets this reply
 	Tarpit     Tarpit        // when set, holds each batch of replies for its Delay
+	// Screen, when set, is asked before the greeting for a verdict that
+	// comes in while it is held (the DNS lists, asked at accept). It
+	// waits within its own bound, and says whether to refuse the client
+	// instead of greeting it (the reply is sent, the connection closed),
+	// or to let it pass: the rest of the greeting pause, and its test of
+	// a client that talks first, are skipped.
+	Screen func(ctx context.Context) (reject *reply.Reply, pass bool)
 }
 
 // Tarpit says how long to hold the replies to a client now (its score may

@@ -10,6 +10,24 @@
 // referenced by path. Everything else (mailers, OSTYPE, rulesets, options
 // mxguard has no counterpart for) is listed back to the caller with its line
 // number rather than guessed at.
+//
+// The DNS blocklist FEATUREs, dnsbl and enhdnsbl (as sendmail 8.17's
+// cf/README has them), become one [dnsbl] section: each zone a site of
+// weight 1, threshold 1 (any one list rejects, as in sendmail), and the
+// action reject, or reject_rcpt under FEATURE(`delay_checks'), which moves
+// sendmail's check to RCPT. enhdnsbl's result patterns become site filters
+// (127.0.0.2. is 127.0.0.2, 127.0.0.$-. is 127.0.0.[0..255], two results
+// one filter 127.0.0.[2;4] where they can be, else one site each).
+// sendmail matches a pattern against the whole answer and its trailing dot,
+// so a pattern without it, such as 127.0.0., never matched there and is
+// dropped, not read as a prefix. Not carried over, and listed: the
+// rejection message (mxguard's reply names no list, on purpose), the `t'
+// that made a failed lookup 451 (mxguard counts a list that fails as not
+// listing), and patterns with classes or macros; a FEATURE that discards or
+// quarantines, or has no usable zone, is left out. Unlike sendmail, mxguard
+// also asks the lists about IPv6 clients, and a site without a filter does
+// not count answers outside 127.0.0.0/8 or in 127.255.255.0/24, by which
+// lists refuse a query.
 package sendmailimport
 
 import (
@@ -74,6 +92,7 @@ func Translate(mc io.Reader, accessPath, hostsDenyPath string) (tomlText []byte,
 		}
 	}
 	t.finishControl()
+	t.finishDNSBL()
 
 	slices.SortStableFunc(t.skipped, func(a, b note) int { return a.line - b.line })
 	text := t.render(accessPath, hostsDenyPath)
@@ -112,6 +131,11 @@ type translator struct {
 	control []controlFeature
 	// LOCAL_DOMAIN calls add up.
 	domains []string
+	// The DNS blocklist FEATUREs add up to one [dnsbl] section, whose
+	// action depends on FEATURE(`delay_checks') wherever it is.
+	dnsblLists  []*dnsblList
+	dnsblFrom   []statement
+	delayChecks *statement
 }
 
 type controlFeature struct {
@@ -132,21 +156,34 @@ func (t *translator) skip(st statement, reason string) {
 // set records key = value, checking it the way mxguard will read it. A
 // later definition replaces an earlier one, as it does in m4.
 func (t *translator) set(st statement, key, value string, notes ...string) {
+	t.setFrom([]statement{st}, key, value, notes...)
+}
+
+// setFrom records key = value from several statements, named in line
+// order; a refusal is listed against the first. It reports whether the
+// key was written.
+func (t *translator) setFrom(sts []statement, key, value string, notes ...string) bool {
+	st := sts[0]
 	if k, ok := config.LookupKey(key); ok && k.Unused != "" {
 		// Written, it would only make every start warn.
 		t.skip(st, "not translated (no effect in mxguard: "+k.Unused+")")
-		return
+		return false
 	}
 	if err := checkValue(key, value); err != nil {
 		t.skip(st, "not translated: "+err.Error())
-		return
+		return false
 	}
 	if old, ok := t.out[key]; ok {
 		for _, s := range old.sources {
 			t.skipped = append(t.skipped, note{old.line, s + ": overridden by line " + strconv.Itoa(st.line)})
 		}
 	}
-	t.out[key] = &entry{line: st.line, key: key, value: value, sources: []string{t.source(st)}, notes: notes}
+	e := &entry{line: st.line, key: key, value: value, notes: notes}
+	for _, s := range sts {
+		e.sources = append(e.sources, t.source(s))
+	}
+	t.out[key] = e
+	return true
 }
 
 func (t *translator) path(key, path, flag string) error {
@@ -326,6 +363,9 @@ func (t *translator) feature(st statement) {
 			}
 		}
 		t.set(st, "delay_checks", "true", notes...)
+		t.delayChecks = &st
+	case "dnsbl", "enhdnsbl":
+		t.dnsblFeature(st, name, args)
 	case "ratecontrol", "conncontrol":
 		cf := controlFeature{st: st}
 		for _, a := range args {

@@ -348,10 +348,153 @@ func TestTranslate(t *testing.T) {
 		},
 		{
 			name:         "unknown feature",
-			mc:           "FEATURE(`dnsbl', `zen.spamhaus.org')dnl\n",
+			mc:           "FEATURE(`mailertable')dnl\n",
 			get:          func(c *config.Config) any { return c.DelayChecks },
 			want:         false,
-			untranslated: []string{"sendmail.mc:1: FEATURE(`dnsbl', `zen.spamhaus.org')dnl: not translated (no mxguard equivalent)"},
+			untranslated: []string{"sendmail.mc:1: FEATURE(`mailertable')dnl: not translated (no mxguard equivalent)"},
+		},
+		{
+			name: "dnsbl",
+			mc:   "FEATURE(`dnsbl', `zen.spamhaus.org')dnl\n",
+			get:  dnsblOf,
+			want: dnsblWant("reject", "zen.spamhaus.org"),
+		},
+		{
+			name: "enhdnsbl results are one filter",
+			mc:   "FEATURE(`enhdnsbl', `b.barracudacentral.org', `', `', `127.0.0.2.', `127.0.0.4.')dnl\n",
+			get:  dnsblOf,
+			want: dnsblWant("reject", "b.barracudacentral.org=127.0.0.[2;4]"),
+		},
+		{
+			name: "enhdnsbl results in two filters",
+			mc:   "FEATURE(`enhdnsbl', `bl.example', `', `', `127.0.0.2.', `127.0.1.3.', `127.0.0.3.')dnl\n",
+			get:  dnsblOf,
+			want: dnsblWant("reject", "bl.example=127.0.0.[2..3]", "bl.example=127.0.1.3"),
+		},
+		{
+			name: "enhdnsbl metasymbols",
+			mc:   "FEATURE(`enhdnsbl', `a.example', `', `', `127.0.0.$-.')dnl\nFEATURE(`enhdnsbl', `b.example', `', `', `127.0.$+')dnl\nFEATURE(`enhdnsbl', `c.example', `', `', `$*.2.')dnl\n",
+			get:  dnsblOf,
+			want: dnsblWant("reject", "a.example=127.0.0.[0..255]", "b.example=127.0.[0..255].[0..255]", "c.example=[0..255].[0..255].[0..255].2"),
+		},
+		{
+			name: "enhdnsbl empty first result is any answer",
+			mc:   "FEATURE(`enhdnsbl', `bl.example', `', `', `', `127.0.0.2.')dnl\nFEATURE(`enhdnsbl', `any.example', `', `', `$-.$-.$-.$-.')dnl\n",
+			get:  dnsblOf,
+			want: dnsblWant("reject", "bl.example", "any.example"),
+		},
+		{
+			name: "dnsbl then delay_checks",
+			mc:   "FEATURE(`dnsbl', `zen.spamhaus.org')dnl\nFEATURE(`delay_checks')dnl\n",
+			get:  dnsblOf,
+			want: dnsblWant("reject_rcpt", "zen.spamhaus.org"),
+		},
+		{
+			name: "delay_checks then enhdnsbl",
+			mc:   "FEATURE(`delay_checks')dnl\nFEATURE(`enhdnsbl', `bl.example', `', `', `127.0.0.2.')dnl\n",
+			get:  dnsblOf,
+			want: dnsblWant("reject_rcpt", "bl.example=127.0.0.2"),
+		},
+		{
+			name:         "delay_checks friend and the lists",
+			mc:           "FEATURE(`delay_checks', `friend')dnl\nFEATURE(`dnsbl', `zen.spamhaus.org')dnl\n",
+			get:          dnsblOf,
+			want:         dnsblWant("reject_rcpt", "zen.spamhaus.org"),
+			untranslated: []string{"sendmail.mc:1: FEATURE(`delay_checks', `friend')dnl: `friend' does not exempt Spam: FRIEND recipients from the DNS lists"},
+		},
+		{
+			name: "a mix of lists",
+			mc: "FEATURE(`dnsbl', `zen.spamhaus.org')dnl\n" +
+				"FEATURE(`enhdnsbl', `bl.example', `', `', `127.0.0.2.')dnl\n" +
+				"FEATURE(`enhdnsbl', `ZEN.Spamhaus.org', `', `', `127.0.0.4.')dnl\n" +
+				"FEATURE(`enhdnsbl', `bl.example', `', `', `127.0.0.3.')dnl\n" +
+				"FEATURE(`dnsbl', `bl.spamcop.net')dnl\n",
+			get:  dnsblOf,
+			want: dnsblWant("reject", "zen.spamhaus.org", "bl.example=127.0.0.[2..3]", "bl.spamcop.net"),
+		},
+		{
+			name: "bad zones",
+			mc: "FEATURE(`dnsbl')dnl\nFEATURE(`enhdnsbl')dnl\nFEATURE(`dnsbl', `zen.spamhaus.org.')dnl\n" +
+				"FEATURE(`dnsbl', `zen.spamhaus.org*2')dnl\nFEATURE(`dnsbl', `bl.example=127.0.0.2')dnl\n" +
+				"FEATURE(`dnsbl', `$&{zone}.example')dnl\nFEATURE(`dnsbl', `bad..example')dnl\nFEATURE(`dnsbl', `127.0.0.1')dnl\n",
+			get:  dnsblOf,
+			want: dnsblWant("reject"),
+			untranslated: []string{
+				":1: FEATURE(`dnsbl')dnl: not translated (no zone; sendmail 8.17 reports FEATURE(`dnsbl') without one as an error",
+				":2: FEATURE(`enhdnsbl')dnl: not translated (no zone",
+				`:3: FEATURE(` + "`dnsbl', `zen.spamhaus.org.')dnl: not translated: bad domain \"zen.spamhaus.org.\": trailing \".\"",
+				":4: FEATURE(`dnsbl', `zen.spamhaus.org*2')dnl: not translated: not a DNS name ('*')",
+				":5: FEATURE(`dnsbl', `bl.example=127.0.0.2')dnl: not translated: not a DNS name ('=')",
+				":6: FEATURE(`dnsbl', `$&{zone}.example')dnl: not translated: not a DNS name ('$')",
+				":7: FEATURE(`dnsbl', `bad..example')dnl: not translated: bad domain \"bad..example\": empty label",
+				":8: FEATURE(`dnsbl', `127.0.0.1')dnl: not translated: bad domain \"127.0.0.1\": all numeric",
+			},
+		},
+		{
+			name: "message and t noted",
+			mc:   "FEATURE(`enhdnsbl', `bl.spamcop.net', `\"550 Spam blocked see: http://spamcop.net/bl.shtml?\"$&{client_addr}', `t', `127.0.0.2.')dnl\nFEATURE(`dnsbl', `zen.spamhaus.org', `', `\"451 try later\"')dnl\n",
+			get:  dnsblOf,
+			want: dnsblWant("reject", "bl.spamcop.net=127.0.0.2", "zen.spamhaus.org"),
+			untranslated: []string{
+				":1: FEATURE(`enhdnsbl', `bl.spamcop.net', `\"550 Spam blocked see: http://spamcop.net/bl.shtml?\"$&{client_addr}', `t', `127.0.0.2.')dnl: message `\"550 Spam blocked see: http://spamcop.net/bl.shtml?\"$&{client_addr}' not translated (mxguard's reply names no list, on purpose)",
+				":1: FEATURE(`enhdnsbl', `bl.spamcop.net', `\"550 Spam blocked see: http://spamcop.net/bl.shtml?\"$&{client_addr}', `t', `127.0.0.2.')dnl: argument `t' not translated (mxguard counts a list that fails to answer as not listing",
+				":2: FEATURE(`dnsbl', `zen.spamhaus.org', `', `\"451 try later\"')dnl: argument `\"451 try later\"' not translated (mxguard counts a list that fails to answer as not listing",
+			},
+		},
+		{
+			name:         "discard and quarantine",
+			mc:           "FEATURE(`dnsbl', `zen.spamhaus.org', `discard')dnl\nFEATURE(`enhdnsbl', `bl.example', `quarantine', `', `127.0.0.2.')dnl\n",
+			get:          dnsblOf,
+			want:         dnsblWant("reject"),
+			untranslated: []string{":1: FEATURE(`dnsbl', `zen.spamhaus.org', `discard')dnl: not translated (`discard'", ":2: FEATURE(`enhdnsbl', `bl.example', `quarantine', `', `127.0.0.2.')dnl: not translated (`quarantine'"},
+		},
+		{
+			name: "results that never match",
+			mc:   "FEATURE(`enhdnsbl', `a.example', `', `', `127.0.0.', `127.0.0.2.')dnl\nFEATURE(`enhdnsbl', `b.example', `', `', `127.0.0.2', `127.0.0.02.', `127.0.0.256.', `Spam see http://example.org/')dnl\n",
+			get:  dnsblOf,
+			want: dnsblWant("reject", "a.example=127.0.0.2"),
+			untranslated: []string{
+				":1: FEATURE(`enhdnsbl', `a.example', `', `', `127.0.0.', `127.0.0.2.')dnl: result `127.0.0.' not translated: it never matches in sendmail",
+				":2: FEATURE(`enhdnsbl', `b.example', `', `', `127.0.0.2', `127.0.0.02.', `127.0.0.256.', `Spam see http://example.org/')dnl: result `127.0.0.2' not translated: it never matches",
+				"result `127.0.0.02.' not translated: it never matches",
+				"result `127.0.0.256.' not translated: it never matches",
+				"result `Spam see http://example.org/' not translated: it never matches",
+				":2: FEATURE(`enhdnsbl', `b.example', `', `', `127.0.0.2', `127.0.0.02.', `127.0.0.256.', `Spam see http://example.org/')dnl: not translated (no result left to reject on)",
+			},
+		},
+		{
+			name:         "result with a class",
+			mc:           "FEATURE(`enhdnsbl', `bl.example', `', `', `$=R', `127.0.0.$-.')dnl\n",
+			get:          dnsblOf,
+			want:         dnsblWant("reject", "bl.example=127.0.0.[0..255]"),
+			untranslated: []string{"result `$=R' not translated: sendmail classes and macros ($=R) are not evaluated"},
+		},
+		{
+			name: "too many results for one zone",
+			mc: func() string {
+				var b strings.Builder
+				for i := range 11 {
+					b.WriteString("FEATURE(`enhdnsbl', `bl.example', `', `'")
+					for j := 1; j <= 6; j++ {
+						b.WriteString(", `127.0." + strconv.Itoa(i) + "." + strconv.Itoa(j) + ".'")
+					}
+					b.WriteString(")dnl\n")
+				}
+				return b.String()
+			}(),
+			get:          dnsblOf,
+			want:         dnsblWant("reject", "bl.example=127.0.[0..9].[1..6]"),
+			untranslated: []string{"sendmail.mc:11: FEATURE(`enhdnsbl', `bl.example', `', `', `127.0.10.1.', `127.0.10.2.', `127.0.10.3.', `127.0.10.4.', `127.0.10.5.', `127.0.10.6.')dnl: not translated (more than 64 answer patterns for one zone)"},
+		},
+		{
+			name: "arguments sendmail ignores",
+			mc:   "FEATURE(`dnsbl', `zen.spamhaus.org', `', `', `127.0.0.2.')dnl\nFEATURE(`enhdnsbl', `bl.example', `', `', `127.0.0.1.', `127.0.0.2.', `127.0.0.3.', `127.0.0.4.', `127.0.0.5.', `127.0.0.6.', `127.0.0.7.')dnl\n",
+			get:  dnsblOf,
+			want: dnsblWant("reject", "zen.spamhaus.org", "bl.example=127.0.0.[1..6]"),
+			untranslated: []string{
+				"argument `127.0.0.2.' ignored (FEATURE(`dnsbl') takes no results, in sendmail too: any answer rejects)",
+				"argument `127.0.0.7.' ignored (sendmail reads at most six results)",
+			},
 		},
 	}
 	for _, tt := range tests {
@@ -372,6 +515,104 @@ func TestTranslate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// dnsblOf and dnsblWant give the [dnsbl] keys the translator writes.
+func dnsblOf(c *config.Config) any {
+	return []any{len(c.DNSBL.Sites), c.DNSBL.Threshold, c.DNSBL.Action, c.DNSBL.Sites}
+}
+
+func dnsblWant(action string, sites ...string) any {
+	return []any{len(sites), 1, action, sites}
+}
+
+// TestTranslateDNSBLOutput checks the [dnsbl] section as written: the keys
+// in schema order, each commented with every line it comes from, and
+// nothing of a refused FEATURE.
+func TestTranslateDNSBLOutput(t *testing.T) {
+	mc := "FEATURE(`dnsbl', `zen.spamhaus.org')dnl\n" +
+		"FEATURE(`dnsbl', `bad..example')dnl\n" +
+		"FEATURE(`delay_checks')dnl\n" +
+		"FEATURE(`enhdnsbl', `bl.example', `', `', `127.0.0.2.')dnl\n"
+	_, out, _ := translate(t, mc, "", "")
+	lists := "sendmail.mc:1: FEATURE(`dnsbl', `zen.spamhaus.org')dnl; sendmail.mc:4: FEATURE(`enhdnsbl', `bl.example', `', `', `127.0.0.2.')dnl"
+	want := "\n[dnsbl]\n" +
+		`sites = ["zen.spamhaus.org", "bl.example=127.0.0.2"] # ` + lists + "\n" +
+		"# Any one list rejects a client it lists, as in sendmail.\n" +
+		"threshold = 1                        # " + lists + "\n" +
+		"# FEATURE(`delay_checks') moves sendmail's list checks to RCPT: a listed client gets 550 at each RCPT.\n" +
+		`action = "reject_rcpt"               # sendmail.mc:1: FEATURE(` + "`dnsbl', `zen.spamhaus.org')dnl; sendmail.mc:3: FEATURE(`delay_checks')dnl; " +
+		"sendmail.mc:4: FEATURE(`enhdnsbl', `bl.example', `', `', `127.0.0.2.')dnl\n"
+	if !bytes.Contains(out, []byte(want)) {
+		t.Errorf("output lacks\n%s\ngot\n%s", want, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "bad..example") && !strings.HasPrefix(l, "#   sendmail.mc:2: ") {
+			t.Errorf("the refused zone is named outside its note: %q", l)
+		}
+	}
+}
+
+// TestResultBoxes checks enhdnsbl's result patterns against what sendmail
+// matches: the whole answer, four numbers and a dot.
+func TestResultBoxes(t *testing.T) {
+	for _, tt := range []struct {
+		pattern string
+		want    []box // nil: never matches
+		err     bool
+	}{
+		{"127.0.0.2.", []box{{127, 0, 0, 2}}, false},
+		{" 127 . 0 . 0 . 2 . ", []box{{127, 0, 0, 2}}, false},
+		{"127.0.0.$-.", []box{{127, 0, 0, -1}}, false},
+		{"127.0.$+", []box{{127, 0, -1, -1}}, false},
+		{"127.$*$*.$-.$-.", []box{{127, -1, -1, -1}}, false},
+		{"$*.2.", []box{{-1, -1, -1, 2}}, false},
+		{"$+", []box{anyBox}, false},
+		{"$@127.0.0.2.$@", []box{{127, 0, 0, 2}}, false},
+		{"$+.0.$+.", []box{{-1, 0, -1, -1}, {-1, -1, 0, -1}}, false},
+		{"127.0.0.2", nil, false},
+		{"127.0.0.", nil, false},
+		{"127.0.0.2.2.", nil, false},
+		{"127.0.0.02.", nil, false},
+		{"127.0.0.256.", nil, false},
+		{"127.0.0.99999999999999999999.", nil, false},
+		{"", nil, false},
+		{"127.0.0.2.a", nil, false},
+		{"$-$-$-$-$-$-$-$-$-", nil, false},
+		{"$=R", nil, true},
+		{"127.0.0.$~{list}.", nil, true},
+		{"127.0.0.$&x.", nil, true},
+		{"$", nil, true},
+	} {
+		got, err := resultBoxes(tt.pattern)
+		if (err != nil) != tt.err || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("resultBoxes(%q) = %v, %v; want %v, error %t", tt.pattern, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestMergeBoxes(t *testing.T) {
+	for _, tt := range []struct {
+		boxes []box
+		want  []string
+	}{
+		{[]box{{127, 0, 0, 2}}, []string{"127.0.0.2"}},
+		{[]box{{127, 0, 0, 2}, {127, 0, 0, 4}, {127, 0, 0, 3}, {127, 0, 0, 9}}, []string{"127.0.0.[2..4;9]"}},
+		{[]box{{127, 0, 0, 2}, {127, 0, 0, 2}}, []string{"127.0.0.2"}},
+		{[]box{{127, 0, 0, 2}, {127, 0, 0, -1}}, []string{"127.0.0.[0..255]"}},
+		{[]box{{127, 0, 0, 2}, {127, 0, 1, 3}}, []string{"127.0.0.2", "127.0.1.3"}},
+		// Two steps: 127.0.[0;1].2, then with 127.0.[0;1].3.
+		{[]box{{127, 0, 0, 2}, {127, 0, 1, 3}, {127, 0, 1, 2}, {127, 0, 0, 3}}, []string{"127.0.[0..1].[2..3]"}},
+		{[]box{anyBox}, []string{"[0..255].[0..255].[0..255].[0..255]"}},
+	} {
+		var got []string
+		for _, f := range mergeBoxes(tt.boxes) {
+			got = append(got, f.String())
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("mergeBoxes(%v) = %q, want %q", tt.boxes, got, tt.want)
+		}
 	}
 }
 
@@ -468,6 +709,7 @@ func FuzzTranslate(f *testing.F) {
 	}
 	f.Add(string(seed))
 	f.Add("define(`confTO_COMMAND',\n`1h30')dnl\nLOCAL_DOMAIN(`a.example b.example')\nFEATURE(`greet_pause', `999999')\n")
+	f.Add("FEATURE(`enhdnsbl', `bl.example', `', `t', `127.0.0.$-.', `$+.0.$*', `127.0.0.')\nFEATURE(`delay_checks', `friend')\nFEATURE(`dnsbl', `BL.example')\n")
 	f.Fuzz(func(t *testing.T, mc string) {
 		out, untranslated, err := Translate(strings.NewReader(mc), "/etc/mail/access", "")
 		if err != nil {

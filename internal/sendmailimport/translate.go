@@ -92,6 +92,7 @@ func Translate(mc io.Reader, accessPath, hostsDenyPath string) (tomlText []byte,
 		}
 	}
 	t.finishControl()
+	t.finishDomains()
 	t.finishDNSBL()
 
 	slices.SortStableFunc(t.skipped, func(a, b note) int { return a.line - b.line })
@@ -447,8 +448,15 @@ func (t *translator) localDomain(st statement) {
 		e = &entry{line: st.line, key: "local_domains"}
 		t.out["local_domains"] = e
 	}
-	e.value = domainList(t.domains)
 	e.sources = append(e.sources, t.source(st))
+}
+
+// finishDomains writes the domains of every LOCAL_DOMAIN line, once: made
+// at each line, the value cost quadratic time in a long file.
+func (t *translator) finishDomains() {
+	if e, ok := t.out["local_domains"]; ok {
+		e.value = domainList(t.domains)
+	}
 }
 
 func domainList(domains []string) string {

@@ -412,7 +412,7 @@ func BenchmarkStep(b *testing.B) {
 // scores, no limits: the loop over the steps), with what an empty
 // configuration file turns on (reverse DNS, cached; the score book's
 // tarpit), and with every step configured, the DNS lists' answers
-// collected too (Listing).
+// collected too (Listing), with no ban in force and with 1,000.
 func BenchmarkAdmitOrdinary(b *testing.B) {
 	cs := benchClients(256)
 	run := func(b *testing.B, a *Admitter, listing bool) {
@@ -451,7 +451,7 @@ func BenchmarkAdmitOrdinary(b *testing.B) {
 		a := newBenchAdmitter(p, Deps{Limiter: benchLimiter(b), DNS: benchResolver(b, cs), Reputation: book})
 		run(b, a, false)
 	})
-	everything := func(b *testing.B) *Admitter {
+	everything := func(b *testing.B, bans int) *Admitter {
 		lim := limits()
 		lim.MaxDaemonChildren = 1000
 		lim.ConnectionRateThrottle = 1 << 30
@@ -464,8 +464,10 @@ func BenchmarkAdmitOrdinary(b *testing.B) {
 		p.DNSBL = config.Default().DNSBL
 		p.DNSBL.Sites = benchSites
 		return newBenchAdmitter(p, Deps{Limiter: benchLimiter(b), DNS: benchResolver(b, cs),
-			Reputation: benchBook(b, p, 0), Lists: benchLists(b, cs)})
+			Reputation: benchBook(b, p, bans), Lists: benchLists(b, cs)})
 	}
-	b.Run("everything", func(b *testing.B) { run(b, everything(b), false) })
-	b.Run("everything+listing", func(b *testing.B) { run(b, everything(b), true) })
+	b.Run("everything", func(b *testing.B) { run(b, everything(b, 0), false) })
+	b.Run("everything+listing", func(b *testing.B) { run(b, everything(b, 0), true) })
+	// A flood's clients banned by their scores: the ban step scans them.
+	b.Run("everything+listing+bans=1000", func(b *testing.B) { run(b, everything(b, 1000), true) })
 }

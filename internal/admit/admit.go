@@ -287,12 +287,19 @@ func (a *Admitter) tier(c *check, base, i int) tier {
 			if bits == c.addr.BitLen() {
 				c.own = c.addr.String()
 			} else {
-				p, _ := c.addr.Prefix(bits)
-				c.own = p.String()
+				c.own = prefixKey(c.addr, bits)
 			}
 		}
 		return tier{key: c.own, limit: limit}
 	}
-	p, _ := c.addr.Prefix(bits)
-	return tier{key: p.String(), limit: limit, network: true}
+	return tier{key: prefixKey(c.addr, bits), limit: limit, network: true}
+}
+
+// prefixKey is the network of addr in CIDR notation, made with one
+// allocation (netip.Prefix.String makes two): it is made for each tier of
+// each connection.
+func prefixKey(addr netip.Addr, bits int) string {
+	p, _ := addr.Prefix(bits)
+	var buf [len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128")]byte
+	return string(p.AppendTo(buf[:0]))
 }

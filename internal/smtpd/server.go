@@ -93,7 +93,8 @@ type Config struct {
 // Handler decides on one session's envelopes and stores its messages: the
 // caller makes one per connection, holding whatever it decided about the
 // client (go-smtp's Backend.NewSession → Session). Its methods run on the
-// session's goroutine; a nil *reply.Reply means the default success reply.
+// session's goroutine; a nil *reply.Reply from Mail or Rcpt means the
+// default success reply.
 type Handler interface {
 	// Mail is called for a syntactically valid MAIL FROM. size is the SIZE
 	// parameter (0 if absent), already checked against MaxMessageSize.
@@ -101,9 +102,11 @@ type Handler interface {
 	// Rcpt is called for a syntactically valid RCPT TO within the limits.
 	Rcpt(s *Session, to Path) *reply.Reply
 	// Data reads the message body from r up to io.EOF and makes it durable
-	// before returning nil (250). Any other error from r means the body is
-	// refused or the client is gone: the handler discards what it has, and
-	// its reply is not used.
+	// before returning its 250 reply (with the queue id). A nil reply is
+	// not success: the client gets 451, as a message nobody said was
+	// stored must not be acknowledged. Any other error from r means the
+	// body is refused or the client is gone: the handler discards what it
+	// has, and its reply is not used.
 	Data(s *Session, r io.Reader) *reply.Reply
 	// Reset is called when the transaction ends: RSET, HELO/EHLO,
 	// STARTTLS, a new MAIL after DATA, and the end of DATA whatever its

@@ -42,9 +42,10 @@ type Config struct {
 // Ban is a refusal at connect for a network, until Expires.
 type Ban struct {
 	Prefix  netip.Prefix  `json:"prefix"`
-	Reason  reason.Reason `json:"reason"`  // what brought it about
-	By      string        `json:"by"`      // "score", or the operator's command
-	Created time.Time     `json:"created"` // when
+	Reason  reason.Reason `json:"reason"`         // what brought it about
+	By      string        `json:"by"`             // "score", or the operator's command
+	Node    string        `json:"node,omitempty"` // the node that set it, in a fleet
+	Created time.Time     `json:"created"`        // when
 	Expires time.Time     `json:"expires"`
 	Hits    int64         `json:"hits"` // connections refused by it
 }
@@ -225,6 +226,17 @@ func (b *Book) Add(ban Ban) {
 	b.mu.Lock()
 	b.setBan(&ban)
 	b.mu.Unlock()
+}
+
+// Drop ends the ban on exactly p (one the fleet no longer has), keeping
+// the scores, and reports whether there was one.
+func (b *Book) Drop(p netip.Prefix) bool {
+	p = p.Masked()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, ok := b.bans[p]
+	b.dropBan(p)
+	return ok
 }
 
 // Lift ends every ban within p (`mxguard trust`, `mxguard unban`) and

@@ -140,6 +140,31 @@ func TestLift(t *testing.T) {
 	}
 }
 
+// TestDrop: Drop ends one ban exactly (not those inside a wider network)
+// and keeps the score, which is the fleet's business, not the client's.
+func TestDrop(t *testing.T) {
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	b, _ := testBook(t, c)
+	a := netip.MustParseAddr("198.51.100.1")
+	for range 3 {
+		b.Penalize(a, reason.Pregreet, 0)
+	}
+	b.Add(Ban{Prefix: netip.MustParsePrefix("198.51.100.0/24"), Expires: c.t.Add(time.Hour)})
+	if b.Drop(netip.MustParsePrefix("198.51.100.0/25")) {
+		t.Error("dropped a ban that does not exist")
+	}
+	if !b.Drop(netip.MustParsePrefix("198.51.100.0/24")) {
+		t.Error("the /24 ban was not dropped")
+	}
+	bans := b.Bans()
+	if len(bans) != 1 || bans[0].Prefix != netip.MustParsePrefix("198.51.100.1/32") {
+		t.Errorf("bans left: %v", bans)
+	}
+	if b.Score(a) >= 0 {
+		t.Error("Drop forgot the score")
+	}
+}
+
 // TestBounded: a flood from many addresses keeps MaxClients scores.
 func TestBounded(t *testing.T) {
 	c := &clock{t: time.Unix(1_800_000_000, 0)}

@@ -3,15 +3,16 @@ package server
 import (
 	"log/slog"
 
+	"github.com/mxguard/mxguard/internal/cache"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/dnsbl"
 	"github.com/mxguard/mxguard/internal/metrics"
 )
 
 // newDNSBL makes the checker of [dnsbl] sites, or none without sites, and
-// registers its counters. Its cache is the node's own: answers are cached
-// for at least min_ttl, so a fleet asks each list about a client at most
-// once a node per min_ttl.
+// registers its counters. Its cache is the fleet's when there is one (a
+// list is asked about a client once for all nodes, per min_ttl at least),
+// else the node's own.
 func newDNSBL(cfg *config.Config, logger *slog.Logger, m *metrics.Metrics, closers *[]func()) (*dnsbl.Checker, error) {
 	if len(cfg.DNSBL.Sites) == 0 {
 		return nil, nil
@@ -20,7 +21,14 @@ func newDNSBL(cfg *config.Config, logger *slog.Logger, m *metrics.Metrics, close
 	if err != nil {
 		return nil, cfg.KeyError("dnsbl.sites", err)
 	}
+	var answers cache.Cache // nil: the checker's own, read without a goroutine
+	if cfg.Fleet.Redis != "" {
+		if answers, err = newCache(cfg, dnsbl.DefaultCacheSize, logger, closers); err != nil {
+			return nil, err
+		}
+	}
 	c, err := dnsbl.New(dnsbl.Config{
+		Cache:       answers,
 		Sites:       sites,
 		Server:      cfg.Resolver,
 		Timeout:     cfg.DNSBL.Timeout,

@@ -177,27 +177,49 @@ func readPrefixFile(path string) ([]netip.Prefix, error) {
 // appendPrefix adds p to a trust or deny file durably, unless it is
 // already listed.
 func appendPrefix(path string, p netip.Prefix, comment string) (added bool, err error) {
+	n, err := appendPrefixes(path, []netip.Prefix{p}, func(netip.Prefix) string { return comment })
+	return n > 0, err
+}
+
+// appendPrefixes adds to the file at path those of ps it lacks, each with
+// its comment, in one write and one fsync, and returns how many it added.
+func appendPrefixes(path string, ps []netip.Prefix, comment func(netip.Prefix) string) (int, error) {
 	have, err := readPrefixFile(path)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
+	seen := make(map[netip.Prefix]bool, len(have)+len(ps))
 	for _, h := range have {
-		if h == p {
-			return false, nil
+		seen[h] = true
+	}
+	var b strings.Builder
+	n := 0
+	for _, p := range ps {
+		if seen[p] {
+			continue
 		}
+		seen[p] = true
+		fmt.Fprintf(&b, "%s # %s\n", p, comment(p))
+		n++
+	}
+	if n == 0 {
+		return 0, nil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
-	_, err = fmt.Fprintf(f, "%s # %s\n", p, comment)
+	_, err = f.WriteString(b.String())
 	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	return err == nil, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // PersistPrefix records p in the trust (or deny) file without a running

@@ -2,6 +2,7 @@ package server
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/fleet"
 	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/reputation"
@@ -87,18 +89,50 @@ func (s *Server) Reload() (string, error) {
 }
 
 // Trust adds p to the trust file and to the running policy, and lifts the
-// bans within it: trust wins.
+// bans within it: trust wins. In a fleet it does so on every node.
 func (s *Server) Trust(p netip.Prefix) (string, error) {
 	msg, err := s.addPrefix(p, true)
-	if err == nil && s.rep != nil {
+	if err != nil {
+		return "", err
+	}
+	if s.rep != nil {
 		if n := s.rep.Lift(p); n > 0 {
 			msg += fmt.Sprintf("; %d bans lifted", n)
 		}
 	}
-	return msg, err
+	return msg + s.shareControl(fleet.Trust, p), nil
 }
 
-// Unban lifts the bans within p and forgets its clients' scores.
+// Deny adds p to the deny file and to the running policy; in a fleet, on
+// every node.
+func (s *Server) Deny(p netip.Prefix) (string, error) {
+	msg, err := s.addPrefix(p, false)
+	if err != nil {
+		return "", err
+	}
+	return msg + s.shareControl(fleet.Deny, p), nil
+}
+
+// shareControl sends an operator's trust or deny to the fleet (and, for
+// trust, lifts the fleet's bans within p), and says how that went, for
+// the operator's reply.
+func (s *Server) shareControl(k fleet.Kind, p netip.Prefix) string {
+	if s.fleet == nil {
+		return ""
+	}
+	if !s.share(fleet.Entry{Kind: k, Prefix: p, By: "control"}) {
+		return "; the fleet is unreachable: the other nodes get it when Redis returns"
+	}
+	if k == fleet.Trust {
+		if _, err := s.fleet.Remove(context.Background(), fleet.Ban, p); err != nil {
+			return "; shared with the fleet, but its bans could not be lifted: " + err.Error()
+		}
+	}
+	return "; shared with the fleet"
+}
+
+// Unban lifts the bans within p and forgets its clients' scores; in a
+// fleet, on every node.
 func (s *Server) Unban(p netip.Prefix) (string, error) {
 	if s.rep == nil {
 		return "", errors.New("no bans: [reputation] ban_below and tarpit_below are both 0")
@@ -106,18 +140,46 @@ func (s *Server) Unban(p netip.Prefix) (string, error) {
 	n := s.rep.Lift(p)
 	msg := fmt.Sprintf("lifted %d bans in %s", n, p)
 	s.log.Info(msg, "reason", reason.Control)
+	if s.fleet != nil {
+		m, err := s.fleet.Remove(context.Background(), fleet.Ban, p)
+		if err != nil {
+			// Not lifted for the fleet: the next resync would bring the
+			// ban back here too. Say so rather than pretend.
+			return "", fmt.Errorf("%s on this node, but not in the fleet (the ban returns at the next resync): %w", msg, err)
+		}
+		msg = fmt.Sprintf("lifted %d bans in %s (%d in the fleet)", n, p, m)
+	}
 	return msg, nil
 }
 
 // Bans lists the bans in force, as one line of JSON for the control
-// socket (FormatBans renders it).
+// socket (FormatBans renders it): the fleet's, with its hits, when there
+// is a fleet and it answers, else this node's.
 func (s *Server) Bans() (string, error) {
-	var bans []reputation.Ban
-	if s.rep != nil {
-		bans = s.rep.Bans()
-	}
+	bans := s.bans()
 	b, err := json.Marshal(bans)
 	return string(b), err
+}
+
+// bans is the bans in force, soonest to expire first: the fleet's when it
+// answers, else this node's.
+func (s *Server) bans() []reputation.Ban {
+	if s.rep == nil {
+		return nil
+	}
+	if s.fleet != nil {
+		st, err := s.fleet.Read(context.Background())
+		if err == nil {
+			var out []reputation.Ban
+			for _, e := range st.Of(fleet.Ban) {
+				out = append(out, banOf(e))
+			}
+			slices.SortFunc(out, func(x, y reputation.Ban) int { return x.Expires.Compare(y.Expires) })
+			return out
+		}
+		s.log.Warn("bans: the fleet is unreachable, listing this node's", "err", err.Error())
+	}
+	return s.rep.Bans()
 }
 
 // FormatBans renders the JSON of Bans for a terminal.
@@ -132,11 +194,6 @@ func FormatBans(w io.Writer, js string) error {
 	}
 	writeBans(w, bans)
 	return nil
-}
-
-// Deny adds p to the deny file and to the running policy.
-func (s *Server) Deny(p netip.Prefix) (string, error) {
-	return s.addPrefix(p, false)
 }
 
 func (s *Server) addPrefix(p netip.Prefix, trust bool) (string, error) {
@@ -257,6 +314,10 @@ func FormatStatus(w io.Writer, js string) error {
 // writeBans writes one line a ban.
 func writeBans(w io.Writer, bans []reputation.Ban) {
 	for _, b := range bans {
-		fmt.Fprintf(w, "  %-22s until %s  %-20s by %-6s %d hits\n", b.Prefix, b.Expires.UTC().Format(time.RFC3339), b.Reason, b.By, b.Hits)
+		by := b.By
+		if b.Node != "" {
+			by += " on " + b.Node // a fleet's
+		}
+		fmt.Fprintf(w, "  %-22s until %s  %-20s by %-6s %d hits\n", b.Prefix, b.Expires.UTC().Format(time.RFC3339), b.Reason, by, b.Hits)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
 	"github.com/mxguard/mxguard/internal/deliver"
+	"github.com/mxguard/mxguard/internal/fleet"
 	"github.com/mxguard/mxguard/internal/limit"
 	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/policy"
@@ -38,6 +39,7 @@ import (
 	"github.com/mxguard/mxguard/internal/resolve"
 	"github.com/mxguard/mxguard/internal/smtpd"
 	"github.com/mxguard/mxguard/internal/spool"
+	"github.com/redis/go-redis/v9"
 )
 
 // ShutdownGrace is how long a graceful stop lets sessions inside a mail
@@ -53,27 +55,30 @@ const DeliveryWorkers = 16
 
 // Server is one mxguard node.
 type Server struct {
-	log      *slog.Logger
-	cfg      atomic.Pointer[config.Config]
-	admit    *admit.Admitter
-	smtp     *smtpd.Server
-	spool    *spool.Spool
-	queue    *deliver.Queue
-	maildir  *deliver.Maildir // set when delivery is local: DATA stores straight into Maildir
-	store    store
-	envelope atomic.Pointer[policy.Policy]
-	verify   policy.Verifier // nil unless [delivery] verify = "probe"
-	metrics  *metrics.Metrics
-	rep      *reputation.Book // nil: no scores
-	events   events
-	limiter  limit.Limiter
-	closers  []func()
-	mu       sync.Mutex // serialises reloads and trust/deny changes
-	lns      []net.Listener
-	ctlLn    net.Listener
-	adminLn  net.Listener
-	started  time.Time
-	accepted atomic.Int64
+	log       *slog.Logger
+	cfg       atomic.Pointer[config.Config]
+	admit     *admit.Admitter
+	smtp      *smtpd.Server
+	spool     *spool.Spool
+	queue     *deliver.Queue
+	maildir   *deliver.Maildir // set when delivery is local: DATA stores straight into Maildir
+	store     store
+	envelope  atomic.Pointer[policy.Policy]
+	verify    policy.Verifier // nil unless [delivery] verify = "probe"
+	metrics   *metrics.Metrics
+	rep       *reputation.Book      // nil: no scores
+	redis     redis.UniversalClient // nil: no fleet
+	fleet     *fleet.Store          // nil: no fleet
+	fleetSync *fleetSync
+	events    events
+	limiter   limit.Limiter
+	closers   []func()
+	mu        sync.Mutex // serialises reloads and trust/deny changes
+	lns       []net.Listener
+	ctlLn     net.Listener
+	adminLn   net.Listener
+	started   time.Time
+	accepted  atomic.Int64
 
 	acceptFailed atomic.Bool                  // since the stress sampler last looked
 	stressNow    atomic.Pointer[StressStatus] // nil: not under stress
@@ -140,9 +145,30 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 	if s.rep, err = s.newReputation(cfg); err != nil {
 		return nil, err
 	}
+	if s.redis, err = newRedisClient(cfg); err != nil {
+		return nil, err
+	}
+	if s.redis != nil {
+		s.closers = append(s.closers, func() { s.redis.Close() })
+	}
+	if s.fleet, err = newFleet(cfg, s.redis, logger); err != nil {
+		return nil, err
+	}
+	s.fleetSync = &fleetSync{s: s, shared: map[netip.Prefix]bool{}}
+	if s.fleet != nil {
+		s.metrics.GaugeFunc("mxguard_fleet_shared", "1 while this node shares trust, deny and bans with the fleet through Redis, 0 while Redis is unreachable and it decides alone.", func() float64 {
+			if s.fleetSync.down.Load() {
+				return 0
+			}
+			return 1
+		})
+	}
 	s.events = events{m: s.metrics, rep: s.rep}
 	var rep admit.Reputation // a nil *Book is not a nil interface
-	if s.rep != nil {
+	switch {
+	case s.rep != nil && s.fleet != nil:
+		rep = fleetBook{s.rep, s.fleet}
+	case s.rep != nil:
 		rep = s.rep
 	}
 	deps := admit.Deps{Limiter: s.limiter, DNS: res, Events: s.events, Reputation: rep, Log: logger}
@@ -224,22 +250,9 @@ const (
 // "probe": a Prober on the relay, its verdicts cached in this process, or
 // in Redis for the whole fleet when [fleet] redis is set.
 func newProber(cfg *config.Config, r *deliver.Relay, logger *slog.Logger, closers *[]func()) (policy.Verifier, error) {
-	mem, err := cache.NewMemory(verifyCacheSize, nil)
+	c, err := newCache(cfg, verifyCacheSize, logger, closers)
 	if err != nil {
 		return nil, err
-	}
-	var c cache.Cache = mem
-	if cfg.Fleet.Redis != "" {
-		opts := cache.RedisOptions{URL: cfg.Fleet.Redis, KeyPrefix: cfg.Fleet.KeyPrefix}
-		if !strings.Contains(opts.URL, "://") {
-			opts.URL, opts.Addr = "", cfg.Fleet.Redis // plain host:port
-		}
-		rc, err := cache.NewRedis(opts, mem, logger)
-		if err != nil {
-			return nil, fmt.Errorf("fleet redis: %w", err)
-		}
-		*closers = append(*closers, func() { rc.Close() })
-		c = rc
 	}
 	p, err := deliver.NewProber(r, deliver.ProberConfig{
 		MaxInFlight: cfg.Delivery.VerifyMaxProbes,
@@ -252,6 +265,28 @@ func newProber(cfg *config.Config, r *deliver.Relay, logger *slog.Logger, closer
 	}
 	*closers = append(*closers, p.Close)
 	return prober{p}, nil
+}
+
+// newCache makes a cache of size entries in this process or, with
+// [fleet] redis, one shared by the fleet with that as its fallback.
+func newCache(cfg *config.Config, size int, logger *slog.Logger, closers *[]func()) (cache.Cache, error) {
+	mem, err := cache.NewMemory(size, nil)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Fleet.Redis == "" {
+		return mem, nil
+	}
+	opts := cache.RedisOptions{URL: cfg.Fleet.Redis, KeyPrefix: cfg.Fleet.KeyPrefix}
+	if !strings.Contains(opts.URL, "://") {
+		opts.URL, opts.Addr = "", cfg.Fleet.Redis // plain host:port
+	}
+	rc, err := cache.NewRedis(opts, mem, logger)
+	if err != nil {
+		return nil, fmt.Errorf("fleet redis: %w", err)
+	}
+	*closers = append(*closers, func() { rc.Close() })
+	return rc, nil
 }
 
 // prober puts the Prober's verdicts into the policy's terms.
@@ -434,6 +469,14 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Go(func() { s.watchStress(ctx, time.Second) })
+	if s.fleet != nil {
+		ready := make(chan struct{})
+		wg.Go(func() { s.runFleet(ctx, ready) })
+		select { // the fleet's bans before the first client, if Redis answers at once
+		case <-ready:
+		case <-time.After(fleetReadyWait):
+		}
+	}
 	for _, ln := range s.lns {
 		wg.Add(1)
 		go func() {
@@ -638,6 +681,10 @@ func (s *Server) newReputation(cfg *config.Config) (*reputation.Book, error) {
 		s.metrics.Ban()
 		s.log.Info(fmt.Sprintf("banning %s until %s: its score fell to the ban level (last: %s)",
 			b.Prefix, b.Expires.UTC().Format(time.RFC3339), b.Reason), "ip", b.Prefix.Addr().String(), "reason", reason.Banned)
+		if s.fleet != nil {
+			b.Node = s.fleet.Node()
+			go s.share(entryOf(b)) // off the session's path
+		}
 	})
 }
 

@@ -124,6 +124,8 @@ type Offender struct {
 	Prefix netip.Prefix  `json:"prefix"`
 	Count  int64         `json:"count"`
 	Reason reason.Reason `json:"reason"` // the reason it drew most recently
+
+	last int64 // the latest bucket it drew a refusal in, for the names' reasons
 }
 
 // Summary is the window's figures over some span.
@@ -134,12 +136,35 @@ type Summary struct {
 	Refused  map[reason.Reason]int64 `json:"refused"`
 	TopIPs   []Offender              `json:"top_ips"`
 	TopNets  []Offender              `json:"top_networks"`
-	Limiter  string                  `json:"limiter"`
+	// TopNames are the reverse-DNS suffixes of the top clients, when the
+	// summary was asked for with their names (SummaryNamed).
+	TopNames []NameOffender `json:"top_names,omitempty"`
+	Limiter  string         `json:"limiter"`
 }
 
 // Summary adds up the buckets of the last span (at most an hour) and
 // returns the top n clients and networks by refusals.
 func (r *Recent) Summary(span time.Duration, n int) Summary {
+	s, _ := r.summary(span, n)
+	return s
+}
+
+// SummaryNamed is Summary with the top n reverse-DNS suffixes (NameSuffix)
+// of the clients the window holds, named by name ("" for a client without
+// a known name). The names are asked for here, when the figures are read,
+// so that counting a refusal costs nothing more for them; a client the
+// window's bounded tables did not keep, or whose name name no longer
+// knows, is not counted in its suffix.
+func (r *Recent) SummaryNamed(span time.Duration, n int, name func(netip.Addr) string) Summary {
+	s, ips := r.summary(span, n)
+	if name != nil {
+		s.TopNames = topNames(ips, n, name)
+	}
+	return s
+}
+
+// summary is Summary, and every client of the span with its count.
+func (r *Recent) summary(span time.Duration, n int) (Summary, map[netip.Prefix]*Offender) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := Summary{Span: span, Refused: map[reason.Reason]int64{}, Limiter: r.limiter}
@@ -159,11 +184,11 @@ func (r *Recent) Summary(span time.Duration, n int) Summary {
 				s.Refused[all[j].Reason] += c
 			}
 		}
-		b.ips.sumInto(ips)
-		b.nets.sumInto(nets)
+		b.ips.sumInto(ips, span)
+		b.nets.sumInto(nets, span)
 	}
 	s.TopIPs, s.TopNets = top(ips, n), top(nets, n)
-	return s
+	return s, ips
 }
 
 func top(m map[netip.Prefix]*Offender, n int) []Offender {
@@ -227,7 +252,8 @@ func (t *topTable) add(key netip.Prefix, why reason.Reason) {
 	t.entries[low] = topEntry{key: key, count: t.entries[low].count + 1, reason: why}
 }
 
-func (t *topTable) sumInto(m map[netip.Prefix]*Offender) {
+// sumInto adds the table, of the bucket of span, into m.
+func (t *topTable) sumInto(m map[netip.Prefix]*Offender, span int64) {
 	for _, e := range t.entries {
 		o := m[e.key]
 		if o == nil {
@@ -236,5 +262,13 @@ func (t *topTable) sumInto(m map[netip.Prefix]*Offender) {
 		}
 		o.Count += e.count
 		o.Reason = e.reason
+		o.last = span
 	}
+}
+
+// limiterNow is the limit store's state as last set.
+func (r *Recent) limiterNow() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.limiter
 }

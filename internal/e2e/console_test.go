@@ -308,3 +308,46 @@ func TestConsoleRefusesWithoutToken(t *testing.T) {
 		t.Error("the browser's time ran out")
 	}
 }
+
+// TestBanCommand: `mxguard ban` bans a network of the running server for
+// the time given (after the target, as typed), or [reputation] ban_time:
+// its clients get 554 at connect, `mxguard bans` lists it as the
+// operator's, and unban lifts it. With no server running it changes
+// nothing and says so.
+func TestBanCommand(t *testing.T) {
+	t.Parallel()
+	m := startMXLoopback(t, "trusted_networks = [\"127.0.0.1/32\"]\n[reputation]\ntarpit_below = 0\nban_below = -100000\nban_time = \"3h\"\n")
+	out, err := m.mxctl("ban", "127.0.6.5/24", "--for", "2d")
+	if err != nil || !strings.Contains(out, "network 127.0.6.0/24") || !strings.Contains(out, "banned 127.0.6.0/24 for 2d") {
+		t.Fatalf("mxguard ban: %v\n%s", err, out)
+	}
+	c, line, _ := greet(t, "127.0.6.9", m.addr)
+	expect(t, line, "554 5.7.1 Access denied")
+	c.closed()
+	m.waitLog("ip=127.0.6.9 reason=banned", 10*time.Second)
+	if out, err := m.mxctl("ban", `time=2026-11-29T10:00:00Z level=INFO msg="rejecting commands from unknown [127.0.7.3] due to pre-greeting traffic" ip=127.0.7.3 reason=pregreet`); err != nil ||
+		!strings.Contains(out, "client 127.0.7.3 (ip= field of an mxguard log line, reason=pregreet)") || !strings.Contains(out, "for 3h") {
+		t.Errorf("mxguard ban of a log line, for ban_time: %v\n%s", err, out)
+	}
+	out, err = m.mxctl("bans")
+	if err != nil || !regexp.MustCompile(`(?m)^ +127\.0\.6\.0/24 +until \S+ +control +by operator +1 hits$`).MatchString(out) ||
+		!strings.Contains(out, "127.0.7.3/32") {
+		t.Errorf("mxguard bans: %v\n%s", err, out)
+	}
+	for _, bad := range [][]string{{"ban"}, {"ban", "127.0.6.1", "127.0.6.2"}, {"ban", "127.0.6.1", "--for", "soon"}, {"ban", "--for", "0s", "127.0.6.1"}} {
+		if out, err := m.mxctl(bad...); err == nil {
+			t.Errorf("mxguard %v succeeded: %s", bad, out)
+		}
+	}
+	if out, err := m.mxctl("unban", "127.0.6.0/24"); err != nil || !strings.Contains(out, "lifted 1 bans") {
+		t.Errorf("mxguard unban: %v\n%s", err, out)
+	}
+	c, line, _ = greet(t, "127.0.6.9", m.addr)
+	expect(t, line, "220")
+	c.quit()
+
+	m.halt()
+	if out, err := m.mxctl("ban", "127.0.6.9"); err == nil || !strings.Contains(out, "nothing was changed") {
+		t.Errorf("mxguard ban with no server: %v\n%s", err, out)
+	}
+}

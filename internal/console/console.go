@@ -94,6 +94,10 @@ const (
 	// refresh is how often the live stream sends the page's sections,
 	// and how old a snapshot may be before it is taken again.
 	refresh = time.Second
+	// hourRefresh is how old the last hour's offenders may be: adding up
+	// an hour of a flood takes milliseconds (BENCHMARKS.md), under the
+	// window's lock, and the hour's ranking changes little in a bucket.
+	hourRefresh = 10 * time.Second
 	// maxStreams bounds the live streams open at once: each holds a
 	// connection and a goroutine.
 	maxStreams = 8
@@ -116,8 +120,10 @@ type Console struct {
 	mux     *http.ServeMux
 	streams chan struct{} // a slot a live stream
 
-	mu   sync.Mutex // guards the shared snapshot
-	snap *snapshot
+	mu     sync.Mutex // guards the shared snapshot and the hour's figures
+	snap   *snapshot
+	hour   metrics.Summary
+	hourAt time.Time
 }
 
 // New returns the console over cfg. It starts nothing: the work is done

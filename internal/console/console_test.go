@@ -34,7 +34,7 @@ const token = "test-token-0123456789"
 // own, its resolver a DNS server on loopback) and metrics of its own,
 // which the test fills as refusals would.
 type rig struct {
-	t   *testing.T
+	t   testing.TB
 	srv *server.Server
 	m   *metrics.Metrics
 	h   http.Handler
@@ -44,7 +44,7 @@ type rig struct {
 	skew atomic.Int64
 }
 
-func newRig(t *testing.T, tok string) *rig {
+func newRig(t testing.TB, tok string) *rig {
 	t.Helper()
 	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "mxguard.toml")
@@ -414,5 +414,40 @@ func TestEvents(t *testing.T) {
 	}
 	if !strings.Contains(parts["offenders"], `data-prefix="192.0.2.9/32" data-reason="non_smtp"`) {
 		t.Errorf("the stream's offenders lack the client:\n%s", parts["offenders"])
+	}
+}
+
+// BenchmarkPage is what an open console costs the server: one snapshot
+// (the collectors, the hour's series, the minute's summary with names,
+// the server's state) rendered as the page, over a window full for the
+// hour (every bucket's client and network tables full, as under a flood
+// from many addresses). A live stream renders the same sections, shared by
+// every open console, once a second (second); every tenth second the
+// hour's offenders are added up too (with-hour).
+func BenchmarkPage(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		step time.Duration
+	}{{"second", time.Second}, {"with-hour", 10 * time.Second}} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := newRig(b, token)
+			now := time.Now()
+			r.m.Recent = metrics.NewRecent(func() time.Time { return now })
+			reasons := []reason.Reason{reason.Pregreet, reason.RateControl, reason.UnknownUser, reason.NonSMTP, reason.DenyList}
+			start := now.Add(-time.Hour)
+			for i := range 200 * 360 {
+				now = start.Add(time.Duration(i) * time.Hour / (200 * 360))
+				r.m.Recent.Refused(reasons[i%len(reasons)], netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+			}
+			now = start.Add(time.Hour)
+			r.get("/console/")
+			b.ReportAllocs()
+			for b.Loop() {
+				r.skew.Add(int64(bc.step))
+				if code, _ := r.get("/console/"); code != http.StatusOK {
+					b.Fatal(code)
+				}
+			}
+		})
 	}
 }

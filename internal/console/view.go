@@ -44,7 +44,6 @@ type view struct {
 	Bans    []banRow
 	Denied  list
 	Trusted list
-	Result  *result // an action's outcome, on the page a form without JavaScript gets back
 }
 
 // offenders are the top clients, networks and names of one span.
@@ -119,7 +118,7 @@ func (c *Console) build(now time.Time) *view {
 			id, name string
 			span     time.Duration
 		}{{"m", "last minute", time.Minute}, {"h", "last hour", time.Hour}} {
-			s := m.Recent.SummaryNamed(sp.span, topN, st.Name)
+			s := c.summary(m, sp.span, now, st.Name)
 			o := offenders{ID: sp.id, Span: sp.name, Names: s.TopNames}
 			for _, n := range s.Refused {
 				o.Refused += n
@@ -134,6 +133,18 @@ func (c *Console) build(now time.Time) *view {
 	}
 	v.Denied, v.Trusted = shorten(st.Denied), shorten(st.Trusted)
 	return v
+}
+
+// summary is the offenders of the last span; the hour's are taken again
+// only every hourRefresh. c.mu must be held.
+func (c *Console) summary(m *metrics.Metrics, span time.Duration, now time.Time, name func(netip.Addr) string) metrics.Summary {
+	if span != time.Hour {
+		return m.Recent.SummaryNamed(span, topN, name)
+	}
+	if c.hourAt.IsZero() || now.Before(c.hourAt) || now.Sub(c.hourAt) >= hourRefresh {
+		c.hour, c.hourAt = m.Recent.SummaryNamed(span, topN, name), now
+	}
+	return c.hour
 }
 
 func rows(top []metrics.Offender, st *State, act bool) []offender {

@@ -1,7 +1,9 @@
 package metrics
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -140,4 +142,61 @@ func TestGauges(t *testing.T) {
 	if g := nilM.Gauges(); g != (Gauges{Bans: -1}) {
 		t.Errorf("nil Metrics: %+v", g)
 	}
+}
+
+// TestTop: the ranking kept as it goes is the full sort's first n, ties
+// broken by address.
+func TestTop(t *testing.T) {
+	m := map[netip.Prefix]*Offender{}
+	var all []Offender
+	for i := range 2000 {
+		a := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+		o := &Offender{Prefix: netip.PrefixFrom(a, 32), Count: int64((i * 7919) % 37), Reason: reason.Pregreet}
+		m[o.Prefix] = o
+		all = append(all, *o)
+	}
+	slices.SortFunc(all, func(a, b Offender) int {
+		if c := cmp.Compare(b.Count, a.Count); c != 0 {
+			return c
+		}
+		return a.Prefix.Addr().Compare(b.Prefix.Addr())
+	})
+	for _, n := range []int{0, 1, 10, 1999, 2000, 3000} {
+		got := top(m, n)
+		want := all[:min(n, len(all))]
+		if !slices.Equal(got, want) {
+			t.Errorf("top %d: got %d offenders, first %v; want first %v", n, len(got), got[:min(3, len(got))], want[:min(3, len(want))])
+		}
+	}
+}
+
+// BenchmarkSummaryHour is the hour's summary over a window full for the
+// hour (every bucket's tables full, as under a flood from many
+// addresses): what the console adds up every ten seconds while open
+// (all), and the part of it done under the window's lock, which the
+// refusals wait for (locked).
+func BenchmarkSummaryHour(b *testing.B) {
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	r := NewRecent(c.now)
+	start := c.t
+	for i := range 200 * numBuckets {
+		c.t = start.Add(time.Duration(i) * time.Hour / time.Duration(200*numBuckets))
+		r.Refused(reason.Pregreet, netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+	}
+	b.Run("all", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if s := r.Summary(time.Hour, 10); len(s.TopIPs) != 10 {
+				b.Fatal(len(s.TopIPs))
+			}
+		}
+	})
+	b.Run("locked", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ips, _ := r.collect(time.Hour); len(ips) != topK*numBuckets {
+				b.Fatal(len(ips))
+			}
+		}
+	})
 }

@@ -308,7 +308,6 @@ func (t *topTable) add(key netip.Prefix, why reason.Reason) {
 	t.entries[low] = topEntry{key: key, count: t.entries[low].count + 1, reason: why}
 }
 
-
 // limiterNow is the limit store's state as last set.
 func (r *Recent) limiterNow() string {
 	r.mu.Lock()

@@ -31,8 +31,9 @@ type series struct {
 }
 
 type tick struct {
-	Pos   float64 // x or y in the viewBox
-	Label string
+	Pos    float64 // x or y in the viewBox
+	Label  string
+	Anchor string // of an x label: "middle", or "end" at the right edge
 }
 
 // The chart's geometry in viewBox units.
@@ -223,7 +224,11 @@ func xTicks(n int, step time.Duration) []tick {
 		if k > 0 {
 			label = "-" + age(back)
 		}
-		out = append(out, tick{Pos: x(max(i, 0), n), Label: label})
+		anchor := "middle"
+		if k == 0 {
+			anchor = "end"
+		}
+		out = append(out, tick{Pos: x(max(i, 0), n), Label: label, Anchor: anchor})
 	}
 	return out
 }

@@ -94,10 +94,12 @@ const (
 	// refresh is how often the live stream sends the page's sections,
 	// and how old a snapshot may be before it is taken again.
 	refresh = time.Second
-	// hourRefresh is how old the last hour's offenders may be: adding up
-	// an hour of a flood takes milliseconds (BENCHMARKS.md), under the
-	// window's lock, and the hour's ranking changes little in a bucket.
+	// hourRefresh is how old the last hour's offenders may be when adding
+	// them up took more than cheapHour: an hour of a flood from many
+	// addresses takes milliseconds (BENCHMARKS.md), and the hour's
+	// ranking changes little in one of the window's buckets.
 	hourRefresh = 10 * time.Second
+	cheapHour   = 5 * time.Millisecond
 	// maxStreams bounds the live streams open at once: each holds a
 	// connection and a goroutine.
 	maxStreams = 8
@@ -120,10 +122,11 @@ type Console struct {
 	mux     *http.ServeMux
 	streams chan struct{} // a slot a live stream
 
-	mu     sync.Mutex // guards the shared snapshot and the hour's figures
-	snap   *snapshot
-	hour   metrics.Summary
-	hourAt time.Time
+	mu       sync.Mutex // guards the shared snapshot and the hour's figures
+	snap     *snapshot
+	hour     metrics.Summary
+	hourAt   time.Time
+	hourCost time.Duration // what adding up the hour took last time
 }
 
 // New returns the console over cfg. It starts nothing: the work is done

@@ -342,6 +342,23 @@ func TestPage(t *testing.T) {
 	}
 }
 
+// TestHourFresh: the last hour's offenders are as fresh as the minute's
+// while adding them up is cheap (they are held for ten seconds only under
+// a flood from many addresses: BenchmarkPage).
+func TestHourFresh(t *testing.T) {
+	r := newRig(t, token)
+	if _, page := r.get("/console/"); !strings.Contains(page, `<table class="offenders" id="h-ips">`) {
+		t.Fatalf("no hour table:\n%s", page)
+	}
+	r.m.Refused(reason.Pregreet, netip.MustParseAddr("192.0.2.9"))
+	r.later()
+	_, page := r.get("/console/")
+	hour := page[strings.Index(page, `id="span-h"`):]
+	if !strings.Contains(hour, `<tr data-prefix="192.0.2.9/32" data-reason="pregreet">`) {
+		t.Errorf("a second later, the hour's offenders lack the client:\n%s", hour)
+	}
+}
+
 // TestNames: a client whose name the server has looked up (at its
 // admission) is counted in its reverse-DNS suffix; the console asks no
 // DNS server itself.

@@ -135,14 +135,17 @@ func (c *Console) build(now time.Time) *view {
 	return v
 }
 
-// summary is the offenders of the last span; the hour's are taken again
-// only every hourRefresh. c.mu must be held.
+// summary is the offenders of the last span. The hour's are taken again
+// at each snapshot while that is cheap, and only every hourRefresh once
+// it is not (a flood from many addresses). c.mu must be held.
 func (c *Console) summary(m *metrics.Metrics, span time.Duration, now time.Time, name func(netip.Addr) string) metrics.Summary {
 	if span != time.Hour {
 		return m.Recent.SummaryNamed(span, topN, name)
 	}
-	if c.hourAt.IsZero() || now.Before(c.hourAt) || now.Sub(c.hourAt) >= hourRefresh {
+	if c.hourAt.IsZero() || c.hourCost < cheapHour || now.Before(c.hourAt) || now.Sub(c.hourAt) >= hourRefresh {
+		start := time.Now()
 		c.hour, c.hourAt = m.Recent.SummaryNamed(span, topN, name), now
+		c.hourCost = time.Since(start)
 	}
 	return c.hour
 }

@@ -45,7 +45,7 @@ func startConsoleMX(t *testing.T, hosts map[string]string) (*mx, string) {
 	m := startMX(t, fmt.Sprintf(`trusted_networks = ["127.0.0.1/32"]
 resolver = %q
 [limits]
-greet_pause = "5s"
+greet_pause = "20s"
 [reputation]
 tarpit_below = 0
 ban_below = -100000
@@ -205,6 +205,7 @@ func TestConsoleDenyFlood(t *testing.T) {
 	for range 2 {
 		dialFrom(t, "127.0.3.20", m.addr)
 	}
+	waitFor(t, ctx, "the clients in the greeting pause", `Number(document.getElementById('greet-pause').textContent) >= 2 && 'yes'`, 15*time.Second)
 	heavy := flood(t, "127.0.3.7", m.addr, 20*time.Millisecond, 3000)
 	flood(t, "127.0.3.8", m.addr, 300*time.Millisecond, 300)
 	flood(t, "127.0.3.9", m.addr, 300*time.Millisecond, 300)
@@ -219,10 +220,11 @@ func TestConsoleDenyFlood(t *testing.T) {
 	if got := waitFor(t, ctx, "the flood's names", `(() => { const r = document.querySelector('#m-names tr[data-suffix=".dyn.flood.test"]'); return r ? r.dataset.reason : ''; })()`, 10*time.Second); got != "pregreet" {
 		t.Errorf(".dyn.flood.test's reason is %q", got)
 	}
-	waitFor(t, ctx, "the clients in the greeting pause", `Number(document.getElementById('greet-pause').textContent) >= 2 && 'yes'`, 10*time.Second)
 	if s := m.logs(); strings.Contains(s, "ip=127.0.3.7 reason=deny_list") {
 		t.Fatal("denied before the click")
 	}
+
+	screenshot(t, ctx, "console-flood")
 
 	// The operator types the token and clicks deny on the row.
 	if err := chromedp.Do(ctx,

@@ -182,9 +182,13 @@ func (r *Recent) collect(span time.Duration) (s Summary, ipsRaw, netsRaw []spanE
 	s.Limiter = r.limiter
 	now := r.now().UnixNano() / int64(bucketSpan)
 	first := max(now-int64(span/bucketSpan)+1, now-int64(numBuckets)+1)
-	if k := int(now - first + 1); k > 0 {
-		ipsRaw, netsRaw = make([]spanEntry, 0, k*topK), make([]spanEntry, 0, k*topK)
+	var nIPs, nNets int
+	for span := first; span <= now; span++ {
+		if b := &r.buckets[span%int64(numBuckets)]; b.start == span {
+			nIPs, nNets = nIPs+len(b.ips.entries), nNets+len(b.nets.entries)
+		}
 	}
+	ipsRaw, netsRaw = make([]spanEntry, 0, nIPs), make([]spanEntry, 0, nNets)
 	for span := first; span <= now; span++ { // oldest first: the latest reason wins
 		b := &r.buckets[span%int64(numBuckets)]
 		if b.start != span {

@@ -21,6 +21,8 @@ packages=(
 	fail2ban           # fail2ban-regex: e2e TestFail2banFilter runs contrib/fail2ban on the real log; never started as a daemon
 	systemd            # systemd-analyze: e2e TestSystemdUnit verifies contrib/systemd/mxguard.service
 	haproxy            # e2e TestProxyProtocolHAProxy: a real load balancer sending PROXY v1 and v2 headers; never started as a daemon
+	chromium           # e2e TestConsole*: a real browser (headless, driven by chromedp) on the web console; its Recommends (the sandbox) are not needed with --no-sandbox
+	fonts-dejavu-core  # the font of the console's screenshots (MXGUARD_ARTIFACTS)
 )
 need=()
 for p in "${packages[@]}"; do

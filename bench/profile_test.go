@@ -93,17 +93,23 @@ catch_all = true
 //
 // The sub-benchmarks show what the metrics cost a refused connection: with
 // them (as served) and without (server.WithoutMetrics).
+//
+// console=closed is metrics=on with the web console configured on the
+// admin listener but not open in any browser: what the console costs a
+// refused connection when nobody looks (nothing, by design).
 func BenchmarkFloodReject(b *testing.B) {
+	const console = "[admin]\nlisten = \"127.0.0.1:0\"\nconsole = true\nconsole_token = \"bench-token-0123456789\"\n"
 	for _, m := range []struct {
-		name string
-		opts []server.Option
-	}{{"metrics=on", nil}, {"metrics=off", []server.Option{server.WithoutMetrics()}}} {
-		b.Run(m.name, func(b *testing.B) { floodReject(b, m.opts...) })
+		name  string
+		extra string
+		opts  []server.Option
+	}{{"metrics=on", "", nil}, {"metrics=off", "", []server.Option{server.WithoutMetrics()}}, {"console=closed", console, nil}} {
+		b.Run(m.name, func(b *testing.B) { floodReject(b, m.extra, m.opts...) })
 	}
 }
 
-func floodReject(b *testing.B, opts ...server.Option) {
-	addr, _ := startServer(b, "ClientRate:\t1\n", "trusted_networks = []\n", opts...)
+func floodReject(b *testing.B, extra string, opts ...server.Option) {
+	addr, _ := startServer(b, "ClientRate:\t1\n", "trusted_networks = []\n"+extra, opts...)
 	d := net.Dialer{Timeout: 5 * time.Second}
 	buf := make([]byte, 512)
 	var refused int

@@ -38,6 +38,7 @@ const usage = `usage:
   mxguard status  [--config FILE] [--json]   sessions, refusals by reason and the top offenders of the last minute
   mxguard bans    [--config FILE] [--json]   the bans of clients' scores in force
   mxguard unban   [--config FILE] IP|CIDR    lift the bans within a network
+  mxguard ban     [--config FILE] [--for DURATION] IP|CIDR|'a log line'   refuse a client at connect for a while (default [reputation] ban_time)
   mxguard version
 `
 
@@ -62,6 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return importSendmail(args, stdout, stderr)
 	case "trust", "deny", "reload", "status", "bans", "unban":
 		return controlCmd(cmd, args, stdout, stderr)
+	case "ban":
+		return banCmd(args, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mxguard", version, buildInfo())
 		return 0
@@ -336,6 +339,57 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		return 1
 	case err != nil:
 		fmt.Fprintf(stderr, "mxguard %s: %v\n", cmd, err)
+		return 1
+	}
+	fmt.Fprintln(stdout, out)
+	return 0
+}
+
+// banCmd is `mxguard ban`: a ban of the running server's, until it expires
+// (or `mxguard unban`). The flags may follow the target, as an operator
+// types them: mxguard ban 192.0.2.7 --for 1d.
+func banCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flags("ban", stderr)
+	path := fs.String("config", "", "configuration file, to find the control socket")
+	forArg := fs.String("for", "", "how long the ban lasts, e.g. 1h or 7d (default: [reputation] ban_time)")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	var targets []string
+	for fs.NArg() > 0 {
+		targets = append(targets, fs.Arg(0))
+		if fs.Parse(fs.Args()[1:]) != nil {
+			return 2
+		}
+	}
+	if len(targets) != 1 {
+		fmt.Fprintf(stderr, "mxguard ban: %d arguments; give one: an IP, a CIDR prefix, or a whole log line in single quotes\n", len(targets))
+		return 2
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxguard: %v\n", err)
+		return 1
+	}
+	d := cfg.Reputation.BanTime
+	if *forArg != "" {
+		if d, err = config.ParseDuration(*forArg); err != nil || d <= 0 {
+			fmt.Fprintf(stderr, "mxguard ban: --for %s: give a positive duration such as 1h or 7d\n", *forArg)
+			return 2
+		}
+	}
+	t, err := control.ParseTarget(targets[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "mxguard ban: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, t)
+	out, err := control.Send(cfg.Control, fmt.Sprintf("ban %s %s", d, t.Prefix), 10*time.Second)
+	if err != nil {
+		if errors.Is(err, control.ErrNotRunning) {
+			err = fmt.Errorf("%w; a ban lives in the running server, so nothing was changed", err)
+		}
+		fmt.Fprintf(stderr, "mxguard ban: %v\n", err)
 		return 1
 	}
 	fmt.Fprintln(stdout, out)

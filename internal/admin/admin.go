@@ -2,7 +2,8 @@
 // (the official client's handler over the server's own registry),
 // /healthz (the process answers) and /readyz (it can take mail: listening,
 // the spool writable, the shared limit store reachable or a working
-// fallback). It is off unless [admin] listen names an address.
+// fallback), and with [admin] console the web console under /console/
+// (internal/console). It is off unless [admin] listen names an address.
 package admin
 
 import (
@@ -31,9 +32,14 @@ type Readiness interface {
 	Ready() []Check
 }
 
-// Handler returns the admin endpoints over registry and ready.
-func Handler(registry prometheus.Gatherer, ready Readiness) http.Handler {
+// Handler returns the admin endpoints over registry and ready, and the
+// console under /console/ unless console is nil.
+func Handler(registry prometheus.Gatherer, ready Readiness, console http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	if console != nil {
+		mux.Handle("/console/", console)
+		mux.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{
 		// One scrape at a time: a slow scraper must not stack up work.
 		MaxRequestsInFlight: 2,
@@ -73,6 +79,9 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logge
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Requests end with the server: a console's live stream would
+		// otherwise hold Shutdown for its whole grace.
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 	stop := context.AfterFunc(ctx, func() {
 		shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)

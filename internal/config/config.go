@@ -220,6 +220,12 @@ type Stress struct {
 // Admin configures the admin HTTP listener.
 type Admin struct {
 	Listen string // host:port; "" = off
+	// Console serves the web console under /console/ on the listener.
+	Console bool
+	// ConsoleToken (or the content of ConsoleTokenFile) is what a state
+	// change from the console must carry; with neither, it is read-only.
+	ConsoleToken     string
+	ConsoleTokenFile string
 }
 
 // Values of Fleet.OnRedisError.

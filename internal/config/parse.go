@@ -147,6 +147,12 @@ func (p *parser) finish() {
 		}
 	}
 	switch {
+	case c.Admin.Console && c.Admin.Listen == "":
+		p.errorf("admin.console", "is true but admin.listen is not set: the console is served on the admin listener")
+	case c.Admin.ConsoleToken != "" && c.Admin.ConsoleTokenFile != "":
+		p.errorf("admin.console_token_file", "is set as well as admin.console_token; set one or the other")
+	}
+	switch {
 	case c.Delivery.Verify == VerifyProbe && c.Delivery.Relay == "":
 		p.errorf("delivery.verify", "is %q but delivery.relay is not set: there is nobody to ask", VerifyProbe)
 	case c.Delivery.Verify == VerifyProbe && c.Delivery.VerifyMaxProbes == 0:
@@ -283,6 +289,32 @@ func checkAdminListen(s string) (string, error) {
 		return "", nil
 	}
 	return s, checkHostPort(s, true, true)
+}
+
+func checkConsoleTokenValue(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	return s, CheckConsoleToken(s)
+}
+
+// MinConsoleToken is the shortest console token accepted.
+const MinConsoleToken = 16
+
+// CheckConsoleToken checks a console token, from the file or from a
+// console_token_file: at least MinConsoleToken printable characters, no
+// spaces, so that it cannot be guessed in a few tries and survives being
+// copied into a header.
+func CheckConsoleToken(s string) error {
+	if len(s) < MinConsoleToken {
+		return fmt.Errorf("the token must be at least %d characters, not %d; make one with `openssl rand -hex 32`", MinConsoleToken, len(s))
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f || r > '~' {
+			return errors.New("the token must be printable ASCII without spaces; make one with `openssl rand -hex 32`")
+		}
+	}
+	return nil
 }
 
 func checkVerify(s string) (string, error) {

@@ -332,6 +332,12 @@ var schema = []Key{
 
 	{Name: "admin.listen", Default: "", Doc: "host:port of the admin HTTP listener (/metrics for Prometheus, /healthz, /readyz); \"\" is off; give a loopback address unless the network may see the figures",
 		set: stringVal(func(c *Config) *string { return &c.Admin.Listen }, checkAdminListen)},
+	{Name: "admin.console", Default: false, Doc: "serve the web console under /console/ on the admin listener: live figures, offenders, bans, and deny, ban and trust in one click (with a token)",
+		set: boolVal(func(c *Config) *bool { return &c.Admin.Console })},
+	{Name: "admin.console_token", Default: "", Doc: "the secret a state change from the console must carry (at least 16 characters, e.g. `openssl rand -hex 32`); with neither this nor console_token_file the console is read-only",
+		set: stringVal(func(c *Config) *string { return &c.Admin.ConsoleToken }, checkConsoleTokenValue)},
+	pathKey(Key{Name: "admin.console_token_file", Default: "", Doc: "a file holding the console's token instead (readable by mxguard only); read at each state change, so a new token needs no restart", Path: RegularFile},
+		func(c *Config) *string { return &c.Admin.ConsoleTokenFile }),
 }
 
 // keyIndex finds a key by section and name. It is built once from schema

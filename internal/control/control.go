@@ -11,7 +11,8 @@
 //
 // The protocol is one line each way: "TRUST 192.0.2.0/24\n" (an address or
 // a prefix, nothing else; the command line parses log lines before it
-// sends) answered by "OK ...\n" or "ERR ...\n". It is a Unix socket, not
+// sends), or "BAN 3600s 192.0.2.0/24\n" (a Go duration, then the same),
+// answered by "OK ...\n" or "ERR ...\n". It is a Unix socket, not
 // TCP, so that file permissions decide who may steer the server: Send
 // tells "permission denied" apart from "no server listening", and Listen
 // replaces nothing at its path but a stale socket of its own kind.
@@ -37,6 +38,7 @@ type Handler interface {
 	Trust(p netip.Prefix) (string, error)
 	Deny(p netip.Prefix) (string, error)
 	Unban(p netip.Prefix) (string, error)
+	Ban(p netip.Prefix, d time.Duration) (string, error)
 	Reload() (string, error)
 	Status() (string, error)
 	Bans() (string, error)
@@ -156,6 +158,8 @@ func serveConn(c net.Conn, timeout time.Duration, h Handler, log *slog.Logger) {
 				msg, err = h.Unban(p)
 			}
 		}
+	case "BAN":
+		msg, err = ban(h, arg)
 	case "BANS":
 		msg, err = h.Bans()
 	case "RELOAD":
@@ -172,6 +176,23 @@ func serveConn(c net.Conn, timeout time.Duration, h Handler, log *slog.Logger) {
 	}
 	log.Info("control command", "command", verb, "arg", arg, "result", msg)
 	fmt.Fprintf(c, "OK %s\n", oneLine(msg))
+}
+
+// ban carries out "BAN <duration> <prefix>".
+func ban(h Handler, arg string) (string, error) {
+	f := strings.Fields(arg)
+	if len(f) != 2 {
+		return "", errors.New("BAN takes a duration and an address or prefix")
+	}
+	d, err := time.ParseDuration(f[0])
+	if err != nil || d <= 0 {
+		return "", fmt.Errorf("ban: %q is not a positive duration", clip(f[0]))
+	}
+	p, err := ParsePrefix(f[1])
+	if err != nil {
+		return "", err
+	}
+	return h.Ban(p, d)
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", "; ") }

@@ -18,6 +18,14 @@ import (
 type recorder struct {
 	mu      sync.Mutex
 	trusted []netip.Prefix
+	banned  []string
+}
+
+func (r *recorder) Ban(p netip.Prefix, d time.Duration) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.banned = append(r.banned, p.String()+" "+d.String())
+	return "banned " + p.String(), nil
 }
 
 func (r *recorder) Trust(p netip.Prefix) (string, error) {
@@ -74,10 +82,21 @@ func TestServeAndSend(t *testing.T) {
 	if _, err := Send(path, "FROB", time.Second); err == nil {
 		t.Fatal("unknown command accepted")
 	}
+	if out, err := Send(path, "BAN 3600s 192.0.2.7/24", time.Second); err != nil || out != "banned 192.0.2.0/24" {
+		t.Fatalf("BAN = %q, %v", out, err)
+	}
+	for _, bad := range []string{"BAN 192.0.2.7", "BAN 1h", "BAN -1h 192.0.2.7", "BAN 0s 192.0.2.7", "BAN 1d 192.0.2.7", "BAN 1h 192.0.2.7 x", "BAN 1h host.example"} {
+		if out, err := Send(path, bad, time.Second); err == nil {
+			t.Errorf("%q was taken: %q", bad, out)
+		}
+	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if len(rec.trusted) != 1 {
 		t.Fatalf("trusted %v, want only 127.0.0.9/32", rec.trusted)
+	}
+	if len(rec.banned) != 1 || rec.banned[0] != "192.0.2.0/24 1h0m0s" {
+		t.Fatalf("banned %v, want only 192.0.2.0/24 for an hour", rec.banned)
 	}
 }
 

@@ -17,6 +17,7 @@ package metrics
 import (
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,6 +54,9 @@ type Metrics struct {
 	// and the console: refusals by reason and the clients and networks
 	// that drew them.
 	Recent *Recent
+
+	funcsMu sync.Mutex
+	funcs   map[string]prometheus.GaugeFunc // GaugeFunc's, by name, for Gauges
 }
 
 // The latency buckets: an SMTP command takes from microseconds (a refusal
@@ -177,7 +181,14 @@ func (m *Metrics) GaugeFunc(name, help string, f func() float64) {
 	if m == nil {
 		return
 	}
-	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	m.Registry.MustRegister(g)
+	m.funcsMu.Lock()
+	if m.funcs == nil {
+		m.funcs = map[string]prometheus.GaugeFunc{}
+	}
+	m.funcs[name] = g
+	m.funcsMu.Unlock()
 }
 
 // CounterFunc registers counters whose values another package keeps:

@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"cmp"
 	"net/netip"
 	"slices"
 	"sync"
@@ -124,6 +123,8 @@ type Offender struct {
 	Prefix netip.Prefix  `json:"prefix"`
 	Count  int64         `json:"count"`
 	Reason reason.Reason `json:"reason"` // the reason it drew most recently
+
+	last int64 // the latest bucket it drew a refusal in, for the names' reasons
 }
 
 // Summary is the window's figures over some span.
@@ -134,20 +135,61 @@ type Summary struct {
 	Refused  map[reason.Reason]int64 `json:"refused"`
 	TopIPs   []Offender              `json:"top_ips"`
 	TopNets  []Offender              `json:"top_networks"`
-	Limiter  string                  `json:"limiter"`
+	// TopNames are the reverse-DNS suffixes of the top clients, when the
+	// summary was asked for with their names (SummaryNamed).
+	TopNames []NameOffender `json:"top_names,omitempty"`
+	Limiter  string         `json:"limiter"`
 }
 
 // Summary adds up the buckets of the last span (at most an hour) and
 // returns the top n clients and networks by refusals.
 func (r *Recent) Summary(span time.Duration, n int) Summary {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s := Summary{Span: span, Refused: map[reason.Reason]int64{}, Limiter: r.limiter}
-	now := r.now().UnixNano() / int64(bucketSpan)
-	first := now - int64(span/bucketSpan) + 1
-	ips, nets := map[netip.Prefix]*Offender{}, map[netip.Prefix]*Offender{}
+	s, _ := r.summary(span, n)
+	return s
+}
+
+// SummaryNamed is Summary with the top n reverse-DNS suffixes (NameSuffix)
+// of the clients the window holds, named by name ("" for a client without
+// a known name). The names are asked for here, when the figures are read,
+// so that counting a refusal costs nothing more for them; a client the
+// window's bounded tables did not keep, or whose name name no longer
+// knows, is not counted in its suffix.
+func (r *Recent) SummaryNamed(span time.Duration, n int, name func(netip.Addr) string) Summary {
+	s, ips := r.summary(span, n)
+	if name != nil {
+		s.TopNames = topNames(ips, n, name)
+	}
+	return s
+}
+
+// summary is Summary, and every client of the span with its count.
+func (r *Recent) summary(span time.Duration, n int) (Summary, map[netip.Prefix]*Offender) {
+	s, ipsRaw, netsRaw := r.collect(span)
+	ips, nets := sumEntries(ipsRaw), sumEntries(netsRaw)
+	s.TopIPs, s.TopNets = top(ips, n), top(nets, n)
+	return s, ips
+}
+
+// collect takes the counts of the last span and copies the entries of its
+// tables, oldest bucket first. It is all that is done under the lock,
+// which every refusal takes: adding the entries up and ranking them is
+// left to the caller, so that a reader of an hour of a flood holds
+// refusals up for a copy only.
+func (r *Recent) collect(span time.Duration) (s Summary, ipsRaw, netsRaw []spanEntry) {
+	s = Summary{Span: span, Refused: map[reason.Reason]int64{}}
 	all := reason.All()
-	for span := max(first, now-int64(numBuckets)+1); span <= now; span++ { // oldest first: the latest reason wins
+	r.mu.Lock()
+	s.Limiter = r.limiter
+	now := r.now().UnixNano() / int64(bucketSpan)
+	first := max(now-int64(span/bucketSpan)+1, now-int64(numBuckets)+1)
+	var nIPs, nNets int
+	for span := first; span <= now; span++ {
+		if b := &r.buckets[span%int64(numBuckets)]; b.start == span {
+			nIPs, nNets = nIPs+len(b.ips.entries), nNets+len(b.nets.entries)
+		}
+	}
+	ipsRaw, netsRaw = make([]spanEntry, 0, nIPs), make([]spanEntry, 0, nNets)
+	for span := first; span <= now; span++ { // oldest first: the latest reason wins
 		b := &r.buckets[span%int64(numBuckets)]
 		if b.start != span {
 			continue
@@ -159,28 +201,71 @@ func (r *Recent) Summary(span time.Duration, n int) Summary {
 				s.Refused[all[j].Reason] += c
 			}
 		}
-		b.ips.sumInto(ips)
-		b.nets.sumInto(nets)
+		for _, e := range b.ips.entries {
+			ipsRaw = append(ipsRaw, spanEntry{e, span})
+		}
+		for _, e := range b.nets.entries {
+			netsRaw = append(netsRaw, spanEntry{e, span})
+		}
 	}
-	s.TopIPs, s.TopNets = top(ips, n), top(nets, n)
-	return s
+	r.mu.Unlock()
+	return s, ipsRaw, netsRaw
 }
 
-func top(m map[netip.Prefix]*Offender, n int) []Offender {
-	out := make([]Offender, 0, len(m))
-	for _, o := range m {
-		out = append(out, *o)
-	}
-	slices.SortFunc(out, func(a, b Offender) int {
-		if c := cmp.Compare(b.Count, a.Count); c != 0 {
-			return c
+// spanEntry is a table's entry and the bucket it is from.
+type spanEntry struct {
+	topEntry
+	span int64
+}
+
+// sumEntries adds up the entries of the buckets, oldest first, by key.
+func sumEntries(raw []spanEntry) map[netip.Prefix]*Offender {
+	m := make(map[netip.Prefix]*Offender, len(raw)/4)
+	for i := range raw {
+		e := &raw[i]
+		o := m[e.key]
+		if o == nil {
+			o = &Offender{Prefix: e.key}
+			m[e.key] = o
 		}
-		return a.Prefix.Addr().Compare(b.Prefix.Addr())
-	})
-	if len(out) > n {
-		out = out[:n]
+		o.Count += e.count
+		o.Reason = e.reason
+		o.last = e.span
+	}
+	return m
+}
+
+// top returns the n offenders of m with the most refusals, most first
+// (then by address), keeping only n in order as it goes: an hour of a
+// flood from many addresses holds tens of thousands, of which ten are
+// shown.
+func top(m map[netip.Prefix]*Offender, n int) []Offender {
+	out := make([]Offender, 0, min(n, len(m))+1)
+	for _, o := range m {
+		if len(out) == n && (n == 0 || !ahead(o, &out[n-1])) {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(out, o, func(e Offender, o *Offender) int {
+			if ahead(&e, o) {
+				return -1
+			}
+			return 1
+		})
+		out = slices.Insert(out, i, *o)
+		if len(out) > n {
+			out = out[:n]
+		}
 	}
 	return out
+}
+
+// ahead reports whether a ranks before b: more refusals, or as many and
+// a lower address.
+func ahead(a, b *Offender) bool {
+	if a.Count != b.Count {
+		return a.Count > b.Count
+	}
+	return a.Prefix.Addr().Less(b.Prefix.Addr())
 }
 
 // topTable is a space-saving table of the topK keys with the most
@@ -227,14 +312,9 @@ func (t *topTable) add(key netip.Prefix, why reason.Reason) {
 	t.entries[low] = topEntry{key: key, count: t.entries[low].count + 1, reason: why}
 }
 
-func (t *topTable) sumInto(m map[netip.Prefix]*Offender) {
-	for _, e := range t.entries {
-		o := m[e.key]
-		if o == nil {
-			o = &Offender{Prefix: e.key}
-			m[e.key] = o
-		}
-		o.Count += e.count
-		o.Reason = e.reason
-	}
+// limiterNow is the limit store's state as last set.
+func (r *Recent) limiterNow() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.limiter
 }

@@ -319,6 +319,18 @@ func (r *Resolver) Verify(ctx context.Context, addr netip.Addr) Result {
 	}
 }
 
+// Name is the forward-confirmed name of addr if the cache holds it now, ""
+// otherwise. It asks no DNS server and leaves the cache as it is (neither
+// its order nor its hit counts): it is for showing the clients already
+// looked up (the console's reverse-DNS suffixes), not for deciding.
+func (r *Resolver) Name(addr netip.Addr) string {
+	e, ok := r.cache.Peek(addr.Unmap().WithZone(""))
+	if !ok || !r.now().Before(e.expires) || e.res.Status != OK {
+		return ""
+	}
+	return e.res.Name
+}
+
 func (r *Resolver) cached(addr netip.Addr) (Result, bool) {
 	e, ok := r.cache.Get(addr)
 	if !ok || !r.now().Before(e.expires) {

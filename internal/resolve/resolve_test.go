@@ -622,3 +622,39 @@ func TestSystemResolverSkipsLoopback(t *testing.T) {
 		t.Fatalf("configured resolver, loopback client: %+v, want OK", got)
 	}
 }
+
+// TestName: Name answers from the cache only: nothing before a lookup,
+// the confirmed name after it, nothing once it expires or for a name that
+// did not confirm; and it asks no server and counts no cache hit.
+func TestName(t *testing.T) {
+	srv := dnstest.Start(t, ptr5, a5, "6.0.0.127.in-addr.arpa. 60 IN PTR nowhere.example.")
+	clk := newClock()
+	var hits int
+	r := newResolver(t, srv, clk, Config{MinTTL: time.Second, MaxTTL: time.Minute, OnCache: func(hit bool) {
+		if hit {
+			hits++
+		}
+	}})
+	five, six := netip.MustParseAddr("127.0.0.5"), netip.MustParseAddr("127.0.0.6")
+	if n := r.Name(five); n != "" {
+		t.Errorf("before a lookup: %q", n)
+	}
+	if srv.Queries() != 0 {
+		t.Errorf("Name asked the server")
+	}
+	r.Verify(context.Background(), five)
+	r.Verify(context.Background(), six)
+	if n := r.Name(netip.AddrFrom16(five.As16())); n != "host5.adsl.alicedsl.de" {
+		t.Errorf("after a lookup (as a mapped address): %q", n)
+	}
+	if n := r.Name(six); n != "" {
+		t.Errorf("an unconfirmed name: %q", n)
+	}
+	if hits != 0 {
+		t.Errorf("Name counted %d cache hits", hits)
+	}
+	clk.Advance(time.Minute)
+	if n := r.Name(five); n != "" {
+		t.Errorf("after the TTL: %q", n)
+	}
+}

@@ -60,6 +60,11 @@ func load(cfg *config.Config) (*loaded, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	if cfg.Admin.Console {
+		if _, err := consoleToken(cfg); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if r := cfg.Recipients; r.File != "" || r.Aliases != "" {
 		t, err := recipients.Load(r.File, r.Aliases, cfg.LocalDomains, cfg.Delivery.Relay != "")
 		if err != nil {

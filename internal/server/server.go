@@ -82,6 +82,8 @@ type Server struct {
 
 	acceptFailed atomic.Bool                  // since the stress sampler last looked
 	stressNow    atomic.Pointer[StressStatus] // nil: not under stress
+
+	resolver *resolve.Resolver // clients' names for the console; nil with WithVerifier
 }
 
 // Option changes how New builds a server.
@@ -137,7 +139,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 		if err != nil {
 			return nil, err // says "resolve: ..." itself
 		}
-		res = r
+		res, s.resolver = r, r
 	}
 	if s.limiter, err = newLimiter(cfg, logger, s.metrics, &s.closers); err != nil {
 		return nil, err
@@ -207,11 +209,11 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 		Workers:       DeliveryWorkers,
 		Metrics:       s.metrics,
 	}, logger)
-	s.metrics.GaugeFunc("mxguard_spool_messages", "Messages in the spool, waiting for delivery (relay) or for a bounce to go out.", func() float64 {
+	s.metrics.GaugeFunc(metrics.SpoolMessages, "Messages in the spool, waiting for delivery (relay) or for a bounce to go out.", func() float64 {
 		ids, _ := s.spool.Queued()
 		return float64(len(ids))
 	})
-	s.metrics.GaugeFunc("mxguard_spool_oldest_seconds", "Age of the oldest message in the spool; 0 when it is empty.", func() float64 {
+	s.metrics.GaugeFunc(metrics.SpoolOldest, "Age of the oldest message in the spool; 0 when it is empty.", func() float64 {
 		ids, _ := s.spool.Queued() // sorted by ID, and IDs by time
 		if len(ids) == 0 {
 			return 0
@@ -220,7 +222,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 		return time.Since(t).Seconds()
 	})
 	if s.rep != nil {
-		s.metrics.GaugeFunc("mxguard_bans", "Clients and networks banned now ([reputation] ban_below).", func() float64 {
+		s.metrics.GaugeFunc(metrics.BansNow, "Clients and networks banned now ([reputation] ban_below).", func() float64 {
 			return float64(len(s.rep.Bans()))
 		})
 	}
@@ -455,7 +457,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { queueDone <- s.queue.Run(queueCtx) }()
 	if s.adminLn != nil {
 		wg.Go(func() {
-			if err := admin.Serve(ctx, s.adminLn, admin.Handler(s.metrics.Gatherer(), s), s.log); err != nil {
+			if err := admin.Serve(ctx, s.adminLn, admin.Handler(s.metrics.Gatherer(), s, s.consoleHandler()), s.log); err != nil {
 				s.log.Error("admin listener", "err", err.Error())
 			}
 		})

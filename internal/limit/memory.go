@@ -56,11 +56,7 @@ type entry struct {
 	n      int
 	window int64 // the last window asked for, to tell when the key is idle
 
-	// The sliding-window counter, for limits above ExactRateLimit:
-	// connections in fixed window number cwin (of length cwindow) and in
-	// the one before it; clast is the newest time counted.
-	cwindow, cwin, clast int64
-	cur, prev            int64
+	ctr *counter // for limits above ExactRateLimit; nil until one is asked
 
 	conns   int
 	release func() // made once, on the first Acquire, and shared
@@ -196,25 +192,45 @@ func (e *entry) record(now, window int64, keep int) int {
 	return e.n
 }
 
+// counter is a sliding-window counter: the connections in fixed window
+// number win (of length window) and in the one before it. last is the
+// newest time counted.
+type counter struct {
+	window, win, last int64
+	cur, prev         int64
+}
+
 // count adds a connection at now to the sliding-window counter and returns
 // its estimate of the connections in the window ending now, at most keep.
 func (e *entry) count(now, window int64, keep int) int {
-	if e.cwindow != window {
-		// A new key, or a window changed by a reload: start afresh.
-		e.cwindow, e.cwin, e.clast, e.cur, e.prev = window, floorDiv(now, window), now, 0, 0
+	c := e.ctr
+	if c == nil {
+		// Apart from the entry: most keys never need it.
+		c = &counter{}
+		e.ctr = c
+	}
+	if c.window != window {
+		// A new counter, or a window changed by a reload: start afresh.
+		*c = counter{window: window, win: floorDiv(now, window), last: now}
 	}
 	// A clock that steps back stays in the newest window counted.
-	now = max(now, e.clast)
-	e.clast = now
+	now = max(now, c.last)
+	c.last = now
 	switch w := floorDiv(now, window); {
-	case w == e.cwin+1:
-		e.prev, e.cur = e.cur, 0
-	case w > e.cwin+1:
-		e.prev, e.cur = 0, 0
+	case w == c.win+1:
+		c.prev, c.cur = c.cur, 0
+	case w > c.win+1:
+		c.prev, c.cur = 0, 0
 	}
-	e.cwin = floorDiv(now, window)
-	e.cur++
-	return windowEstimate(e.cur, e.prev, now-e.cwin*window, window, keep)
+	c.win = floorDiv(now, window)
+	c.cur++
+	return windowEstimate(c.cur, c.prev, now-c.win*window, window, keep)
+}
+
+// idle reports whether the counter's connections no longer weigh: the
+// current window's weigh until the next one ends.
+func (c *counter) idle(now int64) bool {
+	return now >= (c.win+2)*c.window
 }
 
 // windowEstimate is the sliding-window counter's count: the current fixed
@@ -278,7 +294,7 @@ func (e *entry) grow(size int) {
 // over (the current one's connections weigh until the next one ends).
 func (e *entry) idle(now int64) bool {
 	return e.conns == 0 && (e.n == 0 || e.newest() <= now-e.window) &&
-		(e.cur+e.prev == 0 || now >= (e.cwin+2)*e.cwindow)
+		(e.ctr == nil || e.ctr.idle(now))
 }
 
 func (m *Memory) janitor() {

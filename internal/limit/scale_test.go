@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -252,5 +253,52 @@ func TestRedisMemoryLongLog(t *testing.T) {
 	t.Logf("limit %d, %d connections each, %d keys: %.0f bytes a key", ExactRateLimit, ExactRateLimit+1, keys, per)
 	if per > 200_000 {
 		t.Errorf("%.0f bytes a key, more than 200,000", per)
+	}
+}
+
+// TestMemoryBytesPerClient measures the in-process counters' heap per
+// distinct client (runtime.MemStats.HeapAlloc after a collection, before
+// and after): what each node of a fleet holds besides Redis, since
+// Failover counts every connection locally too, for the outage.
+func TestMemoryBytesPerClient(t *testing.T) {
+	n := scaleClients(t)
+	for _, tc := range []struct {
+		name    string
+		op      func(m *Memory, key string)
+		ceiling float64
+	}{
+		{"ClientRate 5, 1 connection each", func(m *Memory, k string) { _, _ = m.Rate(context.Background(), k, time.Hour, 5) }, 250},
+		{"ClientConn, 1 open connection each", func(m *Memory, k string) { _, _, _ = m.Acquire(context.Background(), k) }, 250},
+		{"ClientRate above 1,000, 1 connection each", func(m *Memory, k string) {
+			_, _ = m.Rate(context.Background(), k, time.Hour, approxLimit)
+		}, 250},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keys := make([]string, n)
+			for i := range keys {
+				keys[i] = addrKey(scaleAddr(i, 256))
+			}
+			heap := func() uint64 {
+				var ms runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				return ms.HeapAlloc
+			}
+			before := heap()
+			m := NewMemory(nil)
+			defer m.Close()
+			for _, k := range keys {
+				tc.op(m, k)
+			}
+			keys = nil // the keys the map holds are its own copies
+			per := (float64(heap()) - float64(before)) / float64(n)
+			if m.Len() != n {
+				t.Fatalf("%d keys remembered, want %d", m.Len(), n)
+			}
+			t.Logf("%s: %d clients, %.1f bytes a client", tc.name, n, per)
+			if per > tc.ceiling {
+				t.Errorf("%.1f bytes a client, more than %.0f", per, tc.ceiling)
+			}
+		})
 	}
 }

@@ -20,12 +20,13 @@ import (
 type redisStats struct {
 	cpu      float64 // seconds, user and system
 	commands int64   // calls of the commands clients sent (evalsha, zrem)
+	in, out  int64   // octets read from and written to the network
 	p50, p99 float64 // EVALSHA's run time in the server, µs (INFO latencystats)
 }
 
 func readRedisStats(b *testing.B, c *redis.Client) redisStats {
 	b.Helper()
-	info, err := c.InfoMap(context.Background(), "cpu", "commandstats", "latencystats").Result()
+	info, err := c.InfoMap(context.Background(), "cpu", "stats", "commandstats", "latencystats").Result()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -37,6 +38,8 @@ func readRedisStats(b *testing.B, c *redis.Client) redisStats {
 		}
 		s.cpu += v
 	}
+	s.in, _ = strconv.ParseInt(info["Stats"]["total_net_input_bytes"], 10, 64)
+	s.out, _ = strconv.ParseInt(info["Stats"]["total_net_output_bytes"], 10, 64)
 	for _, cmd := range []string{"evalsha", "zrem"} {
 		// calls=N,usec=...
 		for _, kv := range splitInfo(info["Commandstats"]["cmdstat_"+cmd]) {
@@ -77,8 +80,9 @@ func splitInfo(s string) [][2]string {
 // limits ×4) and the release when it ends. Every connection is from a
 // client not seen before. It reports admissions a second, the admission's
 // wait (Rate and Acquire of every tier) at p50 and p99, the Redis server's
-// CPU (INFO cpu) in all and per admission, and the server's own time per
-// EVALSHA (INFO latencystats). The nodes, the server and the benchmark
+// CPU (INFO cpu) in all and per admission, the octets it read and wrote per
+// admission (INFO stats), and the server's own time per EVALSHA (INFO
+// latencystats). The nodes, the server and the benchmark
 // share this machine's cores.
 //
 //	go test -run '^$' -bench FleetAdmissions -benchtime 10s -count 3 ./internal/limit/
@@ -167,6 +171,8 @@ func BenchmarkFleetAdmissions(b *testing.B) {
 			b.ReportMetric(100*(after.cpu-before.cpu)/secs, "redis-cpu-%")
 			b.ReportMetric(1e6*(after.cpu-before.cpu)/float64(b.N), "redis-cpu-µs/adm")
 			b.ReportMetric(float64(after.commands-before.commands)/float64(b.N), "commands/adm")
+			b.ReportMetric(float64(after.in-before.in)/float64(b.N), "redis-in-B/adm")
+			b.ReportMetric(float64(after.out-before.out)/float64(b.N), "redis-out-B/adm")
 			b.ReportMetric(after.p50, "evalsha-p50-µs")
 			b.ReportMetric(after.p99, "evalsha-p99-µs")
 		})

@@ -52,14 +52,16 @@ const MaxRateLimit = 1 << 16
 // the price of assuming that the previous window's connections were spread
 // evenly over it.
 //
-// At 1,000 an exact log in Redis costs about 140 KB per key that reaches
-// its limit (a sorted set of 1,001 members) against about 180 bytes for the
-// counter, while the counter's error, which shrinks as the limit grows, was
-// measured at under 2 % of the limit on steady traffic and bounded by 2×
-// the limit on adversarial bursts (BENCHMARKS.md, "Fleet scale"). Every
-// per-client limit sendmail's ClientRate is used with keeps its exact
-// semantics; high limits arise from network tiers (the limit times
-// tier_multiplier for each step out).
+// Measured (BENCHMARKS.md, "Fleet scale"): at 1,000 a full log costs Redis
+// 142.5 KB per key against 177 bytes for the counter. On steady traffic
+// the counter's error shrinks as 1/√limit: just above 1,000 it let a client
+// at most 3.3 % over its limit in any sliding window (at a limit of 10 it
+// would be 20 %); bursts that fall unevenly across the fixed windows got up
+// to 27 % over; and twice the limit is a hard bound (each fixed window
+// admits at most the limit, and a sliding window overlaps two). Every
+// per-client limit sendmail's ClientRate is used with stays exact; high
+// limits come from network tiers (the limit times tier_multiplier for each
+// step out).
 const ExactRateLimit = 1000
 
 // ErrUnavailable is returned (wrapped) when the shared counters cannot be

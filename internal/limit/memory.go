@@ -22,9 +22,10 @@ const (
 //
 // Rate keeps, per key, a log of the last limit+1 connection times (a true
 // sliding window: a connection counts for exactly one window after it was
-// made); above ExactRateLimit, a sliding-window counter instead. Keys with no open connection and nothing left in their window are
-// forgotten by a janitor that visits one shard at a time, so that a flood
-// from a million addresses costs memory only while it lasts.
+// made); above ExactRateLimit, a sliding-window counter instead. Keys with
+// no open connection and nothing left in their window are forgotten by a
+// janitor that visits one shard at a time, so that a flood from a million
+// addresses costs memory only while it lasts.
 //
 // Rate and Acquire on a key already known do not allocate.
 type Memory struct {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -300,5 +301,47 @@ func TestMemoryBytesPerClient(t *testing.T) {
 				t.Errorf("%.1f bytes a client, more than %.0f", per, tc.ceiling)
 			}
 		})
+	}
+}
+
+// TestRedisMembersStayCompact checks that a long NodeID (a cloud host name)
+// does not push the members of a client's sorted sets past the 64 bytes up
+// to which Redis keeps them compact (listpack), which would cost 5.7 times
+// the memory per client, and that two processes with the same NodeID still
+// write members of their own.
+func TestRedisMembersStayCompact(t *testing.T) {
+	addr := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	ctx := context.Background()
+	for _, node := range []string{"ip-172-31-22-145.eu-central-1.compute.internal", strings.Repeat("n", 300)} {
+		prefix := fmt.Sprintf("t%d:", len(node))
+		a := newTestRedis(t, RedisOptions{Addr: addr, NodeID: node, KeyPrefix: prefix})
+		b := newTestRedis(t, RedisOptions{Addr: addr, NodeID: node, KeyPrefix: prefix})
+		for _, r := range []*Redis{a, b} {
+			r.seq.Store(1<<64 - 3) // the longest sequence numbers
+			for range 2 {
+				if _, err := r.Rate(ctx, "k", time.Minute, 5); err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := r.Acquire(ctx, "k"); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for _, key := range []string{prefix + "rate:k", prefix + "conn:k"} {
+			members, err := c.ZRange(ctx, key, 0, -1).Result()
+			if err != nil || len(members) != 4 {
+				t.Errorf("NodeID of %d characters: %s holds %q (%v), want 4 members of their own", len(node), key, members, err)
+			}
+			for _, m := range members {
+				if len(m) > 64 {
+					t.Errorf("member %q: %d bytes", m, len(m))
+				}
+			}
+			if enc, err := c.ObjectEncoding(ctx, key).Result(); err != nil || enc != "listpack" {
+				t.Errorf("NodeID of %d characters: %s is a %q (%v), want a listpack", len(node), key, enc, err)
+			}
+		}
 	}
 }

@@ -22,9 +22,10 @@ const (
 //
 // Rate keeps, per key, a log of the last limit+1 connection times (a true
 // sliding window: a connection counts for exactly one window after it was
-// made). Keys with no open connection and nothing left in their window are
-// forgotten by a janitor that visits one shard at a time, so that a flood
-// from a million addresses costs memory only while it lasts.
+// made); above ExactRateLimit, a sliding-window counter instead. Keys with
+// no open connection and nothing left in their window are forgotten by a
+// janitor that visits one shard at a time, so that a flood from a million
+// addresses costs memory only while it lasts.
 //
 // Rate and Acquire on a key already known do not allocate.
 type Memory struct {
@@ -55,6 +56,8 @@ type entry struct {
 	head   int
 	n      int
 	window int64 // the last window asked for, to tell when the key is idle
+
+	ctr *counter // for limits above ExactRateLimit; nil until one is asked
 
 	conns   int
 	release func() // made once, on the first Acquire, and shared
@@ -110,7 +113,12 @@ func (m *Memory) Rate(_ context.Context, key string, window time.Duration, limit
 	sh := m.shard(key)
 	sh.mu.Lock()
 	e := sh.get(key)
-	n := e.record(now, int64(window), limit+1)
+	var n int
+	if limit > ExactRateLimit {
+		n = e.count(now, int64(window), limit+1)
+	} else {
+		n = e.record(now, int64(window), limit+1)
+	}
 	sh.mu.Unlock()
 	return n, nil
 }
@@ -185,6 +193,65 @@ func (e *entry) record(now, window int64, keep int) int {
 	return e.n
 }
 
+// counter is a sliding-window counter: the connections in fixed window
+// number win (of length window) and in the one before it. last is the
+// newest time counted.
+type counter struct {
+	window, win, last int64
+	cur, prev         int64
+}
+
+// count adds a connection at now to the sliding-window counter and returns
+// its estimate of the connections in the window ending now, at most keep.
+func (e *entry) count(now, window int64, keep int) int {
+	c := e.ctr
+	if c == nil {
+		// Apart from the entry: most keys never need it.
+		c = &counter{}
+		e.ctr = c
+	}
+	if c.window != window {
+		// A new counter, or a window changed by a reload: start afresh.
+		*c = counter{window: window, win: floorDiv(now, window), last: now}
+	}
+	// A clock that steps back stays in the newest window counted.
+	now = max(now, c.last)
+	c.last = now
+	switch w := floorDiv(now, window); {
+	case w == c.win+1:
+		c.prev, c.cur = c.cur, 0
+	case w > c.win+1:
+		c.prev, c.cur = 0, 0
+	}
+	c.win = floorDiv(now, window)
+	c.cur++
+	return windowEstimate(c.cur, c.prev, now-c.win*window, window, keep)
+}
+
+// idle reports whether the counter's connections no longer weigh: the
+// current window's weigh until the next one ends.
+func (c *counter) idle(now int64) bool {
+	return now >= (c.win+2)*c.window
+}
+
+// windowEstimate is the sliding-window counter's count: the current fixed
+// window's connections plus the previous one's in the proportion of it that
+// the sliding window still covers (elapsed is the time since the current
+// fixed window began), rounded down, at most keep. The Redis script
+// computes the same.
+func windowEstimate(cur, prev, elapsed, window int64, keep int) int {
+	n := cur + int64(float64(prev)*float64(window-elapsed)/float64(window))
+	return int(min(n, int64(keep)))
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}
+
 // expire forgets the connections made at or before cutoff.
 func (e *entry) expire(cutoff int64) {
 	for e.n > 0 && e.log[e.head] <= cutoff {
@@ -224,9 +291,11 @@ func (e *entry) grow(size int) {
 }
 
 // idle reports whether forgetting e changes no answer: no connection is
-// open and none is left in its window.
+// open, none is left in its log's window, and its counter's windows are
+// over (the current one's connections weigh until the next one ends).
 func (e *entry) idle(now int64) bool {
-	return e.conns == 0 && (e.n == 0 || e.newest() <= now-e.window)
+	return e.conns == 0 && (e.n == 0 || e.newest() <= now-e.window) &&
+		(e.ctr == nil || e.ctr.idle(now))
 }
 
 func (m *Memory) janitor() {

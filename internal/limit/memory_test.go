@@ -122,6 +122,34 @@ func TestMemoryLimitChanges(t *testing.T) {
 	}
 }
 
+// TestMemoryEvictsIdleCounters checks that a key counted by the
+// sliding-window counter is kept while its connections still weigh (until
+// the end of the fixed window after theirs) and forgotten after.
+func TestMemoryEvictsIdleCounters(t *testing.T) {
+	clock := newMinuteClock()
+	start := clock.Now()
+	m := newTestMemory(t, clock.Now)
+	ctx := context.Background()
+	if _, err := m.Rate(ctx, "a", time.Minute, approxLimit); err != nil {
+		t.Fatal(err)
+	}
+	sweepAll := func() {
+		for i := range m.shards {
+			m.sweep(&m.shards[i])
+		}
+	}
+	clock.Set(start.Add(119 * time.Second))
+	sweepAll()
+	if m.Len() != 1 {
+		t.Fatal("forgotten while its connection still weighs in the next window")
+	}
+	clock.Set(start.Add(120 * time.Second))
+	sweepAll()
+	if m.Len() != 0 {
+		t.Error("remembered after the window following its connection")
+	}
+}
+
 // TestMemoryZeroAllocs pins what BenchmarkMemoryRate reports: a known key
 // costs no allocation.
 func TestMemoryZeroAllocs(t *testing.T) {
@@ -134,6 +162,11 @@ func TestMemoryZeroAllocs(t *testing.T) {
 		_, _ = m.Rate(ctx, "192.0.2.1", time.Minute, 5)
 	}); a != 0 {
 		t.Errorf("Rate: %v allocations per call", a)
+	}
+	if a := testing.AllocsPerRun(1000, func() {
+		_, _ = m.Rate(ctx, "192.0.2.1", time.Minute, approxLimit)
+	}); a != 0 {
+		t.Errorf("Rate above ExactRateLimit: %v allocations per call", a)
 	}
 	_, release, _ := m.Acquire(ctx, "192.0.2.1")
 	release()

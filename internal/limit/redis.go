@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,10 +57,11 @@ type RedisOptions struct {
 // every node that uses the same server and key prefix.
 //
 // Each operation is one Lua script, run atomically by the server. The rate
-// log of a key is a sorted set of connection times; the open connections of
-// a key are a sorted set of leases (node and connection, scored by expiry),
-// which this node renews in the background while the connections last.
-// Every key expires on its own once unused.
+// log of a key is a sorted set of connection times (above ExactRateLimit, a
+// hash of two fixed windows' counts instead); the open connections of a key
+// are a sorted set of leases (node and connection, scored by expiry), which
+// this node renews in the background while the connections last. Every key
+// expires on its own once unused.
 type Redis struct {
 	client   *redis.Client
 	logger   *slog.Logger
@@ -105,6 +107,39 @@ redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(keep + 1))
 local n = redis.call('ZCARD', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], window)
 return n
+`)
+
+// windowScript is the sliding-window counter of limits above
+// ExactRateLimit (Memory.count does the same): KEYS[1] a hash of the window
+// length (w), the current fixed window's number (n) and the connections in
+// it (c) and in the one before (p); ARGV: now, window (ms), keep (limit+1).
+// Returns the estimate of the connections in the sliding window, at most
+// keep. The hash lives until the current window's counts stop weighing,
+// the end of the next window.
+var windowScript = redis.NewScript(scriptNow + `
+local window = tonumber(ARGV[2])
+local keep = tonumber(ARGV[3])
+local idx = math.floor(now / window)
+local h = redis.call('HMGET', KEYS[1], 'w', 'n', 'c', 'p')
+local cur, prev = 0, 0
+if tonumber(h[1]) == window then
+	local n = tonumber(h[2])
+	-- A clock that steps back (another node's) stays in the newest window.
+	if idx < n then
+		idx = n
+	end
+	if idx == n then
+		cur, prev = tonumber(h[3]), tonumber(h[4])
+	elseif idx == n + 1 then
+		prev = tonumber(h[3])
+	end
+end
+cur = cur + 1
+redis.call('HSET', KEYS[1], 'w', window, 'n', idx, 'c', cur, 'p', prev)
+redis.call('PEXPIRE', KEYS[1], (idx + 2) * window - now)
+local elapsed = math.max(now - idx * window, 0)
+local est = cur + math.floor(prev * (window - elapsed) / window)
+return math.min(est, keep)
 `)
 
 // A lease set lives as long as its longest lease; nodes may have different
@@ -256,14 +291,25 @@ func (r *Redis) Rate(ctx context.Context, key string, window time.Duration, limi
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	n, err := rateScript.Run(ctx, r.client,
-		[]string{r.prefix + "rate:" + key},
-		r.nowArg(), ceilMillis(window), limit+1, r.member(r.seq.Add(1)),
-	).Int()
+	script, keys, args := r.rateCall(key, window, limit)
+	n, err := script.Run(ctx, r.client, keys, args...).Int()
 	if err != nil {
 		return 0, fmt.Errorf("limit: redis rate: %w", err)
 	}
 	return n, nil
+}
+
+// rateCall is the script Rate runs, its keys and its arguments. The log
+// and the counter of a key are different keys of different types: a key
+// whose limit crosses ExactRateLimit (an access map entry changed) starts
+// afresh in the other, and the one left behind expires.
+func (r *Redis) rateCall(key string, window time.Duration, limit int) (*redis.Script, []string, []any) {
+	if limit > ExactRateLimit {
+		return windowScript, []string{r.prefix + "ratec:" + key},
+			[]any{r.nowArg(), ceilMillis(window), limit + 1}
+	}
+	return rateScript, []string{r.prefix + "rate:" + key},
+		[]any{r.nowArg(), ceilMillis(window), limit + 1, r.member(r.seq.Add(1))}
 }
 
 // Acquire implements Limiter. The release function is idempotent; it
@@ -304,8 +350,27 @@ func (r *Redis) Acquire(ctx context.Context, key string) (int, func(), error) {
 	return n, release, nil
 }
 
+// maxInstance bounds the instance's part of a member. Redis keeps a small
+// sorted set compactly (a listpack) only while every member is at most 64
+// bytes (zset-max-listpack-value); past that the whole set becomes a
+// skiplist, 5.7 times the memory per client (measured with a 68-character
+// NodeID). A cloud host name (ip-172-31-22-145.eu-central-1.compute.internal)
+// with the suffix and a sequence number would cross it.
+const maxInstance = 40
+
 func (r *Redis) member(id uint64) string {
-	return r.instance + ":" + strconv.FormatUint(id, 10)
+	inst := r.instance
+	if len(inst) > maxInstance {
+		// Keep the host name's start, to tell nodes apart by eye, and
+		// the per-process suffix after the last "/", which makes members
+		// unique.
+		suffix := inst[strings.LastIndexByte(inst, '/')+1:]
+		if len(suffix) >= maxInstance {
+			suffix = suffix[len(suffix)-maxInstance/2:]
+		}
+		return inst[:maxInstance-len(suffix)-1] + "/" + suffix + ":" + strconv.FormatUint(id, 10)
+	}
+	return inst + ":" + strconv.FormatUint(id, 10)
 }
 
 func (r *Redis) nowArg() string {

@@ -16,10 +16,11 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/mxguard/mxguard/internal/admin"
 	"github.com/mxguard/mxguard/internal/admit"
@@ -33,6 +34,7 @@ import (
 	"github.com/mxguard/mxguard/internal/proxyhdr"
 	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/recipients"
+	"github.com/mxguard/mxguard/internal/redisconn"
 	"github.com/mxguard/mxguard/internal/reply"
 	"github.com/mxguard/mxguard/internal/reputation"
 	"github.com/mxguard/mxguard/internal/resolve"
@@ -67,6 +69,7 @@ type Server struct {
 	rep      *reputation.Book // nil: no scores
 	events   events
 	limiter  limit.Limiter
+	redis    redis.UniversalClient // [fleet]'s Redis, shared by its users; nil without one
 	closers  []func()
 	mu       sync.Mutex // serialises reloads and trust/deny changes
 	lns      []net.Listener
@@ -134,7 +137,14 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 		}
 		res = r
 	}
-	if s.limiter, err = newLimiter(cfg, logger, s.metrics, &s.closers); err != nil {
+	if cfg.Fleet.Shared() {
+		if s.redis, err = redisconn.New(cfg.Fleet.RedisOptions()); err != nil {
+			return nil, fmt.Errorf("[fleet]: %w", err)
+		}
+		// First in, so last out: its users close before it.
+		s.closers = append(s.closers, func() { s.redis.Close() })
+	}
+	if s.limiter, err = newLimiter(cfg, s.redis, logger, s.metrics, &s.closers); err != nil {
 		return nil, err
 	}
 	if s.rep, err = s.newReputation(cfg); err != nil {
@@ -166,7 +176,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 		}
 		d = r
 		if cfg.Delivery.Verify == config.VerifyProbe {
-			if s.verify, err = newProber(cfg, r, logger, &s.closers); err != nil {
+			if s.verify, err = newProber(cfg, r, s.redis, logger, &s.closers); err != nil {
 				return nil, err
 			}
 		}
@@ -222,24 +232,20 @@ const (
 
 // newProber builds the recipient verification of [delivery] verify =
 // "probe": a Prober on the relay, its verdicts cached in this process, or
-// in Redis for the whole fleet when [fleet] redis is set.
-func newProber(cfg *config.Config, r *deliver.Relay, logger *slog.Logger, closers *[]func()) (policy.Verifier, error) {
+// in the fleet's Redis (rc, when not nil) for the whole fleet.
+func newProber(cfg *config.Config, r *deliver.Relay, rc redis.UniversalClient, logger *slog.Logger, closers *[]func()) (policy.Verifier, error) {
 	mem, err := cache.NewMemory(verifyCacheSize, nil)
 	if err != nil {
 		return nil, err
 	}
 	var c cache.Cache = mem
-	if cfg.Fleet.Redis != "" {
-		opts := cache.RedisOptions{URL: cfg.Fleet.Redis, KeyPrefix: cfg.Fleet.KeyPrefix}
-		if !strings.Contains(opts.URL, "://") {
-			opts.URL, opts.Addr = "", cfg.Fleet.Redis // plain host:port
-		}
-		rc, err := cache.NewRedis(opts, mem, logger)
+	if rc != nil {
+		shared, err := cache.NewRedis(cache.RedisOptions{Client: rc, KeyPrefix: cfg.Fleet.KeyPrefix}, mem, logger)
 		if err != nil {
 			return nil, fmt.Errorf("fleet redis: %w", err)
 		}
-		*closers = append(*closers, func() { rc.Close() })
-		c = rc
+		*closers = append(*closers, func() { shared.Close() })
+		c = shared
 	}
 	p, err := deliver.NewProber(r, deliver.ProberConfig{
 		MaxInFlight: cfg.Delivery.VerifyMaxProbes,
@@ -269,18 +275,16 @@ func (p prober) Verify(ctx context.Context, addr string) policy.Verification {
 	return policy.Verification{Status: st, Detail: v.Reply}
 }
 
-func newLimiter(cfg *config.Config, logger *slog.Logger, m *metrics.Metrics, closers *[]func()) (limit.Limiter, error) {
+// newLimiter builds the per-client counters: in this process, or in the
+// fleet's Redis (rc, when not nil) with this process's as the fallback.
+func newLimiter(cfg *config.Config, rc redis.UniversalClient, logger *slog.Logger, m *metrics.Metrics, closers *[]func()) (limit.Limiter, error) {
 	mem := limit.NewMemory(nil)
 	*closers = append(*closers, mem.Close)
-	if cfg.Fleet.Redis == "" {
+	if rc == nil {
 		m.LimiterState(metrics.LimiterLocal)
 		return mem, nil
 	}
-	opts := limit.RedisOptions{URL: cfg.Fleet.Redis, KeyPrefix: cfg.Fleet.KeyPrefix}
-	if !strings.Contains(opts.URL, "://") {
-		opts.URL, opts.Addr = "", cfg.Fleet.Redis // plain host:port
-	}
-	r, err := limit.NewRedis(opts, logger)
+	r, err := limit.NewRedis(limit.RedisOptions{Client: rc, KeyPrefix: cfg.Fleet.KeyPrefix}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("fleet redis: %w", err)
 	}
@@ -378,7 +382,7 @@ func (s *Server) Ready() []admin.Check {
 		spoolCheck.OK, spoolCheck.Detail = false, err.Error()
 	}
 	checks = append(checks, spoolCheck)
-	if cfg.Fleet.Redis != "" {
+	if cfg.Fleet.Shared() {
 		state := s.metrics.Summary(0, 0).Limiter
 		c := admin.Check{Name: "redis", OK: true, Detail: "limits counted in Redis"}
 		if state == metrics.LimiterFallback {

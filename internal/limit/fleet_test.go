@@ -200,8 +200,8 @@ func TestRedisCluster(t *testing.T) {
 		}
 		release()
 
-		rateAt := shardOf(t, cl, DefaultKeyPrefix+"rate:{"+ip+"}")
-		if connAt := shardOf(t, cl, DefaultKeyPrefix+"conn:{"+ip+"}"); connAt != rateAt {
+		rateAt := shardOf(t, cl, la.key("rate", ip))
+		if connAt := shardOf(t, cl, la.key("conn", ip)); connAt != rateAt {
 			t.Errorf("%s: its rate log is on %s, its leases on %s: one client's keys must share a shard", ip, rateAt, connAt)
 		}
 		shards[rateAt] = true

@@ -27,7 +27,12 @@ const (
 // added to [fleet].
 func sentinelFleet(t *testing.T, g *redistest.Sentinels, n int, limits, extra string) []*mx {
 	t.Helper()
+	// The probes of shared counting (127.2.x.y) connect to one node after
+	// another: unlimited open connections, so that one whose lease a node
+	// has not yet released does not count.
+	access := writeFile(t, t.TempDir(), "access", "ClientConn:127.2 0\n")
 	conf := fmt.Sprintf(`trusted_networks = ["127.0.0.1/32"]
+access_map = %q
 [limits]
 %s
 [fleet]
@@ -36,7 +41,7 @@ master_name = %q
 %s
 [admin]
 listen = "127.0.0.1:0"
-`, limits, quoteList(g.Addrs()), g.MasterName, extra)
+`, access, limits, quoteList(g.Addrs()), g.MasterName, extra)
 	var nodes []*mx
 	for range n {
 		nodes = append(nodes, startMXLoopback(t, conf))

@@ -10,6 +10,8 @@ cd "$(dirname "$0")"
 # fails, naming its package, when one is missing.
 packages=(
 	redis-server       # internal/redistest: a real Redis for the fleet counters
+	redis-sentinel     # internal/redistest: Sentinels that fail a primary over to its replica
+	redis-tools        # redis-cli: internal/redistest joins a Redis Cluster with --cluster create
 	postfix            # /usr/sbin/smtp-sink (internal/smtpsink); never started as a daemon
 	swaks              # e2e TestSwaksSTARTTLS
 	libnet-ssleay-perl # swaks' STARTTLS; Debian's swaks only recommends it

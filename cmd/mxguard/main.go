@@ -17,10 +17,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
 	"github.com/mxguard/mxguard/internal/doctor"
 	"github.com/mxguard/mxguard/internal/logbuf"
+	"github.com/mxguard/mxguard/internal/redisconn"
 	"github.com/mxguard/mxguard/internal/sendmailimport"
 	"github.com/mxguard/mxguard/internal/server"
 )
@@ -131,6 +134,7 @@ func serve(args []string, stderr io.Writer) int {
 		h = slog.NewJSONHandler(out, opts)
 	}
 	log := slog.New(h)
+	redis.SetLogger(redisconn.Logger{Log: log})
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
@@ -208,6 +212,9 @@ func doctorCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "mxguard doctor: --config FILE is required")
 		return 2
 	}
+	// The report says what failed; go-redis's own lines would only
+	// interleave with it.
+	redis.SetLogger(redisconn.Logger{Log: slog.New(slog.DiscardHandler)})
 	// Ctrl-C ends the checks, which then remove what they made in data_dir.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/mxguard/mxguard/internal/redisconn"
 )
 
 // Defaults for RedisOptions.
@@ -19,7 +20,7 @@ const (
 	// too; users of the cache add their own namespace to their keys
 	// ("verify:...").
 	DefaultKeyPrefix = "mxguard:"
-	DefaultTimeout   = 100 * time.Millisecond
+	DefaultTimeout   = redisconn.DefaultTimeout
 )
 
 // retryInterval is how long Redis leaves a failed server alone before
@@ -29,6 +30,10 @@ const retryInterval = time.Second
 
 // RedisOptions configures a Redis cache.
 type RedisOptions struct {
+	// Client, when set, is the node's Redis client (internal/redisconn),
+	// shared with its other users: URL and Addr are then ignored, and
+	// Close leaves the client open for its owner to close.
+	Client redis.UniversalClient
 	// URL is a redis://, rediss:// or unix:// URL (see redis.ParseURL).
 	// When empty, Addr is used.
 	URL string
@@ -50,7 +55,8 @@ type RedisOptions struct {
 // most once a second, and says so again when Redis answers. Every Set
 // also goes to the fallback, so that it is warm when an outage begins.
 type Redis struct {
-	client   *redis.Client
+	client   redis.UniversalClient
+	ownsConn bool // the client is this cache's own, closed by Close
 	prefix   string
 	timeout  time.Duration
 	fallback *Memory
@@ -81,31 +87,24 @@ func NewRedis(opts RedisOptions, fallback *Memory, logger *slog.Logger) (*Redis,
 	if opts.KeyPrefix == "" {
 		opts.KeyPrefix = DefaultKeyPrefix
 	}
-	var ropts *redis.Options
-	switch {
-	case opts.URL != "":
-		var err error
-		if ropts, err = redis.ParseURL(opts.URL); err != nil {
-			return nil, fmt.Errorf("cache: redis URL: %w", err)
+	client, owns := opts.Client, false
+	if client == nil {
+		addr := opts.URL
+		if addr == "" {
+			addr = opts.Addr
 		}
-	case opts.Addr != "":
-		ropts = &redis.Options{Addr: opts.Addr}
-	default:
-		return nil, errors.New("cache: redis: neither URL nor Addr given")
+		if addr == "" {
+			return nil, errors.New("cache: redis: neither Client, URL nor Addr given")
+		}
+		var err error
+		if client, err = redisconn.New(redisconn.Options{Redis: addr, Timeout: opts.Timeout}); err != nil {
+			return nil, fmt.Errorf("cache: %w", err)
+		}
+		owns = true
 	}
-	// As in internal/limit: every wait bounded by Timeout, one retry for
-	// a pooled connection that died with a restarted server, and no
-	// handshake extras that older servers answer with errors.
-	ropts.DialTimeout = opts.Timeout
-	ropts.ReadTimeout = opts.Timeout
-	ropts.WriteTimeout = opts.Timeout
-	ropts.PoolTimeout = opts.Timeout
-	ropts.ContextTimeoutEnabled = true
-	ropts.MaxRetries = 1
-	ropts.DisableIdentity = true
-	ropts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	return &Redis{
-		client:   redis.NewClient(ropts),
+		client:   client,
+		ownsConn: owns,
 		prefix:   opts.KeyPrefix,
 		timeout:  opts.Timeout,
 		fallback: fallback,
@@ -113,8 +112,14 @@ func NewRedis(opts RedisOptions, fallback *Memory, logger *slog.Logger) (*Redis,
 	}, nil
 }
 
-// Close closes the connections to Redis.
-func (r *Redis) Close() error { return r.client.Close() }
+// Close closes the connections to Redis, unless the client was given in
+// RedisOptions.Client.
+func (r *Redis) Close() error {
+	if !r.ownsConn {
+		return nil
+	}
+	return r.client.Close()
+}
 
 // Get implements Cache. While Redis answers, it alone is the cache.
 func (r *Redis) Get(ctx context.Context, key string) (string, bool) {

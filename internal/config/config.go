@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/redisconn"
 )
 
 // Config is a loaded configuration. Relative paths given in a file are
@@ -156,11 +158,50 @@ type Recipients struct {
 	CatchAll bool   // accept every local part of every local domain
 }
 
-// Fleet configures counters shared by several nodes behind one MX record.
+// Fleet configures counters shared by several nodes behind one MX record,
+// in Redis: one server (Redis), a primary that Redis Sentinel fails over
+// to a replica (Sentinel and MasterName), or a Redis Cluster (Cluster); at
+// most one of the three is set.
 type Fleet struct {
-	Redis        string // "" = in-process counters; host:port or a redis://, rediss:// or unix:// URL
-	KeyPrefix    string // prefix of every Redis key; default "mxguard:"
-	OnRedisError string // "local" (default): fall back to local counters; "tempfail": answer 421
+	Redis            string // "" = in-process counters; host:port or a redis://, rediss:// or unix:// URL
+	Sentinel         Addrs  // Redis Sentinels that name the primary; none = no Sentinel
+	MasterName       string // the name the Sentinels monitor the primary under
+	SentinelPassword string // the Sentinels' requirepass; "" = none
+	Cluster          Addrs  // some nodes of a Redis Cluster; none = no Cluster
+	KeyPrefix        string // prefix of every Redis key; default "mxguard:"
+	OnRedisError     string // "local" (default): fall back to local counters; "tempfail": answer 421
+}
+
+// Shared reports whether the nodes share their counters in Redis: one of
+// redis, sentinel and cluster is set.
+func (f Fleet) Shared() bool {
+	return f.Redis != "" || f.Sentinel != "" || f.Cluster != ""
+}
+
+// RedisOptions are the Redis client's options for the fleet: where Redis
+// is, and per-call bounds left at redisconn's defaults.
+func (f Fleet) RedisOptions() redisconn.Options {
+	return redisconn.Options{
+		Redis:            f.Redis,
+		Sentinel:         f.Sentinel.List(),
+		MasterName:       f.MasterName,
+		SentinelPassword: f.SentinelPassword,
+		Cluster:          f.Cluster.List(),
+	}
+}
+
+// Addrs is a list of host:port addresses, in the order given. It is a
+// string underneath, the addresses joined by spaces (which no host:port
+// holds), so that Fleet stays comparable: a reload tells a changed [fleet]
+// with ==.
+type Addrs string
+
+// List returns the addresses; nil for "".
+func (a Addrs) List() []string {
+	if a == "" {
+		return nil
+	}
+	return strings.Fields(string(a))
 }
 
 // Values of LogFormat.

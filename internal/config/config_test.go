@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/redisconn"
 )
 
 // parse parses a test document that must be valid.
@@ -223,6 +225,17 @@ func TestKeys(t *testing.T) {
 		{"[fleet]\nredis = \"unix:///run/redis.sock\"", func(c *Config) any { return c.Fleet.Redis }, "unix:///run/redis.sock"},
 		{"[fleet]\nkey_prefix = \"mx1:\"", func(c *Config) any { return c.Fleet.KeyPrefix }, "mx1:"},
 		{"[fleet]\non_redis_error = \"tempfail\"", func(c *Config) any { return c.Fleet.OnRedisError }, "tempfail"},
+		{"[fleet]\nsentinel = [\"10.0.0.5:26379\", \"[2001:db8::5]:26379\", \"s3.example.org:26379\"]\nmaster_name = \"mx\"",
+			func(c *Config) any { return c.Fleet.Sentinel.List() }, []string{"10.0.0.5:26379", "[2001:db8::5]:26379", "s3.example.org:26379"}},
+		{"[fleet]\nsentinel = [\"10.0.0.5:26379\"]\nmaster_name = \"mx\"\nsentinel_password = \"pw\"",
+			func(c *Config) any { return c.Fleet.RedisOptions() },
+			redisconn.Options{Sentinel: []string{"10.0.0.5:26379"}, MasterName: "mx", SentinelPassword: "pw"}},
+		{"[fleet]\ncluster = [\"10.0.0.5:6379\", \"10.0.0.6:6379\"]", func(c *Config) any { return c.Fleet.RedisOptions() },
+			redisconn.Options{Cluster: []string{"10.0.0.5:6379", "10.0.0.6:6379"}}},
+		{"[fleet]\nsentinel = []\ncluster = []\nredis = \"h:6379\"", func(c *Config) any { return c.Fleet.RedisOptions() },
+			redisconn.Options{Redis: "h:6379"}},
+		{"[fleet]\nsentinel = []", func(c *Config) any { return c.Fleet.Shared() }, false},
+		{"[fleet]\ncluster = [\"10.0.0.5:6379\"]", func(c *Config) any { return c.Fleet.Shared() }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.doc, func(t *testing.T) {
@@ -305,8 +318,9 @@ func TestFullExample(t *testing.T) {
 		DNSBL: DNSBL{Sites: []string{"zen.spamhaus.org*2", "bl.spamcop.net*1", "list.dnswl.org=127.0.[0..255].[1..3]*-5"},
 			Threshold: 2, AllowlistThreshold: -1, Action: "reject", Timeout: 5 * time.Second,
 			MinTTL: time.Minute, MaxTTL: time.Hour, MaxInFlight: 256},
-		Fleet: Fleet{Redis: "redis://10.0.0.5:6379/0", KeyPrefix: "mxguard:", OnRedisError: "local"},
-		Path:  "testdata/full.toml",
+		Fleet: Fleet{Sentinel: "10.0.0.5:26379 10.0.0.6:26379 10.0.0.7:26379", MasterName: "mxguard",
+			KeyPrefix: "mxguard:", OnRedisError: "local"},
+		Path: "testdata/full.toml",
 	}
 	want.lines = c.lines       // positions, tested by TestErrors
 	want.Warnings = c.Warnings // checked above
@@ -421,6 +435,21 @@ func TestErrors(t *testing.T) {
 		{"redis", "[fleet]\nredis = \"localhost\"\n", []want{{2, "fleet.redis", "invalid redis address"}}},
 		{"redis scheme", "[fleet]\nredis = \"http://localhost:6379\"\n", []want{{2, "fleet.redis", "scheme"}}},
 		{"on_redis_error", "[fleet]\non_redis_error = \"ignore\"\n", []want{{2, "fleet.on_redis_error", `must be "local" or "tempfail"`}}},
+		{"redis and sentinel", "[fleet]\nredis = \"10.0.0.5:6379\"\nsentinel = [\"10.0.0.5:26379\"]\nmaster_name = \"mx\"\n",
+			[]want{{3, "fleet.sentinel", "fleet.redis is set too: set only one of fleet.redis, fleet.sentinel and fleet.cluster"}}},
+		{"all three", "[fleet]\nredis = \"10.0.0.5:6379\"\nsentinel = [\"10.0.0.5:26379\"]\nmaster_name = \"mx\"\ncluster = [\"10.0.0.6:6379\"]\n",
+			[]want{{3, "fleet.sentinel", "fleet.redis is set too"}, {5, "fleet.cluster", "fleet.redis is set too"}}},
+		{"sentinel and cluster", "[fleet]\ncluster = [\"10.0.0.6:6379\"]\nsentinel = [\"10.0.0.5:26379\"]\nmaster_name = \"mx\"\n",
+			[]want{{2, "fleet.cluster", "fleet.sentinel is set too"}}},
+		{"sentinel without master_name", "[fleet]\nsentinel = [\"10.0.0.5:26379\"]\n", []want{{2, "fleet.sentinel", "needs fleet.master_name"}}},
+		{"master_name without sentinel", "[fleet]\nmaster_name = \"mx\"\n", []want{{2, "fleet.master_name", "fleet.sentinel is not"}}},
+		{"sentinel_password without sentinel", "[fleet]\nredis = \"h:1\"\nsentinel_password = \"pw\"\n", []want{{3, "fleet.sentinel_password", "fleet.sentinel is not"}}},
+		{"master_name words", "[fleet]\nsentinel = [\"h:26379\"]\nmaster_name = \"my master\"\n", []want{{3, "fleet.master_name", "one word"}}},
+		{"sentinel address", "[fleet]\nmaster_name = \"mx\"\nsentinel = [\n  \"h:26379\",\n  \"localhost\",\n]\n", []want{{5, "fleet.sentinel", "invalid address"}}},
+		{"sentinel twice", "[fleet]\nmaster_name = \"mx\"\nsentinel = [\"h:26379\", \"h:26379\"]\n", []want{{3, "fleet.sentinel", "listed twice"}}},
+		{"sentinel string", "[fleet]\nmaster_name = \"mx\"\nsentinel = \"h:26379\"\n", []want{{3, "fleet.sentinel", `write ["h:26379"]`}}},
+		{"cluster port", "[fleet]\ncluster = [\"h:0\"]\n", []want{{2, "fleet.cluster", "port 0"}}},
+		{"cluster brace prefix", "[fleet]\ncluster = [\"h:6379\"]\nkey_prefix = \"{mx}:\"\n", []want{{3, "fleet.key_prefix", "one shard"}}},
 
 		{"every error at once", `hostname = "ok.example"
 bogus = 1

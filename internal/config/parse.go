@@ -159,6 +159,8 @@ func (p *parser) finish() {
 		p.errorf("delivery.verify_max_probes", "must be at least 1 with verify = %q", VerifyProbe)
 	}
 
+	p.checkFleet()
+
 	if p.file != "" {
 		// Relative paths in a file are relative to the file.
 		dir := filepath.Dir(p.file)
@@ -173,6 +175,44 @@ func (p *parser) finish() {
 		}
 	}
 	c.deriveDataPaths()
+}
+
+// checkFleet makes sure that [fleet] names one Redis, and all that it
+// needs: a client of two would have to choose, and a Sentinel setup without
+// its master name has no primary to ask for.
+func (p *parser) checkFleet() {
+	f := &p.cfg.Fleet
+	// A key whose value was refused counts as given: its own error is
+	// the one to fix, not a second one about what it leaves missing.
+	given := func(key string, v string) bool {
+		return v != "" || p.seen[key] && slices.ContainsFunc(p.errs, func(e Error) bool { return e.Key == key })
+	}
+	redis, sentinel, cluster := given("fleet.redis", f.Redis), given("fleet.sentinel", string(f.Sentinel)), given("fleet.cluster", string(f.Cluster))
+	var set []string
+	for _, k := range []struct {
+		name string
+		on   bool
+	}{{"fleet.redis", redis}, {"fleet.sentinel", sentinel}, {"fleet.cluster", cluster}} {
+		if k.on {
+			set = append(set, k.name)
+		}
+	}
+	for _, k := range set[min(1, len(set)):] {
+		p.errorf(k, "%s is set too: set only one of fleet.redis, fleet.sentinel and fleet.cluster", set[0])
+	}
+	master := given("fleet.master_name", f.MasterName)
+	switch {
+	case sentinel && !master:
+		p.errorf("fleet.sentinel", "needs fleet.master_name: the name the Sentinels monitor the primary under")
+	case !sentinel && master:
+		p.errorf("fleet.master_name", "is set but fleet.sentinel is not: name the Sentinels that watch %q", f.MasterName)
+	}
+	if !sentinel && f.SentinelPassword != "" {
+		p.errorf("fleet.sentinel_password", "is set but fleet.sentinel is not")
+	}
+	if f.Cluster != "" && strings.ContainsAny(f.KeyPrefix, "{}") {
+		p.errorf("fleet.key_prefix", "%q holds a brace: with fleet.cluster a hash tag in the prefix would put every key on one shard", f.KeyPrefix)
+	}
 }
 
 // checkSessionLimits makes sure that a session can carry one message of
@@ -329,6 +369,36 @@ func checkRedisValue(s string) (string, error) {
 		return "", nil
 	}
 	return s, checkRedis(s)
+}
+
+// addrsVal sets a list of host:port addresses, each checked on its own
+// line; the same address twice is an error.
+func addrsVal(field func(*Config) *Addrs) setter {
+	return func(p *parser, v any) error {
+		var addrs []string
+		ok, err := stringList(p, v, func(_ int, s string) error {
+			if err := checkHostPort(s, false, false); err != nil {
+				return err
+			}
+			if slices.Contains(addrs, s) {
+				return fmt.Errorf("%q is listed twice", s)
+			}
+			addrs = append(addrs, s)
+			return nil
+		})
+		if err != nil || !ok {
+			return err
+		}
+		*field(p.cfg) = Addrs(strings.Join(addrs, " "))
+		return nil
+	}
+}
+
+func checkMasterName(s string) (string, error) {
+	if strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return "", fmt.Errorf("%q must be one word, as in sentinel monitor NAME", s)
+	}
+	return s, nil
 }
 
 func checkOnRedisError(s string) (string, error) {

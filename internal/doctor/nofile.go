@@ -37,14 +37,14 @@ func fdMargin(cfg *config.Config) int {
 		m++
 	}
 	pools := 0 // of Redis connections, go-redis's default size each
-	if cfg.Fleet.Redis != "" {
-		pools++ // the limiter's
+	switch {
+	case cfg.Fleet.Cluster != "":
+		pools = len(cfg.Fleet.Cluster.List()) // one a node (the listed ones; a cluster may have more)
+	case cfg.Fleet.Shared():
+		pools = 1 // the one client the limiter and the verdict cache share
 	}
 	if cfg.Delivery.Verify == config.VerifyProbe {
 		m += cfg.Delivery.VerifyMaxProbes // connections to the relay for probes
-		if cfg.Fleet.Redis != "" {
-			pools++ // the verdict cache's
-		}
 	}
 	m += pools * 10 * runtime.GOMAXPROCS(0)
 	return m + 32 // standard streams, the spool's lock and directories, the poller, control connections

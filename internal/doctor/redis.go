@@ -13,6 +13,7 @@ import (
 
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/limit"
+	"github.com/mxguard/mxguard/internal/redisconn"
 )
 
 const (
@@ -23,51 +24,42 @@ const (
 	redisPings = 5
 )
 
-// Redis checks the Redis server of [fleet] redis, when one is set: it
-// connects, says PING, redisPings more to time a round trip, and asks INFO
-// for the version. A server that does not answer is a Fail with
-// on_redis_error = "tempfail", since every client would then get 421, and
-// a Warn with "local". A round trip over a quarter of the limiter's
-// per-call timeout (limit.DefaultTimeout) is a Warn too.
+// Redis checks the Redis of [fleet], when one is set: it connects, says
+// PING, redisPings more to time a round trip, and asks INFO for the
+// version. With sentinel, the PING goes to the primary the Sentinels
+// name; with cluster, to a node of the cluster. A Redis that does not
+// answer is a Fail with on_redis_error = "tempfail", since every client
+// would then get 421, and a Warn with "local". A round trip over a quarter
+// of the limiter's per-call timeout (limit.DefaultTimeout) is a Warn too.
 func Redis(ctx context.Context, fleet config.Fleet) []Finding {
-	if fleet.Redis == "" {
-		return []Finding{finding(OK, CheckRedis, "none configured ([fleet] redis): the limits count in this process")}
+	if !fleet.Shared() {
+		return []Finding{finding(OK, CheckRedis, "none configured ([fleet] redis, sentinel, cluster): the limits count in this process")}
 	}
-	var opts *redis.Options
-	// As the server reads the key (server.newLimiter): a URL, or host:port.
-	if strings.Contains(fleet.Redis, "://") {
-		var err error
-		if opts, err = redis.ParseURL(fleet.Redis); err != nil {
+	var (
+		c       redis.UniversalClient
+		where   string
+		connect string // how long connecting took, when measured
+		err     error
+	)
+	if fleet.Redis != "" {
+		c, where, connect, err = dialOne(ctx, fleet.Redis)
+		if c == nil && where == "" {
 			return []Finding{finding(Fail, CheckRedis, "[fleet] redis: %v", err)}
 		}
 	} else {
-		opts = &redis.Options{Addr: fleet.Redis}
-	}
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = RedisTimeout, RedisTimeout, RedisTimeout, RedisTimeout
-	opts.MaxRetries = -1 // each failure as it is
-	opts.PoolSize = 1
-	opts.DialerRetries = 1
-	opts.DisableIdentity = true
-	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	where := opts.Addr // never the URL, which may hold a password
-
-	// A connection of its own first, for the figure and because go-redis
-	// would log a failed dial on stderr, outside the report.
-	start := time.Now()
-	network := opts.Network
-	if network == "" {
-		network = "tcp"
-	}
-	nc, err := (&net.Dialer{Timeout: RedisTimeout}).DialContext(ctx, network, opts.Addr)
-	if err == nil {
-		nc.Close()
-	}
-	connect := time.Since(start)
-	var c *redis.Client
-	if err == nil {
-		c = redis.NewClient(opts)
-		defer c.Close()
+		o := fleet.RedisOptions()
+		o.Timeout = RedisTimeout
+		if c, err = redisconn.New(o); err != nil {
+			return []Finding{finding(Fail, CheckRedis, "[fleet]: %v", err)}
+		}
+		where = "the cluster of " + strings.Join(o.Cluster, ", ")
+		if fleet.Sentinel != "" {
+			where = fmt.Sprintf("the primary %q of the Sentinels %s", o.MasterName, strings.Join(o.Sentinel, ", "))
+		}
 		err = c.Ping(ctx).Err()
+	}
+	if c != nil {
+		defer c.Close()
 	}
 	if err != nil {
 		if fleet.OnRedisError == config.OnRedisErrorTempfail {
@@ -94,11 +86,47 @@ func Redis(ctx context.Context, fleet config.Fleet) []Finding {
 			}
 		}
 	}
-	text := fmt.Sprintf("%s answers PING in %s (median of %d; connecting took %s), redis %s",
-		where, ms(percentile(rtt, 50)), len(rtt), ms(connect), version)
+	text := fmt.Sprintf("%s answers PING in %s (median of %d%s), redis %s",
+		where, ms(percentile(rtt, 50)), len(rtt), connect, version)
 	if slow := limit.DefaultTimeout / 4; percentile(rtt, 50) > slow {
 		return []Finding{finding(Warn, CheckRedis, "%s; over %s: the limiter gives each call to Redis %s, and a call that runs out counts as Redis away",
 			text, ms(slow), ms(limit.DefaultTimeout))}
 	}
 	return []Finding{finding(OK, CheckRedis, "%s", text)}
+}
+
+// dialOne connects to the one server of [fleet] redis, timing a connection
+// of its own first, for the figure and because go-redis would log a failed
+// dial on stderr, outside the report. where names the server, never by the
+// URL, which may hold a password; it is "" when the value is not usable.
+func dialOne(ctx context.Context, value string) (c redis.UniversalClient, where, connect string, err error) {
+	var opts *redis.Options
+	// As the server reads the key (redisconn.New): a URL, or host:port.
+	if strings.Contains(value, "://") {
+		if opts, err = redis.ParseURL(value); err != nil {
+			return nil, "", "", err
+		}
+	} else {
+		opts = &redis.Options{Addr: value}
+	}
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = RedisTimeout, RedisTimeout, RedisTimeout, RedisTimeout
+	opts.MaxRetries = -1 // each failure as it is
+	opts.PoolSize = 1
+	opts.DialerRetries = 1
+	opts.DisableIdentity = true
+	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+
+	start := time.Now()
+	network := opts.Network
+	if network == "" {
+		network = "tcp"
+	}
+	nc, err := (&net.Dialer{Timeout: RedisTimeout}).DialContext(ctx, network, opts.Addr)
+	if err != nil {
+		return nil, opts.Addr, "", err
+	}
+	nc.Close()
+	connect = "; connecting took " + ms(time.Since(start))
+	c = redis.NewClient(opts)
+	return c, opts.Addr, connect, c.Ping(ctx).Err()
 }

@@ -40,3 +40,24 @@ func TestRedis(t *testing.T) {
 	want(t, Redis(ctx, config.Fleet{Redis: srv.Addr, OnRedisError: config.OnRedisErrorLocal}), CheckRedis, Warn,
 		srv.Addr+" does not answer PING", "each node counts its clients alone")
 }
+
+// TestRedisSentinelCluster: with sentinel the check reaches the primary
+// the Sentinels name, with cluster a node of the cluster; a master name
+// the Sentinels do not know, or a cluster that is gone, is reported.
+func TestRedisSentinelCluster(t *testing.T) {
+	t.Parallel() // mostly waiting for the Sentinels and the cluster
+	ctx := context.Background()
+	g := redistest.StartSentinels(t, redistest.SentinelConfig{Password: "pw"})
+	fleet := config.Fleet{Sentinel: config.Addrs(strings.Join(g.Addrs(), " ")), MasterName: g.MasterName, SentinelPassword: "pw"}
+	want(t, Redis(ctx, fleet), CheckRedis, OK, `the primary "mxguard" of the Sentinels `+g.Addrs()[0], "answers PING in ")
+	fleet.MasterName = "other"
+	want(t, Redis(ctx, fleet), CheckRedis, Warn, `the primary "other" of the Sentinels`, "does not answer PING")
+
+	cl := redistest.StartCluster(t, 3)
+	fleet = config.Fleet{Cluster: config.Addrs(strings.Join(cl.Addrs(), " ")), OnRedisError: config.OnRedisErrorTempfail}
+	want(t, Redis(ctx, fleet), CheckRedis, OK, "the cluster of "+cl.Addrs()[0], "answers PING in ")
+	for _, n := range cl.Nodes {
+		n.Stop()
+	}
+	want(t, Redis(ctx, fleet), CheckRedis, Fail, "the cluster of", "does not answer PING", "every client would get 421")
+}

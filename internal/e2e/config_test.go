@@ -32,6 +32,9 @@ func TestConfigErrorsBeforeStart(t *testing.T) {
 			[]string{access + ":1: ClientRate:127.0.0.9: 1000000 is more than the largest supported rate"}},
 		{"directory at the control path", "listen = [\"127.0.0.1:0\"]\ndata_dir = \"d\"\ncontrol = \"" + ctl + "\"\n",
 			[]string{"cfg.toml:3: control: " + ctl + " exists and is not a socket (a directory)"}},
+		{"two Redis setups", "listen = [\"127.0.0.1:0\"]\ndata_dir = \"d\"\n[fleet]\nredis = \"127.0.0.1:6379\"\nsentinel = [\"127.0.0.1:26379\"]\n",
+			[]string{"cfg.toml:5: fleet.sentinel: fleet.redis is set too: set only one of fleet.redis, fleet.sentinel and fleet.cluster",
+				"cfg.toml:5: fleet.sentinel: needs fleet.master_name"}},
 		{"file as data_dir", "listen = [\"127.0.0.1:0\"]\ndata_dir = \"" + dataFile + "\"\n",
 			[]string{"cfg.toml:2: data_dir: " + dataFile + " is not a directory (a regular file)"}},
 	} {

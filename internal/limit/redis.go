@@ -15,20 +15,25 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/mxguard/mxguard/internal/redisconn"
 )
 
 // Defaults for RedisOptions.
 const (
 	DefaultKeyPrefix = "mxguard:"
 	DefaultLeaseTTL  = 30 * time.Second
-	DefaultTimeout   = 100 * time.Millisecond
+	DefaultTimeout   = redisconn.DefaultTimeout
 )
 
 // RedisOptions configures a Redis limiter.
 type RedisOptions struct {
-	// URL is a redis:// or rediss:// URL (see redis.ParseURL). When empty,
-	// Addr is used.
+	// Client, when set, is the node's Redis client (internal/redisconn),
+	// shared with its other users: URL and Addr are then ignored, and
+	// Close leaves the client open for its owner to close.
+	Client redis.UniversalClient
+	// URL is a redis://, rediss:// or unix:// URL (see redis.ParseURL).
+	// When empty, Addr is used.
 	URL string
 	// Addr is the server's host:port.
 	Addr string
@@ -62,8 +67,14 @@ type RedisOptions struct {
 // are a sorted set of leases (node and connection, scored by expiry), which
 // this node renews in the background while the connections last. Every key
 // expires on its own once unused.
+//
+// Each script touches one key, and a client's keys name it in a hash tag
+// (mxguard:rate:{192.0.2.7}, mxguard:conn:{192.0.2.7}), so that in a Redis
+// Cluster every key of one client lands on one slot while the clients
+// spread over the shards.
 type Redis struct {
-	client   *redis.Client
+	client   redis.UniversalClient
+	ownsConn bool // the client is this limiter's own, closed by Close
 	logger   *slog.Logger
 	prefix   string
 	instance string // NodeID plus the per-process suffix
@@ -197,28 +208,21 @@ func NewRedis(opts RedisOptions, logger *slog.Logger) (*Redis, error) {
 		return nil, fmt.Errorf("limit: redis lease TTL %v is too short", opts.LeaseTTL)
 	}
 
-	var ropts *redis.Options
-	switch {
-	case opts.URL != "":
-		var err error
-		if ropts, err = redis.ParseURL(opts.URL); err != nil {
-			return nil, fmt.Errorf("limit: redis URL: %w", err)
+	client, owns := opts.Client, false
+	if client == nil {
+		addr := opts.URL
+		if addr == "" {
+			addr = opts.Addr
 		}
-	case opts.Addr != "":
-		ropts = &redis.Options{Addr: opts.Addr}
-	default:
-		return nil, errors.New("limit: redis: neither URL nor Addr given")
+		if addr == "" {
+			return nil, errors.New("limit: redis: neither Client, URL nor Addr given")
+		}
+		var err error
+		if client, err = redisconn.New(redisconn.Options{Redis: addr, Timeout: opts.Timeout}); err != nil {
+			return nil, fmt.Errorf("limit: %w", err)
+		}
+		owns = true
 	}
-	// Every wait is bounded by Timeout: an unreachable Redis must cost a
-	// connection a short delay, never a stall.
-	ropts.DialTimeout = opts.Timeout
-	ropts.ReadTimeout = opts.Timeout
-	ropts.WriteTimeout = opts.Timeout
-	ropts.PoolTimeout = opts.Timeout
-	ropts.ContextTimeoutEnabled = true
-	ropts.MaxRetries = 1 // a pooled connection may be dead after a restart
-	ropts.DisableIdentity = true
-	ropts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 
 	nodeID := opts.NodeID
 	if nodeID == "" {
@@ -233,7 +237,8 @@ func NewRedis(opts RedisOptions, logger *slog.Logger) (*Redis, error) {
 
 	ctx, stop := context.WithCancel(context.Background())
 	r := &Redis{
-		client:   redis.NewClient(ropts),
+		client:   client,
+		ownsConn: owns,
 		logger:   logger,
 		prefix:   opts.KeyPrefix,
 		instance: nodeID + "/" + hex.EncodeToString(suffix[:]),
@@ -249,7 +254,8 @@ func NewRedis(opts RedisOptions, logger *slog.Logger) (*Redis, error) {
 }
 
 // Close stops lease renewal, removes this node's remaining leases (best
-// effort: they would expire anyway) and closes the connections to Redis.
+// effort: they would expire anyway) and closes the connections to Redis,
+// unless the client was given in RedisOptions.Client.
 func (r *Redis) Close() {
 	r.closeOnce.Do(func() {
 		r.stop()
@@ -269,7 +275,9 @@ func (r *Redis) Close() {
 			}
 			cancel()
 		}
-		_ = r.client.Close()
+		if r.ownsConn {
+			_ = r.client.Close()
+		}
 	})
 }
 
@@ -305,10 +313,10 @@ func (r *Redis) Rate(ctx context.Context, key string, window time.Duration, limi
 // afresh in the other, and the one left behind expires.
 func (r *Redis) rateCall(key string, window time.Duration, limit int) (*redis.Script, []string, []any) {
 	if limit > ExactRateLimit {
-		return windowScript, []string{r.prefix + "ratec:" + key},
+		return windowScript, []string{r.key("ratec", key)},
 			[]any{r.nowArg(), ceilMillis(window), limit + 1}
 	}
-	return rateScript, []string{r.prefix + "rate:" + key},
+	return rateScript, []string{r.key("rate", key)},
 		[]any{r.nowArg(), ceilMillis(window), limit + 1, r.member(r.seq.Add(1))}
 }
 
@@ -317,7 +325,7 @@ func (r *Redis) rateCall(key string, window time.Duration, limit int) (*redis.Sc
 // leaves it to expire if that fails.
 func (r *Redis) Acquire(ctx context.Context, key string) (int, func(), error) {
 	id := r.seq.Add(1)
-	l := lease{key: r.prefix + "conn:" + key, member: r.member(id)}
+	l := lease{key: r.key("conn", key), member: r.member(id)}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	n, err := acquireScript.Run(ctx, r.client, []string{l.key},
@@ -357,6 +365,13 @@ func (r *Redis) Acquire(ctx context.Context, key string) (int, func(), error) {
 // NodeID). A cloud host name (ip-172-31-22-145.eu-central-1.compute.internal)
 // with the suffix and a sequence number would cross it.
 const maxInstance = 40
+
+// key is the Redis key of a client's counter of kind ("rate", "ratec", "conn"): the
+// client in a hash tag, so that a Redis Cluster hashes only that part and
+// keeps all of one client's keys on one slot.
+func (r *Redis) key(kind, client string) string {
+	return r.prefix + kind + ":{" + client + "}"
+}
 
 func (r *Redis) member(id uint64) string {
 	inst := r.instance

@@ -43,7 +43,7 @@ func TestRedisURL(t *testing.T) {
 	}
 	c := redis.NewClient(&redis.Options{Addr: addr, DB: 3})
 	defer c.Close()
-	if n, err := c.Exists(context.Background(), DefaultKeyPrefix+"rate:a").Result(); err != nil || n != 1 {
+	if n, err := c.Exists(context.Background(), DefaultKeyPrefix+"rate:{a}").Result(); err != nil || n != 1 {
 		t.Errorf("key in DB 3: exists = %d, %v", n, err)
 	}
 }
@@ -105,8 +105,8 @@ func TestRedisKeysExpire(t *testing.T) {
 		key string
 		max time.Duration
 	}{
-		{DefaultKeyPrefix + "rate:a", 20 * time.Second},
-		{DefaultKeyPrefix + "conn:a", 9 * time.Second},
+		{DefaultKeyPrefix + "rate:{a}", 20 * time.Second},
+		{DefaultKeyPrefix + "conn:{a}", 9 * time.Second},
 	} {
 		ttl, err := c.PTTL(ctx, k.key).Result()
 		if err != nil || ttl <= 0 || ttl > k.max {
@@ -114,10 +114,10 @@ func TestRedisKeysExpire(t *testing.T) {
 		}
 	}
 	release()
-	if n, _ := c.Exists(ctx, DefaultKeyPrefix+"conn:a").Result(); n != 0 {
+	if n, _ := c.Exists(ctx, DefaultKeyPrefix+"conn:{a}").Result(); n != 0 {
 		t.Error("lease set left behind after the last release")
 	}
-	if n, _ := c.ZCard(ctx, DefaultKeyPrefix+"rate:a").Result(); n != 1 {
+	if n, _ := c.ZCard(ctx, DefaultKeyPrefix+"rate:{a}").Result(); n != 1 {
 		t.Errorf("rate log holds %d entries, want 1", n)
 	}
 }

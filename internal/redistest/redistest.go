@@ -1,13 +1,16 @@
-// Package redistest runs a real, throw-away redis-server for tests.
+// Package redistest runs a real, throw-away redis-server for tests, and the
+// setups a fleet meets in production: a primary with replicas watched by
+// redis-sentinel processes (StartSentinels), and a Redis Cluster
+// (StartCluster).
 //
 // Each server listens on a free port of 127.0.0.1, keeps nothing on disk
 // (no RDB snapshots, no append-only file) and lives in its own temporary
 // directory; it is killed when the test ends. Stop, Restart, Pause and Resume
 // let a test simulate a crashed, restarted or hung Redis.
 //
-// When redis-server is not installed the test fails, naming the Debian
-// package to install: a skipped test would let the Redis tests silently stop
-// running.
+// When redis-server (or redis-sentinel, redis-cli) is not installed the test
+// fails, naming the Debian package to install: a skipped test would let the
+// Redis tests silently stop running.
 package redistest
 
 import (
@@ -38,6 +41,9 @@ type Server struct {
 	t       testing.TB
 	bin     string
 	dir     string
+	args    []string // after the common ones: a replica's --replicaof, a cluster node's
+	conf    string   // redis-sentinel: its configuration file, which it rewrites
+	pass    string   // the password PING needs ("" for none)
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when cmd has been waited for
 	waitErr error         // set before exited is closed
@@ -50,15 +56,30 @@ func Start(t testing.TB) (addr string) {
 }
 
 // StartServer starts a redis-server and returns a handle to stop, restart,
-// pause and resume it. The server is killed in t.Cleanup.
-func StartServer(t testing.TB) *Server {
+// pause and resume it. The server is killed in t.Cleanup. args are more
+// redis-server options ("--replicaof", "127.0.0.1", "6379").
+func StartServer(t testing.TB, args ...string) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redistest: redis-server is not installed: install the Debian package redis-server (./test.sh does): %v", err)
-	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	s := &Server{t: t, bin: lookPath(t, "redis-server", "redis-server"), dir: t.TempDir(), args: args}
 	t.Cleanup(s.kill)
+	s.listen()
+	return s
+}
+
+// lookPath finds a program, or fails the test naming its Debian package.
+func lookPath(t testing.TB, name, debianPackage string) string {
+	t.Helper()
+	bin, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("redistest: %s is not installed: install the Debian package %s (./test.sh does): %v", name, debianPackage, err)
+	}
+	return bin
+}
+
+// listen starts s on a free port of 127.0.0.1.
+func (s *Server) listen() {
+	s.t.Helper()
+	t := s.t
 
 	// The port is picked by the kernel and released before redis-server
 	// binds it, so another process may take it in between; try again then.
@@ -70,11 +91,10 @@ func StartServer(t testing.TB) *Server {
 		}
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		if lastErr = s.start(); lastErr == nil {
-			return s
+			return
 		}
 	}
 	t.Fatalf("redistest: %v", lastErr)
-	return nil
 }
 
 // Stop kills the server, as a crash would. Its data is lost.
@@ -119,15 +139,20 @@ func (s *Server) signal(sig syscall.Signal) {
 func (s *Server) start() error {
 	host, port, _ := net.SplitHostPort(s.Addr)
 	logPath := filepath.Join(s.dir, "redis.log")
-	cmd := exec.Command(s.bin,
+	var argv []string
+	if s.conf != "" {
+		argv = append(argv, s.conf) // a Sentinel's file comes first
+	} else {
+		argv = append(argv, "--save", "", "--appendonly", "no")
+	}
+	argv = append(argv,
 		"--bind", host,
 		"--port", port,
-		"--save", "",
-		"--appendonly", "no",
 		"--dir", s.dir,
 		"--daemonize", "no",
 		"--logfile", logPath,
 	)
+	cmd := exec.Command(s.bin, append(argv, s.args...)...)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", s.bin, err)
 	}
@@ -140,7 +165,7 @@ func (s *Server) start() error {
 
 	deadline := time.Now().Add(startTimeout)
 	for {
-		err := ping(s.Addr)
+		err := ping(s.Addr, s.pass)
 		if err == nil {
 			return nil
 		}
@@ -168,8 +193,9 @@ func (s *Server) kill() {
 	s.cmd = nil
 }
 
-// ping sends one PING in RESP and expects +PONG.
-func ping(addr string) error {
+// ping sends one PING in RESP, after an AUTH when pass is set, and expects
+// +PONG.
+func ping(addr, pass string) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
@@ -178,10 +204,24 @@ func ping(addr string) error {
 	if err := c.SetDeadline(time.Now().Add(time.Second)); err != nil {
 		return err
 	}
+	br := bufio.NewReader(c)
+	if pass != "" {
+		auth := fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(pass), pass)
+		if _, err := c.Write([]byte(auth)); err != nil {
+			return err
+		}
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line != "+OK\r\n" {
+			return errors.New(strings.TrimSpace(line))
+		}
+	}
 	if _, err := c.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
 		return err
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := br.ReadString('\n')
 	if err != nil {
 		return err
 	}

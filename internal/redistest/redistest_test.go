@@ -5,31 +5,32 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLifecycle(t *testing.T) {
 	s := StartServer(t)
-	if err := ping(s.Addr); err != nil {
+	if err := ping(s.Addr, ""); err != nil {
 		t.Fatalf("fresh server: %v", err)
 	}
 
 	s.Stop()
-	if err := ping(s.Addr); err == nil {
+	if err := ping(s.Addr, ""); err == nil {
 		t.Fatal("stopped server still answers PING")
 	}
 	s.Stop() // idempotent
 
 	s.Restart()
-	if err := ping(s.Addr); err != nil {
+	if err := ping(s.Addr, ""); err != nil {
 		t.Fatalf("restarted server: %v", err)
 	}
 
 	s.Pause()
-	if err := ping(s.Addr); err == nil {
+	if err := ping(s.Addr, ""); err == nil {
 		t.Fatal("paused server answers PING")
 	}
 	s.Resume()
-	if err := ping(s.Addr); err != nil {
+	if err := ping(s.Addr, ""); err != nil {
 		t.Fatalf("resumed server: %v", err)
 	}
 }
@@ -40,7 +41,7 @@ func TestStartAddr(t *testing.T) {
 		t.Fatalf("two servers share the address %s", a)
 	}
 	for _, addr := range []string{a, b} {
-		if err := ping(addr); err != nil {
+		if err := ping(addr, ""); err != nil {
 			t.Errorf("%s: %v", addr, err)
 		}
 	}
@@ -84,5 +85,39 @@ func TestMissingServer(t *testing.T) {
 				t.Errorf("missing redis-server: %q does not name the Debian package", r.fatal)
 			}
 		})
+	}
+}
+
+// TestSentinels: the Sentinels know the primary at start, and promote the
+// replica when the primary is killed.
+func TestSentinels(t *testing.T) {
+	t.Parallel()
+	g := StartSentinels(t, SentinelConfig{Password: "s3cret"})
+	first := g.Primary()
+	if first != g.Data[0] {
+		t.Fatalf("primary at start = %s, want %s", first.Addr, g.Data[0].Addr)
+	}
+	if err := ping(g.Watchers[0].Addr, ""); err == nil {
+		t.Error("a sentinel with a password answers PING without AUTH")
+	}
+	killed := g.KillPrimary()
+	start := time.Now()
+	p := g.WaitPromoted(killed, 30*time.Second)
+	t.Logf("replica %s promoted %v after the primary was killed", p.Addr, time.Since(start).Round(time.Millisecond))
+	if p != g.Data[1] {
+		t.Errorf("promoted %s, want the replica %s", p.Addr, g.Data[1].Addr)
+	}
+}
+
+// TestCluster: three primaries share the slots and agree.
+func TestCluster(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	c := StartCluster(t, 3)
+	t.Logf("cluster of %d up in %v", len(c.Nodes), time.Since(start).Round(time.Millisecond))
+	for _, s := range c.Nodes {
+		if got := info(t, s.Addr, "cluster")["cluster_enabled"]; got != "1" {
+			t.Errorf("%s: cluster_enabled = %q", s.Addr, got)
+		}
 	}
 }

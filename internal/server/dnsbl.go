@@ -7,13 +7,14 @@ import (
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/dnsbl"
 	"github.com/mxguard/mxguard/internal/metrics"
+	"github.com/redis/go-redis/v9"
 )
 
 // newDNSBL makes the checker of [dnsbl] sites, or none without sites, and
 // registers its counters. Its cache is the fleet's when there is one (a
 // list is asked about a client once for all nodes, per min_ttl at least),
 // else the node's own.
-func newDNSBL(cfg *config.Config, logger *slog.Logger, m *metrics.Metrics, closers *[]func()) (*dnsbl.Checker, error) {
+func newDNSBL(cfg *config.Config, rc redis.UniversalClient, logger *slog.Logger, m *metrics.Metrics, closers *[]func()) (*dnsbl.Checker, error) {
 	if len(cfg.DNSBL.Sites) == 0 {
 		return nil, nil
 	}
@@ -22,8 +23,8 @@ func newDNSBL(cfg *config.Config, logger *slog.Logger, m *metrics.Metrics, close
 		return nil, cfg.KeyError("dnsbl.sites", err)
 	}
 	var answers cache.Cache // nil: the checker's own, read without a goroutine
-	if cfg.Fleet.Redis != "" {
-		if answers, err = newCache(cfg, dnsbl.DefaultCacheSize, logger, closers); err != nil {
+	if rc != nil {
+		if answers, err = newCache(cfg, rc, dnsbl.DefaultCacheSize, logger, closers); err != nil {
 			return nil, err
 		}
 	}

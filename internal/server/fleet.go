@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,22 +20,6 @@ import (
 // decisions before it serves without them (they follow when Redis
 // answers).
 const fleetReadyWait = 2 * time.Second
-
-// newRedisClient is the fleet's connection to Redis, or nil without
-// [fleet] redis.
-func newRedisClient(cfg *config.Config) (redis.UniversalClient, error) {
-	if cfg.Fleet.Redis == "" {
-		return nil, nil
-	}
-	if !strings.Contains(cfg.Fleet.Redis, "://") {
-		return redis.NewClient(&redis.Options{Addr: cfg.Fleet.Redis, DialTimeout: fleet.DefaultTimeout}), nil
-	}
-	o, err := redis.ParseURL(cfg.Fleet.Redis)
-	if err != nil {
-		return nil, cfg.KeyError("fleet.redis", err)
-	}
-	return redis.NewClient(o), nil
-}
 
 // newFleet makes the store of shared decisions of [fleet] redis, or none.
 func newFleet(cfg *config.Config, client redis.UniversalClient, logger *slog.Logger) (*fleet.Store, error) {

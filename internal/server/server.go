@@ -16,10 +16,11 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/mxguard/mxguard/internal/admin"
 	"github.com/mxguard/mxguard/internal/admit"
@@ -34,12 +35,12 @@ import (
 	"github.com/mxguard/mxguard/internal/proxyhdr"
 	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/recipients"
+	"github.com/mxguard/mxguard/internal/redisconn"
 	"github.com/mxguard/mxguard/internal/reply"
 	"github.com/mxguard/mxguard/internal/reputation"
 	"github.com/mxguard/mxguard/internal/resolve"
 	"github.com/mxguard/mxguard/internal/smtpd"
 	"github.com/mxguard/mxguard/internal/spool"
-	"github.com/redis/go-redis/v9"
 )
 
 // ShutdownGrace is how long a graceful stop lets sessions inside a mail
@@ -141,17 +142,18 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 		}
 		res, s.resolver = r, r
 	}
-	if s.limiter, err = newLimiter(cfg, logger, s.metrics, &s.closers); err != nil {
+	if cfg.Fleet.Shared() {
+		if s.redis, err = redisconn.New(cfg.Fleet.RedisOptions()); err != nil {
+			return nil, fmt.Errorf("[fleet]: %w", err)
+		}
+		// First in, so last out: its users close before it.
+		s.closers = append(s.closers, func() { s.redis.Close() })
+	}
+	if s.limiter, err = newLimiter(cfg, s.redis, logger, s.metrics, &s.closers); err != nil {
 		return nil, err
 	}
 	if s.rep, err = s.newReputation(cfg); err != nil {
 		return nil, err
-	}
-	if s.redis, err = newRedisClient(cfg); err != nil {
-		return nil, err
-	}
-	if s.redis != nil {
-		s.closers = append(s.closers, func() { s.redis.Close() })
 	}
 	if s.fleet, err = newFleet(cfg, s.redis, logger); err != nil {
 		return nil, err
@@ -174,7 +176,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 		rep = s.rep
 	}
 	deps := admit.Deps{Limiter: s.limiter, DNS: res, Events: s.events, Reputation: rep, Log: logger}
-	lists, err := newDNSBL(cfg, logger, s.metrics, &s.closers)
+	lists, err := newDNSBL(cfg, s.redis, logger, s.metrics, &s.closers)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +196,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 		}
 		d = r
 		if cfg.Delivery.Verify == config.VerifyProbe {
-			if s.verify, err = newProber(cfg, r, logger, &s.closers); err != nil {
+			if s.verify, err = newProber(cfg, r, s.redis, logger, &s.closers); err != nil {
 				return nil, err
 			}
 		}
@@ -250,9 +252,9 @@ const (
 
 // newProber builds the recipient verification of [delivery] verify =
 // "probe": a Prober on the relay, its verdicts cached in this process, or
-// in Redis for the whole fleet when [fleet] redis is set.
-func newProber(cfg *config.Config, r *deliver.Relay, logger *slog.Logger, closers *[]func()) (policy.Verifier, error) {
-	c, err := newCache(cfg, verifyCacheSize, logger, closers)
+// in the fleet's Redis (rc, when not nil) for the whole fleet.
+func newProber(cfg *config.Config, r *deliver.Relay, rc redis.UniversalClient, logger *slog.Logger, closers *[]func()) (policy.Verifier, error) {
+	c, err := newCache(cfg, rc, verifyCacheSize, logger, closers)
 	if err != nil {
 		return nil, err
 	}
@@ -269,26 +271,22 @@ func newProber(cfg *config.Config, r *deliver.Relay, logger *slog.Logger, closer
 	return prober{p}, nil
 }
 
-// newCache makes a cache of size entries in this process or, with
-// [fleet] redis, one shared by the fleet with that as its fallback.
-func newCache(cfg *config.Config, size int, logger *slog.Logger, closers *[]func()) (cache.Cache, error) {
+// newCache makes a cache of size entries in this process or, with the
+// fleet's Redis (rc), one shared by the fleet with that as its fallback.
+func newCache(cfg *config.Config, rc redis.UniversalClient, size int, logger *slog.Logger, closers *[]func()) (cache.Cache, error) {
 	mem, err := cache.NewMemory(size, nil)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Fleet.Redis == "" {
+	if rc == nil {
 		return mem, nil
 	}
-	opts := cache.RedisOptions{URL: cfg.Fleet.Redis, KeyPrefix: cfg.Fleet.KeyPrefix}
-	if !strings.Contains(opts.URL, "://") {
-		opts.URL, opts.Addr = "", cfg.Fleet.Redis // plain host:port
-	}
-	rc, err := cache.NewRedis(opts, mem, logger)
+	shared, err := cache.NewRedis(cache.RedisOptions{Client: rc, KeyPrefix: cfg.Fleet.KeyPrefix}, mem, logger)
 	if err != nil {
 		return nil, fmt.Errorf("fleet redis: %w", err)
 	}
-	*closers = append(*closers, func() { rc.Close() })
-	return rc, nil
+	*closers = append(*closers, func() { shared.Close() })
+	return shared, nil
 }
 
 // prober puts the Prober's verdicts into the policy's terms.
@@ -306,18 +304,16 @@ func (p prober) Verify(ctx context.Context, addr string) policy.Verification {
 	return policy.Verification{Status: st, Detail: v.Reply}
 }
 
-func newLimiter(cfg *config.Config, logger *slog.Logger, m *metrics.Metrics, closers *[]func()) (limit.Limiter, error) {
+// newLimiter builds the per-client counters: in this process, or in the
+// fleet's Redis (rc, when not nil) with this process's as the fallback.
+func newLimiter(cfg *config.Config, rc redis.UniversalClient, logger *slog.Logger, m *metrics.Metrics, closers *[]func()) (limit.Limiter, error) {
 	mem := limit.NewMemory(nil)
 	*closers = append(*closers, mem.Close)
-	if cfg.Fleet.Redis == "" {
+	if rc == nil {
 		m.LimiterState(metrics.LimiterLocal)
 		return mem, nil
 	}
-	opts := limit.RedisOptions{URL: cfg.Fleet.Redis, KeyPrefix: cfg.Fleet.KeyPrefix}
-	if !strings.Contains(opts.URL, "://") {
-		opts.URL, opts.Addr = "", cfg.Fleet.Redis // plain host:port
-	}
-	r, err := limit.NewRedis(opts, logger)
+	r, err := limit.NewRedis(limit.RedisOptions{Client: rc, KeyPrefix: cfg.Fleet.KeyPrefix}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("fleet redis: %w", err)
 	}
@@ -415,7 +411,7 @@ func (s *Server) Ready() []admin.Check {
 		spoolCheck.OK, spoolCheck.Detail = false, err.Error()
 	}
 	checks = append(checks, spoolCheck)
-	if cfg.Fleet.Redis != "" {
+	if cfg.Fleet.Shared() {
 		state := s.metrics.Summary(0, 0).Limiter
 		c := admin.Check{Name: "redis", OK: true, Detail: "limits counted in Redis"}
 		if state == metrics.LimiterFallback {

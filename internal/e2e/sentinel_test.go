@@ -57,8 +57,6 @@ func quoteList(ss []string) string {
 	return strings.Join(q, ", ")
 }
 
-var adminAddrRE = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
-
 // adminURL is the base URL of the node's admin listener (port 0 in the
 // configuration: the one it logged).
 func (m *mx) adminURL() string {

@@ -164,8 +164,8 @@ func TestRedisApproxKeys(t *testing.T) {
 		key, name, typ string
 		limit          int
 	}{
-		{"exact", DefaultKeyPrefix + "rate:exact", "zset", ExactRateLimit},
-		{"approx", DefaultKeyPrefix + "ratec:approx", "hash", ExactRateLimit + 1},
+		{"exact", DefaultKeyPrefix + "rate:{exact}", "zset", ExactRateLimit},
+		{"approx", DefaultKeyPrefix + "ratec:{approx}", "hash", ExactRateLimit + 1},
 	} {
 		if _, err := r.Rate(ctx, tc.key, 20*time.Second, tc.limit); err != nil {
 			t.Fatal(err)

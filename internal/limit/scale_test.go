@@ -164,7 +164,7 @@ func queueRate(ctx context.Context, r *Redis, pipe redis.Pipeliner, key string, 
 
 // queueAcquire queues what r.Acquire would run for key.
 func queueAcquire(ctx context.Context, r *Redis, pipe redis.Pipeliner, key string) {
-	acquireScript.EvalSha(ctx, pipe, []string{r.prefix + "conn:" + key},
+	acquireScript.EvalSha(ctx, pipe, []string{r.key("conn", key)},
 		r.nowArg(), r.leaseTTL.Milliseconds(), r.member(r.seq.Add(1)))
 }
 
@@ -329,7 +329,7 @@ func TestRedisMembersStayCompact(t *testing.T) {
 				}
 			}
 		}
-		for _, key := range []string{prefix + "rate:k", prefix + "conn:k"} {
+		for _, key := range []string{prefix + "rate:{k}", prefix + "conn:{k}"} {
 			members, err := c.ZRange(ctx, key, 0, -1).Result()
 			if err != nil || len(members) != 4 {
 				t.Errorf("NodeID of %d characters: %s holds %q (%v), want 4 members of their own", len(node), key, members, err)

@@ -342,6 +342,13 @@ func TestFleetSentinelFailover(t *testing.T) {
 
 	old := g.KillPrimary()
 	killed := time.Now()
+	// A deny given while there is no primary holds on its node at once,
+	// and reaches the others when the promoted replica answers: the node
+	// sends what the fleet lacks when it resynchronises.
+	if out, err := a.mxctl("deny", "127.6.0.1"); err != nil || !strings.Contains(out, "denied 127.6.0.1/32") {
+		t.Fatalf("mxguard deny during the failover: %v\n%s", err, out)
+	}
+	refusedWithin(t, 0, "127.6.0.1", a)
 	// Each node notices at its next connection and says so, once; its
 	// metric says it counts on its own now.
 	for i, n := range nodes {
@@ -378,6 +385,13 @@ func TestFleetSentinelFailover(t *testing.T) {
 	promoted := g.WaitPromoted(old, 30*time.Second)
 	t.Logf("primary %s killed, replica %s promoted", old.Addr, promoted.Addr)
 	sharedConn(b, c)
+	refusedWithin(t, 30*time.Second, "127.6.0.1", b, c)
+	t.Logf("primary killed: a deny given during the failover holds on every node %v after the kill", time.Since(killed).Round(time.Millisecond))
+	// And on the promoted replica a decision reaches the fleet as before.
+	if out, err := b.mxctl("deny", "127.6.0.2"); err != nil || !strings.Contains(out, "shared with the fleet") {
+		t.Fatalf("mxguard deny after the failover: %v\n%s", err, out)
+	}
+	t.Logf("after the failover a deny reaches the other nodes in %v", refusedWithin(t, fleetReach, "127.6.0.2", a, c).Round(time.Millisecond))
 	for i, n := range nodes {
 		waitBackend(t, admins[i], "redis")
 		outages(t, fmt.Sprintf("node %d", i), n)

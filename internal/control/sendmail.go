@@ -163,13 +163,15 @@ func sendmailRelay(msg string) (Target, error) {
 	case count == 1 && len(addrs) == 0:
 		return Target{}, errors.New("log line refused: its relay= field names no client address (a local submission?)")
 	}
-	for _, a := range addrs[1:] {
+	for _, a := range addrs {
 		if a != addrs[0] {
 			return Target{}, fmt.Errorf("log line refused: relay= names %s and %s: ambiguous; the client may have "+
 				"written relay= into an address or other text it sent", addrs[0], a)
 		}
 	}
 	if len(addrs) != count {
+		// Also when none of them names a client ("from=relay=relay="),
+		// which would leave no address to name.
 		return Target{}, fmt.Errorf("log line refused: relay= appears %d times, and not every one names the same client: "+
 			"ambiguous; the client may have written relay= into text it sent", count)
 	}

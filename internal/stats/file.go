@@ -33,22 +33,10 @@ type file struct {
 // the new one, never a part: a temporary file in the same directory,
 // written and fsynced, renamed over path, the directory fsynced.
 func Save(path string, days []Day) error {
-	var buf bytes.Buffer
-	// One day a line: the file stays readable, and a diff of two shows
-	// which day changed.
-	fmt.Fprintf(&buf, "{\"version\":%d,\"days\":[", fileVersion)
-	for i, d := range days {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		buf.WriteByte('\n')
-		b, err := json.Marshal(d)
-		if err != nil {
-			return fmt.Errorf("stats: %w", err)
-		}
-		buf.Write(b)
+	b, err := Encode(days)
+	if err != nil {
+		return err
 	}
-	buf.WriteString("\n]}\n")
 
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
@@ -56,7 +44,7 @@ func Save(path string, days []Day) error {
 		return fmt.Errorf("stats: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename: nothing there
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
+	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
 		return fmt.Errorf("stats: writing %s: %w", tmp.Name(), err)
 	}
@@ -84,6 +72,27 @@ func Save(path string, days []Day) error {
 	return nil
 }
 
+// Encode is the file's content for days.
+func Encode(days []Day) ([]byte, error) {
+	var buf bytes.Buffer
+	// One day a line: the file stays readable, and a diff of two shows
+	// which day changed.
+	fmt.Fprintf(&buf, "{\"version\":%d,\"days\":[", fileVersion)
+	for i, d := range days {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.WriteByte('\n')
+		b, err := json.Marshal(d)
+		if err != nil {
+			return nil, fmt.Errorf("stats: %w", err)
+		}
+		buf.Write(b)
+	}
+	buf.WriteString("\n]}\n")
+	return buf.Bytes(), nil
+}
+
 // Load reads the days Save wrote. A file that does not exist holds no
 // days (nil, nil); one that cannot be read, or was not written by this
 // version of mxguard, is an error naming it.
@@ -100,6 +109,11 @@ func Load(path string) ([]Day, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	return Decode(b, path)
+}
+
+// Decode reads the content of a file Encode made; path names it in errors.
+func Decode(b []byte, path string) ([]Day, error) {
 	if len(b) > MaxFileSize {
 		return nil, fmt.Errorf("%s: larger than %d bytes: not a statistics file mxguard wrote", path, MaxFileSize)
 	}

@@ -216,6 +216,32 @@ func (r *Recorder) Sample(now time.Time, sessions, accepted int64) {
 	// Longer (the machine was suspended): no rate can be told.
 }
 
+// SampleIdle records the samples of the seconds from from to to (whole
+// seconds apart, both included) in which nothing changed since the last
+// Sample: sessions open all along, no connection accepted. A log reader
+// gives an hour without a line in one call instead of 3,600.
+func (r *Recorder) SampleIdle(from, to time.Time, sessions int64) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for t := from; !t.After(to); {
+		t = r.advance(t)
+		y, m, d := t.UTC().Date()
+		end := time.Date(y, m, d+1, 0, 0, 0, 0, time.UTC).Add(-time.Nanosecond) // the day's last moment
+		if end.After(to) {
+			end = to
+		}
+		n := int64(end.Sub(t)/time.Second) + 1
+		r.day.d.Concurrency.AddN(sessions, n)
+		r.day.d.AcceptRate.AddN(0, n)
+		r.advance(end)
+		t = t.Add(time.Duration(n) * time.Second)
+	}
+	r.lastSample = r.last
+}
+
 // Connection records a connection from client a, for its count in the
 // ClientRate window.
 func (r *Recorder) Connection(now time.Time, a netip.Addr) {

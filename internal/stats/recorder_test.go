@@ -267,3 +267,33 @@ func TestNilRecorder(t *testing.T) {
 		t.Error("a nil recorder has days")
 	}
 }
+
+// TestSampleIdle: seconds sampled together count as each sampled alone,
+// across a day's end.
+func TestSampleIdle(t *testing.T) {
+	from := day0.Add(20 * time.Hour)
+	one, many := NewRecorder(time.Minute, from), NewRecorder(time.Minute, from)
+	one.Sample(from, 4, 9)
+	many.Sample(from, 4, 9)
+	for s := 1; s <= 30*3600; s++ {
+		one.Sample(from.Add(time.Duration(s)*time.Second), 4, 9)
+	}
+	many.SampleIdle(from.Add(time.Second), from.Add(30*3600*time.Second), 4)
+	one.Sample(from.Add(30*3600*time.Second+time.Second), 5, 12)
+	many.Sample(from.Add(30*3600*time.Second+time.Second), 5, 12)
+	a, b := one.Days(), many.Days()
+	if len(a) != 3 || len(b) != 3 {
+		t.Fatalf("%d and %d days", len(a), len(b))
+	}
+	for i := range a {
+		if a[i].Concurrency.Count() != b[i].Concurrency.Count() || a[i].AcceptRate.Count() != b[i].AcceptRate.Count() ||
+			a[i].Concurrency.Max() != b[i].Concurrency.Max() || a[i].AcceptRate.Max() != b[i].AcceptRate.Max() || a[i].Accepted != b[i].Accepted {
+			t.Errorf("%s: one by one %d samples (max %d), %d seconds (max %d), %d accepted; together %d (%d), %d (%d), %d",
+				a[i].Date, a[i].Concurrency.Count(), a[i].Concurrency.Max(), a[i].AcceptRate.Count(), a[i].AcceptRate.Max(), a[i].Accepted,
+				b[i].Concurrency.Count(), b[i].Concurrency.Max(), b[i].AcceptRate.Count(), b[i].AcceptRate.Max(), b[i].Accepted)
+		}
+	}
+	if a[0].Concurrency.Count() != 4*3600 {
+		t.Errorf("the first day: %d samples, want the 4 hours to midnight", a[0].Concurrency.Count())
+	}
+}

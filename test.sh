@@ -21,6 +21,7 @@ packages=(
 	fail2ban           # fail2ban-regex: e2e TestFail2banFilter runs contrib/fail2ban on the real log; never started as a daemon
 	systemd            # systemd-analyze: e2e TestSystemdUnit verifies contrib/systemd/mxguard.service
 	haproxy            # e2e TestProxyProtocolHAProxy: a real load balancer sending PROXY v1 and v2 headers; never started as a daemon
+	patch              # internal/suggest, e2e TestSuggest: patch(1) applies the diff mxguard suggest prints
 )
 need=()
 for p in "${packages[@]}"; do

@@ -206,6 +206,10 @@ func TestSourcesBounded(t *testing.T) {
 	heavy := addr("203.0.113.1")
 	sender := addr("198.51.100.1")
 	r.Message(day0, sender, "mx.example.org")
+	// Refused once, then delivering: no longer one the flood may push out.
+	late := addr("198.18.0.1")
+	r.Refused(day0, reason.UnknownUser, late, "")
+	r.Message(day0, late, "")
 	for i := range 20000 {
 		a := netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 1})
 		r.Refused(day0, reason.Pregreet, a, fmt.Sprintf("h%d.pool%d.isp.example", i, i))
@@ -224,12 +228,15 @@ func TestSourcesBounded(t *testing.T) {
 	if n, ok := findSource(d.Networks, "198.51.100.0/24"); !ok || n.Delivered != 1 || n.Refusals() != 20000 {
 		t.Errorf("the sender's network: %+v, %v", n, ok)
 	}
+	if n, ok := findSource(d.Networks, "198.18.0.0/24"); !ok || n.Delivered != 1 || n.Refusals() != 1 {
+		t.Errorf("the network that delivered after a refusal: %+v, %v", n, ok)
+	}
 	// More delivering networks than the table holds: the rest untracked.
 	for i := range MaxDeliverers + 5 {
 		r.Message(day0, netip.AddrFrom4([4]byte{172, byte(i >> 8), byte(i), 1}), "")
 	}
-	if d := r.Days()[0]; d.UntrackedDeliveries != 6 { // 5 over, plus the one the sender took
-		t.Errorf("untracked deliveries %d, want 6", d.UntrackedDeliveries)
+	if d := r.Days()[0]; d.UntrackedDeliveries != 7 { // 5 over, plus the two the senders took
+		t.Errorf("untracked deliveries %d, want 7", d.UntrackedDeliveries)
 	}
 }
 

@@ -34,24 +34,40 @@ var secondLevel = map[string]bool{
 // "clients.example.net"), and keeps at least two labels, three under a
 // country's registry level ("dsl.example.co.uk", never "co.uk"). "" when
 // the name is too short to have one, or is not a host name.
+//
+// It allocates nothing for a lower-case name: it runs at every refusal.
 func Suffix(host string) string {
 	host = strings.TrimSuffix(host, ".")
 	if !isHostName(host) {
 		return ""
 	}
-	labels := strings.Split(strings.ToLower(host), ".")
-	keep := 2
-	if n := len(labels); n >= 2 && len(labels[n-1]) == 2 && secondLevel[labels[n-2]] {
-		keep = 3
+	for i := 0; i < len(host); i++ {
+		if 'A' <= host[i] && host[i] <= 'Z' {
+			host = strings.ToLower(host)
+			break
+		}
 	}
-	if len(labels)-1 < keep {
+	labels := strings.Count(host, ".") + 1
+	keep := 2
+	if tld := host[strings.LastIndexByte(host, '.')+1:]; labels >= 2 && len(tld) == 2 {
+		rest := host[:len(host)-3]
+		if secondLevel[rest[strings.LastIndexByte(rest, '.')+1:]] {
+			keep = 3
+		}
+	}
+	if labels-1 < keep {
 		return ""
 	}
-	labels = labels[1:]
-	for len(labels) > keep && hostSpecific(labels[0]) {
-		labels = labels[1:]
+	s := host[strings.IndexByte(host, '.')+1:]
+	labels--
+	for labels > keep {
+		dot := strings.IndexByte(s, '.')
+		if !hostSpecific(s[:dot]) {
+			break
+		}
+		s, labels = s[dot+1:], labels-1
 	}
-	return strings.Join(labels, ".")
+	return s
 }
 
 // hostSpecific reports whether a label looks like part of one host's
@@ -73,16 +89,21 @@ func isHostName(s string) bool {
 	if s == "" || len(s) > 253 {
 		return false
 	}
-	for _, l := range strings.Split(s, ".") {
-		if l == "" || len(l) > 63 {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+	label := 0 // the length of the label so far
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '.':
+			if label == 0 {
 				return false
 			}
+			label = 0
+		case 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_':
+			if label++; label > 63 {
+				return false
+			}
+		default:
+			return false
 		}
 	}
-	return true
+	return label > 0
 }

@@ -36,9 +36,10 @@ type Recorder struct {
 	mu     sync.Mutex
 	window time.Duration
 
-	done []Day     // finished days, oldest first
-	day  *dayState // today; nil before the first event
-	last time.Time // the latest time given
+	done   []Day     // finished days, oldest first
+	day    *dayState // today; nil before the first event
+	dayNum int64     // today as days since 1970 (UTC): what advance compares
+	last   time.Time // the latest time given
 
 	hour      int64 // the hour (unix time / 3600) the client table is for
 	hourStart time.Time
@@ -59,7 +60,8 @@ type client struct {
 	open, peakOpen int32
 	peakRate       int32
 	delivered      bool
-	times          []uint32 // connection times in the window, ms from hourStart
+	times          []uint32  // connection times in the window, ms from hourStart
+	first          [4]uint32 // times' first array: most clients need no other
 }
 
 // NewRecorder returns a Recorder that counts clients' connections in
@@ -88,7 +90,7 @@ func (r *Recorder) advance(now time.Time) time.Time {
 		now = r.last
 	}
 	r.last = now
-	h := now.Unix() / 3600
+	h := floorDiv(now.Unix(), 3600)
 	if r.day != nil && h != r.hour {
 		r.foldClients(&r.day.d)
 		r.resetClients()
@@ -96,16 +98,25 @@ func (r *Recorder) advance(now time.Time) time.Time {
 	if r.day == nil || h != r.hour {
 		r.hour, r.hourStart = h, time.Unix(h*3600, 0)
 	}
-	date := DateOf(now)
-	switch {
+	// The day's number, not its date's text: advance runs at every
+	// event, and formatting a date allocates.
+	switch n := floorDiv(now.Unix(), 86400); {
 	case r.day == nil:
-		r.day = r.takeDay(date)
-	case r.day.d.Date != date:
+		r.day, r.dayNum = r.takeDay(DateOf(now)), n
+	case n != r.dayNum:
 		r.done = append(r.done, r.day.snapshot())
 		r.trim()
-		r.day = r.takeDay(date)
+		r.day, r.dayNum = r.takeDay(DateOf(now)), n
 	}
 	return now
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b < 0 {
+		q--
+	}
+	return q
 }
 
 // takeDay starts the day date: anew, or from the record of it that
@@ -148,7 +159,8 @@ func (r *Recorder) resetClients() {
 			delete(r.clients, a)
 			continue
 		}
-		*c = client{open: c.open, peakOpen: c.open}
+		times := c.times[:0]
+		*c = client{open: c.open, peakOpen: c.open, times: times}
 	}
 	r.pause = 0
 }
@@ -179,6 +191,7 @@ func (r *Recorder) client(a netip.Addr) *client {
 		}
 	}
 	c := &client{}
+	c.times = c.first[:0]
 	r.clients[a] = c
 	return c
 }
@@ -261,10 +274,11 @@ func (r *Recorder) Connection(now time.Time, a netip.Addr) {
 	for i < len(c.times) && int64(at)-int64(c.times[i]) >= w {
 		i++
 	}
-	c.times = c.times[i:]
-	if len(c.times) >= maxTimes {
-		c.times = c.times[1:]
+	if len(c.times)-i >= maxTimes {
+		i++
 	}
+	// Moved down rather than resliced, so that the array is reused.
+	c.times = c.times[:copy(c.times, c.times[i:])]
 	c.times = append(c.times, at)
 	c.peakRate = max(c.peakRate, int32(len(c.times)))
 }
@@ -303,6 +317,12 @@ func (r *Recorder) Refused(now time.Time, why reason.Reason, a netip.Addr, host 
 	if r == nil {
 		return
 	}
+	blamed := Blamed(why) && a.IsValid()
+	var net netip.Prefix
+	var suffix string
+	if blamed { // outside the lock, which every session's events take
+		net, suffix = Network(a), Suffix(host)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.advance(now)
@@ -311,12 +331,12 @@ func (r *Recorder) Refused(now time.Time, why reason.Reason, a netip.Addr, host 
 		d.d.Refused = make(map[reason.Reason]int64)
 	}
 	d.d.Refused[why]++
-	if !Blamed(why) || !a.IsValid() {
+	if !blamed {
 		return
 	}
-	d.nets.refuse(Network(a), why, 1)
-	if s := Suffix(host); s != "" {
-		d.sufs.refuse(s, why, 1)
+	d.nets.refuse(net, why, 1)
+	if suffix != "" {
+		d.sufs.refuse(suffix, why, 1)
 	}
 }
 
@@ -326,6 +346,7 @@ func (r *Recorder) Message(now time.Time, a netip.Addr, host string) {
 	if r == nil {
 		return
 	}
+	suffix := Suffix(host)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.advance(now)
@@ -337,8 +358,8 @@ func (r *Recorder) Message(now time.Time, a netip.Addr, host string) {
 		c.delivered = true
 	}
 	r.day.nets.deliver(Network(a), 1)
-	if s := Suffix(host); s != "" {
-		r.day.sufs.deliver(s, 1)
+	if suffix != "" {
+		r.day.sufs.deliver(suffix, 1)
 	}
 }
 

@@ -304,3 +304,38 @@ func TestSampleIdle(t *testing.T) {
 		t.Errorf("the first day: %d samples, want the 4 hours to midnight", a[0].Concurrency.Count())
 	}
 }
+
+// BenchmarkRecorderRefused is what Traffic adds to a refusal at connect
+// (metrics.Refused): the client's connection and the refusal, from one
+// client of a pool.
+func BenchmarkRecorderRefused(b *testing.B) {
+	r := NewRecorder(time.Minute, time.Now())
+	a := addr("203.0.113.9")
+	b.ReportAllocs()
+	for b.Loop() {
+		now := time.Now()
+		r.Connection(now, a)
+		r.Refused(now, reason.RateControl, a, "p203-0-113-9.dsl.example.net")
+	}
+}
+
+// BenchmarkRecorderRefusedManyClients: likewise from a flood of clients,
+// a new one each time (the client table and the networks' are full).
+func BenchmarkRecorderRefusedManyClients(b *testing.B) {
+	r := NewRecorder(time.Minute, time.Now())
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		now := time.Now()
+		r.Connection(now, a)
+		r.Refused(now, reason.RateControl, a, "host.dsl.example.net")
+		i++
+	}
+}
+
+func TestSuffixAllocs(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { Suffix("static.12.34.56.78.clients.example.co.uk") }); n != 0 {
+		t.Errorf("Suffix allocates %v times", n)
+	}
+}

@@ -50,12 +50,13 @@ type Metrics struct {
 	stress      prometheus.Gauge
 	stressTrans *prometheus.CounterVec
 
+	// Traffic keeps the days, for `mxguard suggest` (see traffic.go).
+	Traffic *stats.Recorder
+
 	// Recent keeps the last hour, minute by minute, for `mxguard status`
 	// and the console: refusals by reason and the clients and networks
 	// that drew them.
 	Recent *Recent
-	// Traffic keeps the days, for `mxguard suggest` (see traffic.go).
-	Traffic *stats.Recorder
 }
 
 // The latency buckets: an SMTP command takes from microseconds (a refusal

@@ -175,6 +175,8 @@ type replay struct {
 
 	spans     map[int]*span // sendmail's, by PID
 	lastSweep int64
+
+	names map[netip.Addr]string // mxguard's clients' names, as hostIn found them
 }
 
 func (p *replay) read(r io.Reader) error {
@@ -281,6 +283,11 @@ func (p *replay) apply(e event) {
 	if e.at < p.lastTime {
 		e.at = p.lastTime // replayed late: as the recorder would count it
 	}
+	if e.host == "" && (e.kind == evRefused || e.kind == evMessage) {
+		// A line that gives no name, about a client whose session's
+		// line, read since (its end comes within the horizon), did.
+		e.host = p.names[e.addr]
+	}
 	p.lastTime = e.at
 	p.sampleUntil(e.at)
 	at := time.Unix(0, e.at)
@@ -367,7 +374,7 @@ func (p *replay) mxguard(s string) bool {
 		return true // not about a client: start, reload, delivery...
 	}
 	a = a.Unmap()
-	host := hostIn(msg, a)
+	host := p.hostIn(msg, a)
 	if strings.HasPrefix(msg, "disconnect from ") {
 		d, ok := parseDuration(dur)
 		n, err := strconv.ParseInt(msgs, 10, 64)
@@ -430,19 +437,36 @@ func parseDuration(s string) (time.Duration, bool) {
 	return 0, false
 }
 
-// hostIn is the client's host name in an mxguard message: the word before
-// the last " [ip]" (mxguard writes "host [ip]" after any text the client
-// sent), "" when that is "unknown" or there is none.
-func hostIn(msg string, a netip.Addr) string {
-	i := strings.LastIndex(msg, " ["+a.String()+"]")
-	if i < 0 {
-		return ""
+// namedBy are the messages that start with the client as mxguard writes
+// it, "host [ip]", before any text the client sent: the only places a
+// name is taken from. Elsewhere (a refused recipient's line, with the
+// client's own words on either side of "host [ip]") the client's name is
+// the one these gave for its address (replay.names).
+var namedBy = []string{"disconnect from ", "rejecting connection from ", "rejecting commands from "}
+
+// maxNames bounds replay.names; past it the map starts again.
+const maxNames = 1 << 17
+
+// hostIn is the client's host name: from the message when it starts with
+// it, remembered for the client's other lines; "" when unknown.
+func (p *replay) hostIn(msg string, a netip.Addr) string {
+	for _, prefix := range namedBy {
+		rest, ok := strings.CutPrefix(msg, prefix)
+		if !ok {
+			continue
+		}
+		host, after, ok := strings.Cut(rest, " ")
+		if !ok || !strings.HasPrefix(after, "["+a.String()+"]") || host == "unknown" {
+			return ""
+		}
+		host = strings.ToLower(host)
+		if p.names == nil || len(p.names) >= maxNames {
+			p.names = make(map[netip.Addr]string)
+		}
+		p.names[a] = host
+		return host
 	}
-	host := msg[strings.LastIndexAny(msg[:i], " (<")+1 : i]
-	if host == "unknown" {
-		return ""
-	}
-	return strings.ToLower(host)
+	return ""
 }
 
 // syslogTime reads the time stamp a syslog prefix starts with: RFC 3339

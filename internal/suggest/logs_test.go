@@ -82,9 +82,13 @@ func (tr traffic) mxLog(json bool) string {
 			emit(at, "rejecting connection from "+host+" ["+ip+"]: ratecontrol: 6 connections in 1m0s, limit 5",
 				"ip", ip, "reason", reason.RateControl, "reply", "421 4.3.2 Connection rate limit exceeded.")
 		default:
-			ip := fmt.Sprintf("192.0.2.%d", i%200)
-			emit(at, "relaying denied for <x@elsewhere.example> from ppp-"+fmt.Sprint(i)+".dialup.example.net ["+ip+"]",
+			// In a session: its line names the client, the refusal's
+			// line does not count as naming it.
+			ip, host := fmt.Sprintf("192.0.2.%d", i%200), "ppp-"+fmt.Sprint(i)+".dialup.example.net"
+			emit(at, "relaying denied for <x@elsewhere.example> from "+host+" ["+ip+"]",
 				"session", "y", "ip", ip, "reason", reason.RelayDenied)
+			emit(at.Add(time.Second), "disconnect from "+host+" ["+ip+"]", "session", "y", "ip", ip,
+				"commands", 3, "messages", 0, "rejects", 1, "octets", 99, "duration", time.Second)
 		}
 	}
 	// Lines about no client, or nothing the figures use.
@@ -187,7 +191,7 @@ func TestMxguardLogs(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			days, rep := read(t, c.tr.mxLog(c.json))
-			if rep.Mxguard != rep.Lines || rep.Lines != int64(c.tr.seconds+c.tr.bots+2) {
+			if rep.Mxguard != rep.Lines || rep.Lines != int64(c.tr.seconds+c.tr.bots+c.tr.bots/3+2) {
 				t.Errorf("report: %s", rep)
 			}
 			if len(days) != 1 {
@@ -221,6 +225,37 @@ func TestMxguardLogs(t *testing.T) {
 				t.Errorf("hosts.deny from 50 refusals %q", got)
 			}
 		})
+	}
+}
+
+// TestMxguardNames: a client's name is taken only where mxguard writes it
+// before anything the client sent; text a client sent naming a host next to
+// its address never makes that host's suffix a refuser.
+func TestMxguardNames(t *testing.T) {
+	var lines []string
+	at := start
+	line := func(msg string, attrs ...any) {
+		var b bytes.Buffer
+		r := slog.NewRecord(at, slog.LevelInfo, msg, 0)
+		r.Add(attrs...)
+		slog.NewTextHandler(&b, nil).Handle(context.Background(), r)
+		lines = append(lines, strings.TrimSuffix(b.String(), "\n"))
+		at = at.Add(time.Second)
+	}
+	for range 150 {
+		line("relaying denied for <x from a.victim.example [192.0.2.5]> from unknown [192.0.2.5]", "ip", "192.0.2.5", "reason", reason.RelayDenied)
+		line("blocked using zen.example (127.0.0.2), score 1: RCPT from unknown [192.0.2.6] from=<a@b> to=<x a.victim.example [192.0.2.6]>",
+			"ip", "192.0.2.6", "reason", reason.DNSBLRcpt)
+		line("unknown user <x@localhost> from p1.dsl.example [192.0.2.7]", "ip", "192.0.2.7", "reason", reason.UnknownUser)
+	}
+	line("disconnect from p1.dsl.example [192.0.2.7]", "ip", "192.0.2.7", "messages", 0, "duration", time.Second)
+	days, _ := read(t, strings.Join(lines, "\n"))
+	res, err := Suggest(days, Current{}, Defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(hostsDeny(res), " "); got != ".dsl.example 192.0.2." {
+		t.Errorf("hosts.deny %q, want the session's name and the network only", got)
 	}
 }
 

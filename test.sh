@@ -25,6 +25,7 @@ packages=(
 	haproxy            # e2e TestProxyProtocolHAProxy: a real load balancer sending PROXY v1 and v2 headers; never started as a daemon
 	chromium           # e2e TestConsole*: a real browser (headless, driven by chromedp) on the web console; its Recommends (the sandbox) are not needed with --no-sandbox
 	fonts-dejavu-core  # the font of the console's screenshots (MXGUARD_ARTIFACTS)
+	patch              # internal/suggest, e2e TestSuggest: patch(1) applies the diff mxguard suggest prints
 )
 need=()
 for p in "${packages[@]}"; do

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/mxguard/mxguard/internal/redisconn"
 	"github.com/mxguard/mxguard/internal/sendmailimport"
 	"github.com/mxguard/mxguard/internal/server"
+	"github.com/mxguard/mxguard/internal/suggest"
 )
 
 const version = "0.1.0"
@@ -42,6 +44,8 @@ const usage = `usage:
   mxguard bans    [--config FILE] [--json]   the bans of clients' scores in force
   mxguard unban   [--config FILE] IP|CIDR    lift the bans within a network
   mxguard ban     [--config FILE] [--for DURATION] IP|CIDR|'a log line'   refuse a client at connect for a while (default [reputation] ban_time)
+  mxguard suggest [--config FILE] [--stats FILE | --log FILE...] [--day typical|all|DATE]
+                                         limits and hosts.deny lines from the traffic, as a diff
   mxguard version
 `
 
@@ -68,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return controlCmd(cmd, args, stdout, stderr)
 	case "ban":
 		return banCmd(args, stdout, stderr)
+	case "suggest":
+		return suggestCmd(args, os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "mxguard", version, buildInfo())
 		return 0
@@ -400,5 +406,57 @@ func banCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintln(stdout, out)
+	return 0
+}
+
+// suggestCmd is `mxguard suggest`: limits and hosts.deny lines proposed
+// from the recorded traffic or from logs, printed as a diff.
+func suggestCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flags("suggest", stderr)
+	o := suggest.Defaults()
+	in := suggest.Input{Stdin: stdin}
+	fs.StringVar(&in.ConfigPath, "config", "", "configuration file (TOML) to propose changes to, with its access map and hosts.deny")
+	fs.StringVar(&in.StatsPath, "stats", "", "the server's statistics (default <data_dir>/stats.json)")
+	fs.Func("log", "a log file of mxguard's or sendmail's (syslog) to read instead of the statistics; again for more, oldest first; - is standard input",
+		func(s string) error { in.Logs = append(in.Logs, s); return nil })
+	fs.StringVar(&o.Day, "day", "typical", "the day the limits come from: typical (the median day), all, or YYYY-MM-DD")
+	pct := func(name string, q *float64, usage string) {
+		fs.Func(name, fmt.Sprintf("%s (default %g)", usage, *q*100), func(s string) error {
+			v, err := strconv.ParseFloat(s, 64)
+			if err != nil || v <= 0 || v > 100 {
+				return errors.New("a percentile above 0, at most 100")
+			}
+			*q = v / 100
+			return nil
+		})
+	}
+	pct("children-percentile", &o.ChildrenPercentile, "max_daemon_children: the percentile of the sessions open")
+	fs.Int64Var(&o.ChildrenFactor, "children-factor", o.ChildrenFactor, "max_daemon_children: times the percentile")
+	fs.Int64Var(&o.ChildrenMin, "children-min", o.ChildrenMin, "max_daemon_children: never below")
+	pct("throttle-percentile", &o.ThrottlePercentile, "connection_rate_throttle: the percentile of the connections a second")
+	fs.Int64Var(&o.ThrottleFactor, "throttle-factor", o.ThrottleFactor, "connection_rate_throttle: times the percentile")
+	fs.Int64Var(&o.ThrottleMin, "throttle-min", o.ThrottleMin, "connection_rate_throttle: never below")
+	pct("client-percentile", &o.ClientPercentile, "client_rate, client_conn: the percentile of the delivering clients'")
+	fs.Float64Var(&o.ClientMargin, "client-margin", o.ClientMargin, "client_rate, client_conn: times the percentile, rounded up")
+	fs.Int64Var(&o.MinClientRate, "min-client-rate", o.MinClientRate, "client_rate: never below")
+	fs.Int64Var(&o.MinClientConn, "min-client-conn", o.MinClientConn, "client_conn: never below")
+	fs.Int64Var(&o.DenyMinRefusals, "deny-min-refusals", o.DenyMinRefusals, "hosts.deny: refusals a network or suffix drew, at least")
+	fs.IntVar(&o.DenyTop, "deny-top", o.DenyTop, "hosts.deny: at most this many networks, and as many suffixes")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mxguard suggest: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if in.StatsPath != "" && len(in.Logs) > 0 {
+		fmt.Fprintln(stderr, "mxguard suggest: give --stats or --log, not both")
+		return 2
+	}
+	in.Options = o
+	if err := suggest.Run(stdout, in); err != nil {
+		fmt.Fprintf(stderr, "mxguard suggest: %v\n", err)
+		return 1
+	}
 	return 0
 }

@@ -78,9 +78,10 @@ type Admitter struct {
 }
 
 // Recorder is told of each refusal and stall, for the metrics and the
-// clients' scores.
+// clients' scores. host is the client's confirmed name, "" when it has
+// none or the refusal came before the lookup.
 type Recorder interface {
-	Refused(why reason.Reason, client netip.Addr)
+	Refused(why reason.Reason, client netip.Addr, host string)
 	ThrottleStall()
 }
 
@@ -93,8 +94,8 @@ type Reputation interface {
 
 type noRecorder struct{}
 
-func (noRecorder) Refused(reason.Reason, netip.Addr) {}
-func (noRecorder) ThrottleStall()                    {}
+func (noRecorder) Refused(reason.Reason, netip.Addr, string) {}
+func (noRecorder) ThrottleStall()                            {}
 
 // Deps are what an Admitter calls on. Limiter and Log are required; the
 // others may be nil: no DNS (no reverse lookups: every client is UNKNOWN
@@ -205,7 +206,7 @@ func (a *Admitter) overLimit(c *check, why reason.Reason, r *reply.Reply, detail
 		a.reject(c, why, r, detail)
 		return true
 	}
-	a.events.Refused(why, c.addr)
+	a.events.Refused(why, c.addr, c.d.Host)
 	a.log.Info("deferring mail from "+ClientName(d.Host, c.addr)+": "+detail,
 		"ip", c.addr.String(), "reason", why)
 	if d.Defer == nil {
@@ -227,7 +228,7 @@ func (a *Admitter) limiterDown(c *check, err error) {
 
 func (a *Admitter) reject(c *check, why reason.Reason, r *reply.Reply, detail string) {
 	c.d.Reject, c.d.Reason = r, why
-	a.events.Refused(why, c.addr)
+	a.events.Refused(why, c.addr, c.d.Host)
 	// One stable line per rejection: fail2ban and grep key on
 	// "rejecting connection from", the IP and the reason.
 	a.log.Info("rejecting connection from "+ClientName(c.d.Host, c.addr)+": "+detail,

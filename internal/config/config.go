@@ -75,6 +75,11 @@ func (c *Config) KeyError(key string, err error) Error {
 	return Error{File: c.Path, Line: c.lines[key], Key: key, Msg: err.Error()}
 }
 
+// Line is the line of the file the key is set on ("limits.client_rate";
+// a table's name, "limits", gives the line that opens it), 0 when the file
+// does not set it.
+func (c *Config) Line(key string) int { return c.lines[key] }
+
 // Limits are the connection and transaction limits of [limits]. For every
 // count, 0 means off (unlimited).
 type Limits struct {

@@ -181,7 +181,7 @@ func TestTokenRequired(t *testing.T) {
 // the page offers no buttons.
 func TestReadOnly(t *testing.T) {
 	r := newRig(t, "")
-	r.m.Refused(reason.Pregreet, netip.MustParseAddr("192.0.2.9"))
+	r.m.Refused(reason.Pregreet, netip.MustParseAddr("192.0.2.9"), "")
 	for _, tok := range []string{"", token} {
 		if code, body := r.post(url.Values{"do": {"deny 192.0.2.9"}, "token": {tok}}); code != http.StatusForbidden || !strings.Contains(body, "read-only") {
 			t.Errorf("token %q: %d %q", tok, code, body)
@@ -290,12 +290,12 @@ func TestPage(t *testing.T) {
 	if _, err := r.srv.Ban(netip.MustParsePrefix("198.51.100.0/24"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	r.m.SessionStart()
+	r.m.SessionStart(netip.MustParseAddr("192.0.2.50"), "")
 	r.m.GreetPause(1)
 	for range 7 {
-		r.m.Refused(reason.Pregreet, bot)
+		r.m.Refused(reason.Pregreet, bot, "")
 	}
-	r.m.Refused(reason.RateControl, netip.MustParseAddr("2001:db8::5"))
+	r.m.Refused(reason.RateControl, netip.MustParseAddr("2001:db8::5"), "")
 	w := httptest.NewRecorder()
 	r.h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/console/", nil))
 	page := w.Body.String()
@@ -350,7 +350,7 @@ func TestHourFresh(t *testing.T) {
 	if _, page := r.get("/console/"); !strings.Contains(page, `<table class="offenders" id="h-ips">`) {
 		t.Fatalf("no hour table:\n%s", page)
 	}
-	r.m.Refused(reason.Pregreet, netip.MustParseAddr("192.0.2.9"))
+	r.m.Refused(reason.Pregreet, netip.MustParseAddr("192.0.2.9"), "")
 	r.later()
 	_, page := r.get("/console/")
 	hour := page[strings.Index(page, `id="span-h"`):]
@@ -365,7 +365,7 @@ func TestHourFresh(t *testing.T) {
 func TestNames(t *testing.T) {
 	r := newRig(t, token)
 	bot := netip.MustParseAddr("127.0.5.9")
-	r.m.Refused(reason.Pregreet, bot)
+	r.m.Refused(reason.Pregreet, bot, "")
 	if _, page := r.get("/console/"); strings.Contains(page, "dyn.flood.test") {
 		t.Fatal("a name before any lookup")
 	}
@@ -391,7 +391,7 @@ func TestNames(t *testing.T) {
 // the same HTML the page holds, and ends when the client goes.
 func TestEvents(t *testing.T) {
 	r := newRig(t, token)
-	r.m.Refused(reason.NonSMTP, netip.MustParseAddr("192.0.2.9"))
+	r.m.Refused(reason.NonSMTP, netip.MustParseAddr("192.0.2.9"), "")
 	hs := httptest.NewServer(r.h)
 	defer hs.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

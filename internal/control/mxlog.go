@@ -20,22 +20,43 @@ import (
 
 const sourceMxguard = "ip= field of an mxguard log line"
 
-// field is one key=value pair of a logfmt line.
-type field struct{ key, value string }
+// Field is one key and value of a line mxguard wrote: a logfmt pair, or a
+// top-level member of a JSON line.
+type Field struct {
+	Key   string
+	Value string // unquoted; a JSON value that is no string as it is written
+	str   bool   // JSON: the value was a string
+}
 
-// parseMxguard reads a line mxguard wrote, after whatever prefix syslog or
-// journald put before it.
-func parseMxguard(s string) (Target, error) {
+// MxguardFields reads a line mxguard wrote, as text (logfmt) or JSON, after
+// whatever prefix syslog or journald put before it, and returns its
+// fields in order. A quoted value is one field whatever it holds, so text
+// a client sent never passes for a field of the server's (see ParseTarget).
+// A line in neither form, or without a msg field, is an error.
+func MxguardFields(s string) ([]Field, error) {
+	fields, _, err := mxguardFields(s)
+	return fields, err
+}
+
+// mxguardFields is MxguardFields, and whether the line was JSON.
+func mxguardFields(s string) ([]Field, bool, error) {
 	if i := strings.IndexAny(s, `{="`); i >= 0 && s[i] == '{' {
-		return parseJSONLine(s[i:])
+		fields, err := jsonFields(s[i:])
+		if err != nil {
+			return nil, true, fmt.Errorf("log line refused: not an mxguard JSON log line: %v", err)
+		}
+		if !hasKey(fields, "msg") {
+			return nil, true, errors.New(`log line refused: not an mxguard JSON log line: no "msg" field`)
+		}
+		return fields, true, nil
 	}
 	eq := strings.IndexByte(s, '=')
 	if eq < 0 {
-		return Target{}, errNotALogLine
+		return nil, false, errNotALogLine
 	}
 	start := strings.LastIndexByte(s[:eq], ' ') + 1
 	if strings.ContainsRune(s[:start], '"') {
-		return Target{}, errNotALogLine
+		return nil, false, errNotALogLine
 	}
 	// slog writes time, level and msg first (the first two can be left
 	// out by a handler option, msg never): a line that starts otherwise is
@@ -43,29 +64,54 @@ func parseMxguard(s string) (Target, error) {
 	switch key := s[start:eq]; key {
 	case "time", "level", "msg":
 	default:
-		return Target{}, fmt.Errorf("log line refused: not an mxguard or sendmail log line (its first field is %s=, "+
+		return nil, false, fmt.Errorf("log line refused: not an mxguard or sendmail log line (its first field is %s=, "+
 			"mxguard's lines start with time=)", clip(key))
 	}
 	fields, err := splitLogfmt(s[start:])
 	if err != nil {
-		return Target{}, fmt.Errorf("log line refused: not an mxguard log line: %v", err)
+		return nil, false, fmt.Errorf("log line refused: not an mxguard log line: %v", err)
 	}
-	var ips, reasons []string
-	hasMsg := false
+	if !hasKey(fields, "msg") {
+		return nil, false, errors.New("log line refused: not an mxguard log line (no msg= field)")
+	}
+	return fields, false, nil
+}
+
+func hasKey(fields []Field, key string) bool {
 	for _, f := range fields {
-		switch f.key {
-		case "ip":
-			ips = append(ips, f.value)
-		case "reason":
-			reasons = append(reasons, f.value)
-		case "msg":
-			hasMsg = true
+		if f.Key == key {
+			return true
 		}
 	}
-	if !hasMsg {
-		return Target{}, errors.New("log line refused: not an mxguard log line (no msg= field)")
+	return false
+}
+
+// parseMxguard reads a line mxguard wrote, after whatever prefix syslog or
+// journald put before it.
+func parseMxguard(s string) (Target, error) {
+	fields, isJSON, err := mxguardFields(s)
+	if err != nil {
+		return Target{}, err
 	}
-	return mxguardTarget(ips, reasons, "ip=")
+	var ips, reasons []string
+	for _, f := range fields {
+		switch f.Key {
+		case "ip", "reason":
+			if isJSON && !f.str {
+				return Target{}, fmt.Errorf("log line refused: not an mxguard JSON log line: %q is not a string", f.Key)
+			}
+			if f.Key == "ip" {
+				ips = append(ips, f.Value)
+			} else {
+				reasons = append(reasons, f.Value)
+			}
+		}
+	}
+	name := "ip="
+	if isJSON {
+		name = `"ip"`
+	}
+	return mxguardTarget(ips, reasons, name)
 }
 
 // mxguardTarget checks that a line had exactly one ip field holding an
@@ -103,8 +149,8 @@ func mxguardTarget(ips, reasons []string, name string) (Target, error) {
 // splitLogfmt splits a logfmt record strictly, as slog's TextHandler
 // writes it: key=value pairs separated by spaces, each key and value
 // either bare (no space, '=' or '"') or a Go double-quoted string.
-func splitLogfmt(s string) ([]field, error) {
-	var out []field
+func splitLogfmt(s string) ([]Field, error) {
+	var out []Field
 	for pos := 0; pos < len(s); {
 		key, n, err := logfmtToken(s[pos:], true)
 		if err != nil {
@@ -120,7 +166,7 @@ func splitLogfmt(s string) ([]field, error) {
 			return nil, fmt.Errorf("at byte %d, the value of %s: %v", pos, clip(key), err)
 		}
 		pos += n
-		out = append(out, field{key, value})
+		out = append(out, Field{Key: key, Value: value})
 		if pos < len(s) && s[pos] != ' ' {
 			return nil, fmt.Errorf("at byte %d: the value of %s is followed by %q, not a space", pos, clip(key), s[pos])
 		}
@@ -166,55 +212,41 @@ func logfmtToken(s string, isKey bool) (string, int, error) {
 	return tok, end, nil
 }
 
-// parseJSONLine reads one line of slog's JSONHandler: a JSON object whose
-// top-level "ip" holds the client's address.
-func parseJSONLine(s string) (Target, error) {
+// jsonFields reads one line of slog's JSONHandler: a JSON object, whose
+// top-level members it returns in order (nested ones are part of their
+// member's value).
+func jsonFields(s string) ([]Field, error) {
 	dec := json.NewDecoder(strings.NewReader(s))
-	bad := func(err error) (Target, error) {
-		return Target{}, fmt.Errorf("log line refused: not an mxguard JSON log line: %v", err)
-	}
 	if tok, err := dec.Token(); err != nil {
-		return bad(err)
+		return nil, err
 	} else if tok != json.Delim('{') {
-		return bad(errors.New("not a JSON object"))
+		return nil, errors.New("not a JSON object")
 	}
-	var ips, reasons []string
-	hasMsg := false
+	var out []Field
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return bad(err)
+			return nil, err
 		}
 		key, _ := tok.(string)
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return bad(err)
+			return nil, err
 		}
-		switch key {
-		case "ip", "reason":
-			var v string
-			if err := json.Unmarshal(raw, &v); err != nil {
-				return bad(fmt.Errorf("%q is not a string", key))
-			}
-			if key == "ip" {
-				ips = append(ips, v)
-			} else {
-				reasons = append(reasons, v)
-			}
-		case "msg":
-			hasMsg = true
+		f := Field{Key: key, Value: string(raw)}
+		var v string
+		if json.Unmarshal(raw, &v) == nil {
+			f.Value, f.str = v, true
 		}
+		out = append(out, f)
 	}
 	if _, err := dec.Token(); err != nil { // the closing '}'
-		return bad(err)
+		return nil, err
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return bad(errors.New("more text after the JSON object"))
+		return nil, errors.New("more text after the JSON object")
 	}
-	if !hasMsg {
-		return bad(errors.New(`no "msg" field`))
-	}
-	return mxguardTarget(ips, reasons, `"ip"`)
+	return out, nil
 }
 
 var errNotALogLine = errors.New("log line refused: not an mxguard or sendmail log line " +

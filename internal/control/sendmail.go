@@ -26,9 +26,12 @@ import (
 // resolve back to the address. The name's characters leave out '<', '"',
 // '(' and the like, with which client text starts ("<addr>... User
 // unknown"), so that such text never passes for a client field.
+//
+// The groups are named: addr (always), host and forged (where the form
+// has them).
 const (
 	smName   = "[-A-Za-z0-9._:@!#$%&'*+/^`{|}~]+"
-	smClient = `(?:` + smName + ` |` + smName + `@)?\[(?:IPv6:)?([0-9A-Fa-f:.]+)\](?: \(may be forged\))?`
+	smClient = `(?:(?P<host>` + smName + `) |` + smName + `@)?\[(?:IPv6:)?(?P<addr>[0-9A-Fa-f:.]+)\](?P<forged> \(may be forged\))?`
 )
 
 var (
@@ -46,10 +49,10 @@ var sendmailForms = []struct {
 }{
 	// srvrsmtp.c: "rejecting commands from %s [%s] due to pre-greeting traffic after %d seconds"
 	// The name is empty or "[addr]" when the address has none.
-	{regexp.MustCompile(`^rejecting commands from (?:` + smName + `|\[[0-9A-Fa-f:.IPv]+\]|) \[(?:IPv6:)?([0-9A-Fa-f:.]+)\] due to pre-greeting traffic`), "pre-greeting traffic"},
+	{regexp.MustCompile(`^rejecting commands from (?:(?P<host>` + smName + `)|\[[0-9A-Fa-f:.IPv]+\]|) \[(?:IPv6:)?(?P<addr>[0-9A-Fa-f:.]+)\] due to pre-greeting traffic`), "pre-greeting traffic"},
 	// conf.c validate_connection: "tcpwrappers (%s, %s) rejection", the
 	// name being "unknown" when the address has none.
-	{regexp.MustCompile(`^tcpwrappers \((?:` + smName + `|\[[0-9A-Fa-f:.IPv]+\]), (?:IPv6:)?([0-9A-Fa-f:.]+)\) rejection$`), "tcpwrappers rejection"},
+	{regexp.MustCompile(`^tcpwrappers \((?:(?P<host>` + smName + `)|\[[0-9A-Fa-f:.IPv]+\]), (?:IPv6:)?(?P<addr>[0-9A-Fa-f:.]+)\) rejection$`), "tcpwrappers rejection"},
 	// srvrsmtp.c: "%s did not issue MAIL/EXPN/VRFY/ETRN during connection to %s"
 	{regexp.MustCompile(`^` + smClient + ` did not issue MAIL/EXPN/VRFY/ETRN during connection to `), "did not issue MAIL/EXPN/VRFY/ETRN"},
 	// srvrsmtp.c: "lost input channel from %s to %s after %s"
@@ -89,15 +92,45 @@ func parseSendmail(msg string) (t Target, ok bool, err error) {
 	}
 	for _, f := range sendmailForms {
 		if m := f.re.FindStringSubmatch(msg); m != nil {
-			a, err := netip.ParseAddr(m[1])
+			raw := m[f.re.SubexpIndex("addr")]
+			a, err := netip.ParseAddr(raw)
 			if err != nil {
-				return Target{}, true, fmt.Errorf("log line refused: the client field [%s] is not an IP address", clip(m[1]))
+				return Target{}, true, fmt.Errorf("log line refused: the client field [%s] is not an IP address", clip(raw))
 			}
 			a = a.Unmap().WithZone("")
-			return Target{Prefix: netip.PrefixFrom(a, a.BitLen()), Source: sourceClient, Reason: f.reason}, true, nil
+			return Target{Prefix: netip.PrefixFrom(a, a.BitLen()), Source: sourceClient, Reason: f.reason,
+				Host: clientHost(f.re, m)}, true, nil
 		}
 	}
 	return Target{}, false, nil
+}
+
+// ParseSendmail reads the message of one of sendmail's log lines (what
+// follows its syslog tag) as ParseTarget reads a whole line: the client
+// where sendmail writes it, with its host name. ok is false when msg is in
+// no form mxguard knows; err says why a line in one names no client, or
+// an ambiguous one.
+func ParseSendmail(msg string) (t Target, ok bool, err error) { return parseSendmail(msg) }
+
+// clientHost is the host name a match of re names the client by: "" when
+// it names none, "unknown", or one sendmail marks "(may be forged)"; the
+// RFC 1413 user ("user@host") left out.
+func clientHost(re *regexp.Regexp, m []string) string {
+	i := re.SubexpIndex("host")
+	if i < 0 || m[i] == "" {
+		return ""
+	}
+	if j := re.SubexpIndex("forged"); j >= 0 && m[j] != "" {
+		return ""
+	}
+	h := m[i]
+	if k := strings.LastIndexByte(h, '@'); k >= 0 {
+		h = h[k+1:]
+	}
+	if strings.EqualFold(h, "unknown") {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSuffix(h, "."))
 }
 
 // sendmailRelay reads the relay= field of a from=, ruleset=, AUTH or
@@ -106,7 +139,8 @@ func parseSendmail(msg string) (t Target, ok bool, err error) {
 // be client text.
 func sendmailRelay(msg string) (Target, error) {
 	var addrs []netip.Addr
-	count, last := 0, 0
+	count, last, host := 0, 0, ""
+	ai := reRelayClient.SubexpIndex("addr")
 	for i := 0; ; {
 		j := strings.Index(msg[i:], "relay=")
 		if j < 0 {
@@ -114,11 +148,11 @@ func sendmailRelay(msg string) (Target, error) {
 		}
 		i += j
 		count++
-		m := reRelayClient.FindStringSubmatchIndex(msg[i:])
-		if m != nil {
-			if a, err := netip.ParseAddr(msg[i+m[2] : i+m[3]]); err == nil {
+		if m := reRelayClient.FindStringSubmatch(msg[i:]); m != nil {
+			if a, err := netip.ParseAddr(m[ai]); err == nil {
 				addrs = append(addrs, a.Unmap().WithZone(""))
-				last = i + m[1]
+				last = i + len(m[0])
+				host = clientHost(reRelayClient, m)
 			}
 		}
 		i += len("relay=")
@@ -129,13 +163,15 @@ func sendmailRelay(msg string) (Target, error) {
 	case count == 1 && len(addrs) == 0:
 		return Target{}, errors.New("log line refused: its relay= field names no client address (a local submission?)")
 	}
-	for _, a := range addrs[1:] {
+	for _, a := range addrs {
 		if a != addrs[0] {
 			return Target{}, fmt.Errorf("log line refused: relay= names %s and %s: ambiguous; the client may have "+
 				"written relay= into an address or other text it sent", addrs[0], a)
 		}
 	}
 	if len(addrs) != count {
+		// Also when none of them names a client ("from=relay=relay="),
+		// which would leave no address to name.
 		return Target{}, fmt.Errorf("log line refused: relay= appears %d times, and not every one names the same client: "+
 			"ambiguous; the client may have written relay= into text it sent", count)
 	}
@@ -145,7 +181,7 @@ func sendmailRelay(msg string) (Target, error) {
 			return Target{}, fmt.Errorf("log line refused: check_relay's arg2=%s and relay= %s disagree", clip(m[1]), a)
 		}
 	}
-	return Target{Prefix: netip.PrefixFrom(a, a.BitLen()), Source: sourceRelay, Reason: sendmailReason(msg, last)}, nil
+	return Target{Prefix: netip.PrefixFrom(a, a.BitLen()), Source: sourceRelay, Reason: sendmailReason(msg, last), Host: host}, nil
 }
 
 // sendmailReason says why sendmail wrote a relay= line: the ruleset and its

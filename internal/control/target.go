@@ -18,6 +18,10 @@ type Target struct {
 	Prefix netip.Prefix
 	Source string // where the address came from, e.g. "ip= field of an mxguard log line"
 	Reason string // why the line was logged, e.g. "reason=ratecontrol"; "" when no line was given
+	// Host is the client's name where a sendmail line gives it with the
+	// address ("host [addr]"), "" when it gives none, or one sendmail
+	// marks "(may be forged)".
+	Host string
 }
 
 // String describes t for the operator, e.g.
@@ -106,20 +110,44 @@ var (
 // after it may hold client text, and a tag found there would be the
 // client's word, not the log's.
 func syslogTag(s string) (ident, msg string, ok bool) {
+	l, ok := SplitSyslog(s)
+	return l.Ident, l.Msg, ok
+}
+
+// SyslogLine is a log line split at its syslog or journald tag.
+type SyslogLine struct {
+	Prefix string // before the tag: the time and the host ("Mar 29 21:14:07 mx ")
+	Ident  string // the tag's name ("sm-mta")
+	PID    int    // the tag's process ID
+	Msg    string // after the tag
+}
+
+// SplitSyslog splits a line at its tag "ident[pid]: ", found as ParseTarget
+// finds it (see syslogTag); a raw priority ("<22>") is dropped. ok is
+// false for a line with no such tag.
+func SplitSyslog(s string) (l SyslogLine, ok bool) {
 	if m := rePRI.FindStringIndex(s); m != nil {
 		s = s[m[1]:]
 	}
 	i := strings.IndexAny(s, `[<("={`)
 	if i < 0 || s[i] != '[' {
-		return "", "", false
+		return SyslogLine{}, false
 	}
-	ident = s[strings.LastIndexByte(s[:i], ' ')+1 : i]
+	start := strings.LastIndexByte(s[:i], ' ') + 1
+	ident := s[start:i]
 	tail := reTagTail.FindString(s[i:])
 	if tail == "" || !reIdent.MatchString(ident) {
-		return "", "", false
+		return SyslogLine{}, false
 	}
-	return ident, s[i+len(tail):], true
+	pid, err := strconv.Atoi(tail[1:strings.IndexByte(tail, ']')])
+	if err != nil {
+		return SyslogLine{}, false // more digits than an int holds
+	}
+	return SyslogLine{Prefix: s[:start], Ident: ident, PID: pid, Msg: s[i+len(tail):]}, true
 }
+
+// IsSendmail reports whether ident is a tag sendmail logs under.
+func IsSendmail(ident string) bool { return sendmailIdents[ident] }
 
 // parseLine picks the client out of a log line that is not a bare address.
 func parseLine(s string) (Target, error) {

@@ -151,6 +151,7 @@ func TestParseTargetInjection(t *testing.T) {
 		{"sendmail quoted Subject", sm + `ruleset=check_subject, arg1="ip=10.66.66.66 relay=[10.66.66.66], x", relay=host.example [127.0.0.77], reject=553 5.7.0 spam`, "", "ambiguous"},
 		{"sendmail IPv6 literal", sm + `from=<x@[IPv6:2001:db8::66]>, size=1, class=0, nrcpts=1, proto=ESMTP, daemon=MTA, relay=host.example [127.0.0.77]`, real, ""},
 		{"sendmail relay in User unknown", sm + `<relay=[10.66.66.66]@x>... User unknown`, "", "names no client"},
+		{"sendmail relay= twice, no client", "May 1 0:00:00 sm-mta[0]: from=relay=relay=", "", "ambiguous"}, // found by FuzzReadLogs: it panicked
 		{"sendmail client form in User unknown", sm + `<x [10.66.66.66]: possible SMTP attack: command=AUTH>... User unknown`, "", "names no client"},
 		{"sendmail pregreet later in the line", sm + `<x@y>... User unknown; rejecting commands from [10.66.66.66] due to pre-greeting traffic`, "", "names no client"},
 		{"sendmail EXPN argument", sm + `[127.0.0.77]: EXPN [10.66.66.66] [rejected]`, real, ""},

@@ -104,11 +104,12 @@ func TestSummaryNamed(t *testing.T) {
 
 func TestNameSuffix(t *testing.T) {
 	for in, want := range map[string]string{
-		"h1-2-3-4.dyn.example.net": ".dyn.example.net",
-		"Mail.Example.ORG.":        ".example.org",
-		"example.com":              "example.com",
-		"localhost":                "localhost",
-		"":                         "",
+		"h1-2-3-4.dyn.example.net":               ".dyn.example.net",
+		"Mail.Example.ORG.":                      ".example.org",
+		"static.12.34.56.78.clients.example.net": ".clients.example.net", // stats.Suffix's rule
+		"example.com":                            "",                     // a domain, not a provider's pool
+		"localhost":                              "",
+		"":                                       "",
 	} {
 		if got := NameSuffix(in); got != want {
 			t.Errorf("NameSuffix(%q) = %q, want %q", in, got, want)
@@ -122,9 +123,9 @@ func TestGauges(t *testing.T) {
 	m := New()
 	m.ConnAccepted()
 	m.ConnAccepted()
-	m.SessionStart()
+	m.SessionStart(netip.MustParseAddr("192.0.2.50"), "")
 	m.GreetPause(1)
-	m.MessageAccepted()
+	m.MessageAccepted(netip.MustParseAddr("192.0.2.50"), "")
 	m.Stress(true)
 	m.LimiterState(LimiterFallback)
 	if g := m.Gauges(); g.Bans != -1 || g.SpoolMessages != 0 {

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mxguard/mxguard/internal/reason"
+	"github.com/mxguard/mxguard/internal/stats"
 )
 
 // Metrics is one server's counters, registered in its own registry.
@@ -49,6 +50,9 @@ type Metrics struct {
 	bans        prometheus.Counter
 	stress      prometheus.Gauge
 	stressTrans *prometheus.CounterVec
+
+	// Traffic keeps the days, for `mxguard suggest` (see traffic.go).
+	Traffic *stats.Recorder
 
 	// Recent keeps the last hour, minute by minute, for `mxguard status`
 	// and the console: refusals by reason and the clients and networks
@@ -92,7 +96,7 @@ const (
 // New returns Metrics registered in a new registry, with Go's runtime and
 // the process's figures beside them.
 func New() *Metrics {
-	m := &Metrics{Registry: prometheus.NewRegistry(), Recent: NewRecent(time.Now)}
+	m := &Metrics{Registry: prometheus.NewRegistry(), Recent: NewRecent(time.Now), Traffic: stats.NewRecorder(trafficWindow, time.Now())}
 	f := factory{m.Registry}
 	m.accepted = f.counter("mxguard_connections_accepted_total", "Connections accepted by the listeners, before admission.")
 	m.refusedVec = f.counterVec("mxguard_refusals_total",
@@ -221,9 +225,10 @@ func (m *Metrics) ConnAccepted() {
 	}
 }
 
-// Refused counts a refusal or cut-off for r from client, which also goes
-// into Recent (client is never a label).
-func (m *Metrics) Refused(r reason.Reason, client netip.Addr) {
+// Refused counts a refusal or cut-off for r from client, named host ("" if
+// unknown), which also goes into Recent and Traffic (client is never a
+// label).
+func (m *Metrics) Refused(r reason.Reason, client netip.Addr, host string) {
 	if m == nil {
 		return
 	}
@@ -231,20 +236,24 @@ func (m *Metrics) Refused(r reason.Reason, client netip.Addr) {
 		c.Inc()
 	}
 	m.Recent.Refused(r, client)
+	m.trafficRefused(r, client, host)
 }
 
-// SessionStart and SessionEnd keep the count of open sessions.
-func (m *Metrics) SessionStart() {
+// SessionStart and SessionEnd keep the count of open sessions, and each
+// client's in Traffic.
+func (m *Metrics) SessionStart(client netip.Addr, host string) {
 	if m != nil {
 		m.sessions.Inc()
 		m.Recent.Admitted()
+		m.trafficSession(client, true)
 	}
 }
 
 // SessionEnd: see SessionStart.
-func (m *Metrics) SessionEnd() {
+func (m *Metrics) SessionEnd(client netip.Addr) {
 	if m != nil {
 		m.sessions.Dec()
+		m.trafficSession(client, false)
 	}
 }
 
@@ -281,11 +290,13 @@ var codeLabels = func() (l [400]string) {
 	return l
 }()
 
-// MessageAccepted counts a message made durable and acknowledged.
-func (m *Metrics) MessageAccepted() {
+// MessageAccepted counts a message made durable and acknowledged, from
+// client, named host.
+func (m *Metrics) MessageAccepted(client netip.Addr, host string) {
 	if m != nil {
 		m.msgAccepted.Inc()
 		m.Recent.Accepted()
+		m.Traffic.Message(time.Now(), client, host)
 	}
 }
 

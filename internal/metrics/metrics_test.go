@@ -80,8 +80,8 @@ func TestRecentBounded(t *testing.T) {
 // the vocabulary, all series present from the start.
 func TestCounters(t *testing.T) {
 	m := New()
-	m.Refused(reason.RateControl, netip.MustParseAddr("192.0.2.1"))
-	m.Refused(reason.RateControl, netip.MustParseAddr("192.0.2.2"))
+	m.Refused(reason.RateControl, netip.MustParseAddr("192.0.2.1"), "")
+	m.Refused(reason.RateControl, netip.MustParseAddr("192.0.2.2"), "")
 	m.Command("RCPT", 550, time.Millisecond)
 	m.Delivery(TransportMaildir, Delivered)
 	m.LimiterState(LimiterFallback)
@@ -107,7 +107,7 @@ func TestCounters(t *testing.T) {
 		t.Error("codeLabel")
 	}
 	var nilM *Metrics
-	nilM.Refused(reason.RateControl, netip.Addr{}) // a nil Metrics counts nothing, and does not panic
+	nilM.Refused(reason.RateControl, netip.Addr{}, "") // a nil Metrics counts nothing, and does not panic
 	nilM.Command("MAIL", 250, 0)
 }
 
@@ -116,7 +116,7 @@ func BenchmarkRefused(b *testing.B) {
 	a := netip.MustParseAddr("192.0.2.7")
 	b.ReportAllocs()
 	for b.Loop() {
-		m.Refused(reason.RateControl, a)
+		m.Refused(reason.RateControl, a, "p1-2-3-4.dsl.example.net")
 	}
 }
 
@@ -125,7 +125,7 @@ func BenchmarkRefusedManyClients(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		m.Refused(reason.ConnControl, netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+		m.Refused(reason.ConnControl, netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), "host.dsl.example.net")
 		i++
 	}
 }
@@ -134,13 +134,14 @@ func BenchmarkRefusedManyClients(b *testing.B) {
 // session: its start and end, five commands timed, one message counted.
 func BenchmarkSessionObserved(b *testing.B) {
 	m := New()
+	a := netip.MustParseAddr("198.51.100.7")
 	b.ReportAllocs()
 	for b.Loop() {
-		m.SessionStart()
+		m.SessionStart(a, "mail.example.org")
 		for _, c := range [...]string{"EHLO", "MAIL", "RCPT", "DATA", "QUIT"} {
 			m.Command(c, 250, 80*time.Microsecond)
 		}
-		m.MessageAccepted()
-		m.SessionEnd()
+		m.MessageAccepted(a, "mail.example.org")
+		m.SessionEnd(a)
 	}
 }

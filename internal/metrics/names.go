@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/mxguard/mxguard/internal/reason"
+	"github.com/mxguard/mxguard/internal/stats"
 )
 
 // NameOffender is a reverse-DNS suffix and what its clients drew.
@@ -19,17 +20,16 @@ type NameOffender struct {
 	last int64
 }
 
-// NameSuffix is the reverse-DNS suffix a client named name is counted in:
-// the name less its first label, with a leading dot as hosts.deny writes
-// a domain (".dyn.example.net" for "h1-2-3-4.dyn.example.net"), which is
-// where a dial-up pool's or a hoster's addresses share a name; a name of
-// two labels or fewer is its own suffix. "" for no name.
+// NameSuffix is the reverse-DNS suffix a client named name is counted in,
+// as hosts.deny writes a domain: stats.Suffix (the one rule, which
+// suggest's hosts.deny lines follow too) with a leading dot
+// (".dyn.example.net" for "h1-2-3-4.dyn.example.net"). "" for no name, or
+// one too short to have a provider's suffix.
 func NameSuffix(name string) string {
-	name = strings.TrimSuffix(strings.ToLower(name), ".")
-	if strings.Count(name, ".") < 2 {
-		return name
+	if s := stats.Suffix(name); s != "" {
+		return "." + s
 	}
-	return name[strings.IndexByte(name, '.'):]
+	return ""
 }
 
 // topNames groups the clients of ips by the suffix of their names and

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/reason"
+	"github.com/mxguard/mxguard/internal/stats"
 )
 
 // The recent window: bucketSpan-long buckets covering the last hour, so
@@ -108,15 +109,7 @@ func (r *Recent) SetLimiter(backend string) {
 
 // Network is the network a client is counted in as an offender: its /24,
 // or its /64 for IPv6, as a dial-up pool or one host's allocation.
-func Network(a netip.Addr) netip.Prefix {
-	a = a.Unmap()
-	bits := 24
-	if a.Is6() {
-		bits = 64
-	}
-	p, _ := a.Prefix(bits)
-	return p
-}
+func Network(a netip.Addr) netip.Prefix { return stats.Network(a) }
 
 // Offender is a client or a network and what it drew.
 type Offender struct {

@@ -475,6 +475,7 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-time.After(fleetReadyWait):
 		}
 	}
+	wg.Go(func() { s.keepTraffic(hard, time.Second, trafficSave) })
 	for _, ln := range s.lns {
 		wg.Add(1)
 		go func() {
@@ -693,16 +694,16 @@ type events struct {
 	rep *reputation.Book
 }
 
-func (e events) Refused(why reason.Reason, client netip.Addr) {
-	e.m.Refused(why, client)
+func (e events) Refused(why reason.Reason, client netip.Addr, host string) {
+	e.m.Refused(why, client, host)
 	if e.rep != nil {
 		e.rep.Penalize(client, why, 0)
 	}
 }
 
 func (e events) ThrottleStall()                                 { e.m.ThrottleStall() }
-func (e events) SessionStart()                                  { e.m.SessionStart() }
-func (e events) SessionEnd()                                    { e.m.SessionEnd() }
+func (e events) SessionStart(client netip.Addr, host string)    { e.m.SessionStart(client, host) }
+func (e events) SessionEnd(client netip.Addr)                   { e.m.SessionEnd(client) }
 func (e events) GreetPause(delta int)                           { e.m.GreetPause(delta) }
 func (e events) Command(verb string, code int, d time.Duration) { e.m.Command(verb, code, d) }
 
@@ -711,10 +712,10 @@ func (e events) Command(verb string, code int, d time.Duration) { e.m.Command(ve
 // header was wanted but not taken (there is no other), else the client's;
 // host is its confirmed name, "" when unknown.
 func (s *Server) refuseProxy(host string, addr netip.Addr, why string) {
+	s.metrics.Refused(reason.ProxyProtocol, addr, host)
 	if host == "" {
 		host = "unknown"
 	}
-	s.metrics.Refused(reason.ProxyProtocol, addr)
 	s.log.Info("rejecting connection from "+host+" ["+addr.String()+"]: "+why,
 		"ip", addr.String(), "reason", reason.ProxyProtocol)
 }

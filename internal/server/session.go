@@ -63,7 +63,7 @@ func (x *session) Rcpt(s *smtpd.Session, to smtpd.Path) *reply.Reply {
 // key on the client's ip= and the reason=.
 func (x *session) apply(v *policy.Verdict) *reply.Reply {
 	if v.Reason != "" {
-		x.events.Refused(v.Reason, x.client.Addr)
+		x.events.Refused(v.Reason, x.client.Addr, x.client.Host)
 	}
 	if v.Log != "" {
 		attrs := []any{"ip", x.client.Addr.String(), "reason", v.Reason}
@@ -78,7 +78,7 @@ func (x *session) apply(v *policy.Verdict) *reply.Reply {
 func (x *session) Data(s *smtpd.Session, r io.Reader) *reply.Reply {
 	if x.tx.Discard {
 		io.Copy(io.Discard, r)
-		x.events.Refused(reason.Discard, x.client.Addr)
+		x.events.Refused(reason.Discard, x.client.Addr, x.client.Host)
 		x.log.Info("discarded message from "+x.client.Name(), "ip", x.client.Addr.String(), "reason", reason.Discard)
 		return replyDiscarded
 	}
@@ -104,12 +104,12 @@ func (x *session) Data(s *smtpd.Session, r io.Reader) *reply.Reply {
 		if body.err != nil {
 			return nil // the body was refused or the client left; smtpd replies
 		}
-		x.events.Refused(reason.Storage, x.client.Addr)
+		x.events.Refused(reason.Storage, x.client.Addr, x.client.Host)
 		x.log.Error("cannot store message", "id", env.ID, "err", err.Error(), "reason", reason.Storage)
 		io.Copy(io.Discard, r)
 		return replyStorage
 	}
-	x.metrics.MessageAccepted()
+	x.metrics.MessageAccepted(x.client.Addr, x.client.Host)
 	x.log.Info("accepted", "id", env.ID, "session", s.ID, "ip", x.client.Addr.String(), "from", env.From, "rcpts", len(env.Rcpts), "size", env.Size)
 	if delivered != "" {
 		for _, rc := range env.Rcpts {

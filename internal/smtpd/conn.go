@@ -128,7 +128,7 @@ type conn struct {
 // note writes the one log line of a refusal or cut-off, with the client's
 // ip= and the reason=, and counts it.
 func (c *conn) note(why reason.Reason, msg string, attrs ...any) {
-	c.cfg.Observer.Refused(why, c.sess.Remote.Addr())
+	c.cfg.Observer.Refused(why, c.sess.Remote.Addr(), c.sess.Host)
 	c.log().Info(msg, append([]any{"reason", why}, attrs...)...)
 }
 
@@ -622,7 +622,7 @@ func (c *conn) dispatch(line string) bool {
 	}
 	c.verb = verbLabel(cmd.Verb)
 	if cmd.Verb != "MAIL" && cmd.Verb != "RCPT" && !isASCII(cmd.Arg) {
-		c.cfg.Observer.Refused(reason.NonASCII, c.sess.Remote.Addr())
+		c.cfg.Observer.Refused(reason.NonASCII, c.sess.Remote.Addr(), c.sess.Host)
 		c.fail(replyNonASCIICmd)
 		return true
 	}
@@ -840,7 +840,7 @@ func (c *conn) rcpt(arg string) bool {
 		}
 	}
 	if m := c.cfg.MaxRcpts; m > 0 && len(c.sess.Rcpts) >= m {
-		c.cfg.Observer.Refused(reason.TooManyRcpts, c.sess.Remote.Addr())
+		c.cfg.Observer.Refused(reason.TooManyRcpts, c.sess.Remote.Addr(), c.sess.Host)
 		c.reply(replyTooMany)
 		return true
 	}

@@ -49,22 +49,25 @@ func (t Timeouts) check() error {
 
 // Observer is told what the protocol does, for metrics. It is an
 // interface so that the protocol core depends on no metrics library; its
-// methods run on the session's goroutine and must be cheap.
+// methods run on the session's goroutine and must be cheap. The client is
+// named by its address and its confirmed host name (ConnInfo.Host, ""
+// when it has none), so that the figures can be kept by client, network
+// and provider.
 type Observer interface {
-	SessionStart()
-	SessionEnd()
+	SessionStart(client netip.Addr, host string)
+	SessionEnd(client netip.Addr)
 	GreetPause(delta int) // +1 when a session enters the greeting pause, -1 when it leaves
 	Command(verb string, code int, d time.Duration)
-	Refused(why reason.Reason, client netip.Addr)
+	Refused(why reason.Reason, client netip.Addr, host string)
 }
 
 type noObserver struct{}
 
-func (noObserver) SessionStart()                      {}
-func (noObserver) SessionEnd()                        {}
-func (noObserver) GreetPause(int)                     {}
-func (noObserver) Command(string, int, time.Duration) {}
-func (noObserver) Refused(reason.Reason, netip.Addr)  {}
+func (noObserver) SessionStart(netip.Addr, string)           {}
+func (noObserver) SessionEnd(netip.Addr)                     {}
+func (noObserver) GreetPause(int)                            {}
+func (noObserver) Command(string, int, time.Duration)        {}
+func (noObserver) Refused(reason.Reason, netip.Addr, string) {}
 
 // Config is what the protocol layer needs to know. It is read, never
 // changed, by sessions: on reload the caller builds a new Server.
@@ -240,8 +243,8 @@ func (srv *Server) ServeConn(ctx context.Context, nc net.Conn, info ConnInfo, h 
 		return
 	}
 	defer srv.untrack(c)
-	c.cfg.Observer.SessionStart()
-	defer c.cfg.Observer.SessionEnd()
+	c.cfg.Observer.SessionStart(info.Remote.Addr(), info.Host)
+	defer c.cfg.Observer.SessionEnd(info.Remote.Addr())
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	c.serve()

@@ -91,4 +91,4 @@ func BenchmarkEnvelope(b *testing.B) {
 }
 
 // syncs is every fsync counted in st.
-func syncs(st Stats) int64 { return st.FileSyncs + st.DirSyncs }
+func syncs(st Stats) int64 { return st.FileSyncs + st.DirSyncs + st.LogSyncs }

@@ -128,6 +128,8 @@ type logRecord struct {
 	end     int64     // the offset just after the record
 	bodyLen int64     // the body is at off+recHeaderLen
 	bodyCRC uint32    // of the body
+	envLen  int64     // the envelope (or ID) follows the body
+	envCRC  uint32    // of the envelope
 	env     *Envelope // kind recordMessage
 	id      string    // the message's ID, either kind
 }
@@ -284,7 +286,8 @@ func (s *segmentScanner) recordAt(off int64) (logRecord, error) {
 	if got, want := crc32.Checksum(env, crcTable), binary.LittleEndian.Uint32(h[24:]); got != want {
 		return logRecord{}, corruptf("envelope checksum %08x, want %08x", got, want)
 	}
-	rec := logRecord{kind: kind, off: off, end: end, bodyLen: bodyLen, bodyCRC: binary.LittleEndian.Uint32(h[20:])}
+	rec := logRecord{kind: kind, off: off, end: end, bodyLen: bodyLen, bodyCRC: binary.LittleEndian.Uint32(h[20:]),
+		envLen: envLen, envCRC: binary.LittleEndian.Uint32(h[24:])}
 	switch kind {
 	case recordMessage:
 		e, err := unmarshalEnvelope(env)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -165,9 +164,8 @@ func verifyAgainst(t *testing.T, ds downstream) {
 	if strings.Contains(m.logs(), "bounce queued") {
 		t.Errorf("something was bounced:\n%s", m.logs())
 	}
-	entries, _ := os.ReadDir(filepath.Join(m.dir, "data/spool/queue"))
-	if len(entries) != 0 {
-		t.Errorf("%d messages left in the spool: only alice's was accepted, and it was delivered", len(entries))
+	if left := spooled(t, m); len(left) != 0 {
+		t.Errorf("%d messages left in the spool: only alice's was accepted, and it was delivered: %q", len(left), left)
 	}
 }
 

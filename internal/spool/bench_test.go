@@ -8,15 +8,14 @@ import (
 	"time"
 )
 
-// BenchmarkCommit1KiB commits 1 KiB messages from 20 and from 50
-// concurrent sessions (the issue 13 target is 50) and reports durable
-// messages per second and fsyncs per message: every fsync of a message
-// file, a log segment or a directory, divided by the messages committed.
-func BenchmarkCommit1KiB(b *testing.B) {
-	for _, sessions := range []int{20, 50} {
-		b.Run(fmt.Sprint("sessions=", sessions), func(b *testing.B) { benchCommit(b, sessions, 1024) })
-	}
-}
+// BenchmarkCommit1KiB commits 1 KiB messages from 20 concurrent sessions
+// and reports durable messages per second and fsyncs per message: every
+// fsync of a message file, a log segment or a directory, divided by the
+// messages committed. (bench/run.sh reads it by this name.)
+func BenchmarkCommit1KiB(b *testing.B) { benchCommit(b, 20, 1024) }
+
+// BenchmarkCommit1KiB50 is the same with 50 sessions, issue 13's workload.
+func BenchmarkCommit1KiB50(b *testing.B) { benchCommit(b, 50, 1024) }
 
 func benchCommit(b *testing.B, sessions, size int) {
 	s := openSpool(b, "")

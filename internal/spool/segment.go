@@ -89,9 +89,9 @@ func parseSegmentHeader(h []byte) (seq uint64, s salt, err error) {
 // newRecord starts a record of kind in dst (reset), with room for the
 // header: the caller appends body and envelope, then calls finishRecord.
 func newRecord(dst []byte, kind byte) []byte {
-	dst = append(dst[:0], make([]byte, recHeaderLen)...)
-	dst[8] = kind
-	return dst
+	var h [recHeaderLen]byte
+	h[8] = kind
+	return append(dst[:0], h[:]...)
 }
 
 // finishRecord fills in the lengths and checksums of rec, whose body is

@@ -144,8 +144,9 @@ type segmentScanner struct {
 	size int64
 	seq  uint64
 	salt salt
-	off  int64 // of the next record
-	buf  []byte
+	off  int64  // of the next record
+	buf  []byte // a record's payload
+	win  []byte // a window of the file while searching for a record
 }
 
 // newSegmentScanner checks the header of the segment in r, size bytes
@@ -213,7 +214,10 @@ func (d *scanDamage) Error() string {
 // or the file size if there is none. Candidates are the places where the
 // salt occurs.
 func (s *segmentScanner) resync(from int64) (int64, error) {
-	win := make([]byte, scanWindow)
+	if s.win == nil {
+		s.win = make([]byte, min(scanWindow, s.size))
+	}
+	win := s.win
 	for off := from; off+recHeaderLen <= s.size; {
 		n, err := s.r.ReadAt(win[:min(int64(len(win)), s.size-off)], off)
 		if err != nil && !errors.Is(err, io.EOF) {

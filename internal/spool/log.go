@@ -50,7 +50,11 @@ const (
 type segment struct {
 	seq  uint64
 	path string
-	f    *os.File // read with ReadAt by anyone holding mu; written by the committer
+	// f is open on the active segment only, which the committer writes
+	// and anyone holding mu may ReadAt. Other segments are opened for
+	// each read: a backlog of many segments must not hold as many
+	// descriptors (mxguard doctor counts on a fixed number).
+	f    *os.File
 	salt salt
 	size int64 // bytes written and synced
 
@@ -183,6 +187,7 @@ func (l *msgLog) write(batch []*logOp) (*segment, error) {
 		}
 		l.mu.Lock()
 		l.active = nil
+		l.closeSegment(seg)
 		l.retireCheck = append(l.retireCheck, seg)
 		l.mu.Unlock()
 		return nil, err
@@ -277,6 +282,7 @@ func (l *msgLog) rotate() error {
 	l.segs[seq] = seg
 	l.active = seg
 	if old != nil {
+		l.closeSegment(old)
 		l.retireCheck = append(l.retireCheck, old)
 	}
 	l.mu.Unlock()
@@ -330,7 +336,7 @@ func (l *msgLog) retire() {
 
 		l.mu.Lock()
 		delete(l.segs, victim.seq)
-		victim.f.Close()
+		l.closeSegment(victim)
 		for _, seg := range l.segs {
 			delete(seg.tombs, victim.seq)
 		}
@@ -412,7 +418,7 @@ func (l *msgLog) envelope(id string) (env *Envelope, ok bool, err error) {
 	}
 	ent := *e
 	buf := make([]byte, ent.envLen)
-	_, err = ent.seg.f.ReadAt(buf, ent.envOff())
+	err = l.readAt(ent.seg, buf, ent.envOff())
 	l.mu.RUnlock()
 	if errors.Is(err, io.EOF) {
 		err = corruptf("the file ends inside the record")
@@ -446,7 +452,7 @@ func (l *msgLog) record(id string) (rec []byte, ent logEntry, ok bool, err error
 	}
 	ent = *e
 	rec = make([]byte, ent.end()-ent.off)
-	_, err = ent.seg.f.ReadAt(rec, ent.off)
+	err = l.readAt(ent.seg, rec, ent.off)
 	l.mu.RUnlock()
 	if errors.Is(err, io.EOF) {
 		err = corruptf("the file ends inside the record")
@@ -474,6 +480,30 @@ func (l *msgLog) body(id string) (*Body, bool, error) {
 		return nil, true, fmt.Errorf("spool: %w", err)
 	}
 	return newBody(f, id, ent.bodyOff(), ent.bodyLen, ent.bodyCRC), true, nil
+}
+
+// readAt reads len(p) bytes at off of seg, through its descriptor if it
+// is the active segment, else by opening it. l.mu must be held (for
+// reading): the segment then cannot be deleted or closed meanwhile.
+func (l *msgLog) readAt(seg *segment, p []byte, off int64) error {
+	f := seg.f
+	if f == nil {
+		var err error
+		if f, err = os.Open(seg.path); err != nil {
+			return err
+		}
+		defer f.Close()
+	}
+	_, err := f.ReadAt(p, off)
+	return err
+}
+
+// closeSegment closes seg's descriptor, if it has one. l.mu must be held.
+func (l *msgLog) closeSegment(seg *segment) {
+	if seg.f != nil {
+		seg.f.Close()
+		seg.f = nil
+	}
 }
 
 // forget takes id out of the index without a done record: its message has
@@ -504,7 +534,9 @@ func (l *msgLog) close() error {
 	defer l.mu.Unlock()
 	var errs []error
 	for _, seg := range l.segs {
-		errs = append(errs, seg.f.Close())
+		if seg.f != nil {
+			errs = append(errs, seg.f.Close())
+		}
 	}
 	l.segs = nil
 	return errors.Join(append(errs, l.dirF.Close())...)
@@ -692,9 +724,10 @@ func (l *msgLog) recoverSegment(seq uint64, rep *recoveryReport) error {
 		}
 		return nil
 	}
-	// Segments are never appended to after a restart, so read-only will
-	// do; the descriptor is kept for reading the messages.
-	seg := &segment{seq: seq, path: path, f: f, salt: sc.salt, size: fi.Size(), tombs: map[uint64][]string{}}
+	// Segments are never appended to after a restart: like every segment
+	// but the active one, this one is opened again for each read.
+	defer f.Close()
+	seg := &segment{seq: seq, path: path, salt: sc.salt, size: fi.Size(), tombs: map[uint64][]string{}}
 	l.segs[seq] = seg
 	rep.segments++
 	linked := false

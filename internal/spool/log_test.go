@@ -492,3 +492,39 @@ func TestLogCorruptAtRuntime(t *testing.T) {
 		t.Errorf("quarantined record: %v, %d bytes", err, len(data))
 	}
 }
+
+// TestLogDescriptors: only the segment appended to is held open; the
+// others, however many a backlog makes, are opened for each read, so that
+// the descriptors the spool holds do not grow with the queue.
+func TestLogDescriptors(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := logSpool(t, dir, 2<<10)
+	var ids []string
+	for i := range 50 {
+		ids = append(ids, commit(t, s, testEnvelope("a@x", "b@y"), smallBody(i)))
+	}
+	if n := len(segments(t, dir)); n < 10 {
+		t.Fatalf("only %d segments", n)
+	}
+	for i, id := range ids { // every message still readable
+		if _, err := s.Envelope(id); err != nil {
+			t.Fatal(err)
+		}
+		if got := readBody(t, s, id); !bytes.Equal(got, smallBody(i)) {
+			t.Fatalf("body of %s: %q", id, got)
+		}
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd:", err)
+	}
+	open := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && strings.HasPrefix(target, filepath.Join(dir, logDir)+"/") {
+			open++
+		}
+	}
+	if open > 1 {
+		t.Errorf("%d segment files held open, want only the active one", open)
+	}
+}

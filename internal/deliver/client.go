@@ -11,9 +11,9 @@ import (
 	"time"
 )
 
-// The client side shared by Relay (one connection per delivery) and Prober
-// (connections kept open between probes): dialing, the greeting,
-// EHLO/LHLO, opportunistic STARTTLS and the reading of replies.
+// The client side shared by Relay and Prober (both keep connections open
+// between uses): dialing, the greeting, EHLO/LHLO, opportunistic STARTTLS
+// and the reading of replies.
 
 // errTLS marks a failed STARTTLS negotiation, after which the connection is
 // made again without TLS.
@@ -28,6 +28,10 @@ type conn struct {
 	br  *bufio.Reader
 	bw  *bufio.Writer
 	ext map[string]string // the extensions of the last EHLO/LHLO reply
+	// unclean is set when the connection's state is not known to be
+	// between transactions: a 421 read (the server is closing it), or
+	// replies left unread. Such a connection is not used again.
+	unclean bool
 
 	mu           sync.Mutex // orders deadline changes against cancellation
 	ctx          context.Context
@@ -110,7 +114,11 @@ func (c *conn) read(d time.Duration) (reply, error) {
 	if err := c.setReadDeadline(d); err != nil {
 		return reply{}, err
 	}
-	return readReply(c.br)
+	rep, err := readReply(c.br)
+	if err != nil || rep.code == 421 {
+		c.unclean = true
+	}
+	return rep, err
 }
 
 // send writes commands (unflushed, so that pipelined ones go out in one

@@ -14,8 +14,10 @@
 //
 // Relayed mail is therefore delivered at least once, not exactly once. A
 // crash after the downstream has accepted a message (its 250 to the final
-// dot) and before that record is durable (one fsync of the spool directory,
-// shared through the group commit) hands the message to the downstream
+// dot) and before that record is durable (for a message in the spool's
+// log, a done record and one fdatasync of the log; for one in a file of its
+// own, one fsync of the spool directory; either shared through a group
+// commit) hands the message to the downstream
 // again after the restart. Only transactions in flight at the crash can be
 // in that window, so a crash repeats at most one transaction per delivery
 // worker. SMTP has no way to close the window: a client cannot tell the

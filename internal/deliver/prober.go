@@ -462,15 +462,6 @@ func (p *Prober) reap() {
 	}
 }
 
-// quit says QUIT, without waiting for the reply, and closes: the
-// downstream then logs an orderly end rather than a lost connection.
-func (c *probeConn) quit() {
-	c.unbind()
-	c.nc.SetWriteDeadline(time.Now().Add(quitWrite))
-	c.nc.Write([]byte("QUIT\r\n"))
-	c.nc.Close()
-}
-
 // setDown records whether the downstream could be reached (err == nil) and
 // logs the changes, once each.
 func (p *Prober) setDown(err error) {

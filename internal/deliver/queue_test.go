@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -116,6 +117,11 @@ func openSpool(t *testing.T, dir string) *spool.Spool {
 
 func submit(t *testing.T, sp *spool.Spool, from string, rcpts ...string) string {
 	t.Helper()
+	return submitBody(t, sp, testBody, from, rcpts...)
+}
+
+func submitBody(t *testing.T, sp *spool.Spool, body, from string, rcpts ...string) string {
+	t.Helper()
 	env := &spool.Envelope{From: from, ClientIP: "127.0.0.1", Helo: "client.test"}
 	for _, r := range rcpts {
 		env.Rcpts = append(env.Rcpts, spool.Rcpt{Addr: r})
@@ -125,7 +131,7 @@ func submit(t *testing.T, sp *spool.Spool, from string, rcpts ...string) string 
 		t.Fatal(err)
 	}
 	defer w.Abort()
-	if _, err := w.Write([]byte(testBody)); err != nil {
+	if _, err := w.Write([]byte(body)); err != nil {
 		t.Fatal(err)
 	}
 	id, err := w.Commit()
@@ -245,26 +251,59 @@ func TestQueueMaildir(t *testing.T) {
 	}
 }
 
-// TestQueueDamagedMessage: a spool file that no longer reads back is moved
-// aside once, not retried for ever, and the rest of the queue flows.
+// TestQueueDamagedMessage: a queued message that no longer reads back is
+// moved aside once, not retried for ever, and the rest of the queue flows.
+// A small message is damaged in the spool's log, a large one in its file.
 func TestQueueDamagedMessage(t *testing.T) {
-	dir := t.TempDir()
-	e := &queueEnv{sp: openSpool(t, filepath.Join(dir, "spool")), root: filepath.Join(dir, "mail"), log: newLogRecorder(t)}
-	logger := slog.New(e.log)
-	e.queue = NewQueue(e.sp, NewMaildir(e.root, "mx.test", []string{"localhost"}, logger), testQueueConfig(), logger)
-	bad := submit(t, e.sp, "alice@example.net", "bob@localhost")
-	if err := os.Truncate(filepath.Join(dir, "spool", "queue", bad), 5); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name    string
+		body    string
+		damage  func(t *testing.T, spoolDir, id string)
+		corrupt string // what corrupt/ then holds, %s for the ID
+	}{
+		{"in the log", testBody, func(t *testing.T, spoolDir, id string) {
+			segs, _ := filepath.Glob(filepath.Join(spoolDir, "log", "*.seg"))
+			for _, seg := range segs {
+				data, err := os.ReadFile(seg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i := bytes.Index(data, []byte(`"id":"`+id)); i >= 0 {
+					data[i+1] ^= 0x20 // in the envelope: its checksum no longer matches
+					if err := os.WriteFile(seg, data, 0o600); err != nil {
+						t.Fatal(err)
+					}
+					return
+				}
+			}
+			t.Fatalf("no segment of %v holds %s", segs, id)
+		}, "%s.rec"},
+		{"in a file", strings.Repeat("x", 100<<10) + "\r\n", func(t *testing.T, spoolDir, id string) {
+			if err := os.Truncate(filepath.Join(spoolDir, "queue", id), 5); err != nil {
+				t.Fatal(err)
+			}
+		}, "%s"},
 	}
-	good := submit(t, e.sp, "alice@example.net", "carol@localhost")
-	runQueue(t, e.queue)
-	e.log.wait(1, "damaged message moved to the spool's corrupt/ directory", "id", bad)
-	e.log.wait(1, "message finished, removed from spool", "id", good)
-	if _, err := os.Stat(filepath.Join(dir, "spool", "corrupt", bad)); err != nil {
-		t.Errorf("damaged message not kept in corrupt/: %v", err)
-	}
-	if ids := queued(t, e.sp); len(ids) != 0 {
-		t.Errorf("spool still holds %q", ids)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			spoolDir := filepath.Join(dir, "spool")
+			e := &queueEnv{sp: openSpool(t, spoolDir), root: filepath.Join(dir, "mail"), log: newLogRecorder(t)}
+			logger := slog.New(e.log)
+			e.queue = NewQueue(e.sp, NewMaildir(e.root, "mx.test", []string{"localhost"}, logger), testQueueConfig(), logger)
+			bad := submitBody(t, e.sp, tt.body, "alice@example.net", "bob@localhost")
+			tt.damage(t, spoolDir, bad)
+			good := submit(t, e.sp, "alice@example.net", "carol@localhost")
+			runQueue(t, e.queue)
+			e.log.wait(1, "damaged message moved to the spool's corrupt/ directory", "id", bad)
+			e.log.wait(1, "message finished, removed from spool", "id", good)
+			if _, err := os.Stat(filepath.Join(spoolDir, "corrupt", fmt.Sprintf(tt.corrupt, bad))); err != nil {
+				t.Errorf("damaged message not kept in corrupt/: %v", err)
+			}
+			if ids := queued(t, e.sp); len(ids) != 0 {
+				t.Errorf("spool still holds %q", ids)
+			}
+		})
 	}
 }
 

@@ -49,8 +49,10 @@ func (t Timeouts) check() error {
 	return nil
 }
 
-// Relay delivers to one downstream SMTP or LMTP server. It opens a new
-// connection for each Deliver call, so it is safe for concurrent use.
+// Relay delivers to one downstream SMTP or LMTP server. It is safe for
+// concurrent use. Without WithPool it opens a new connection for each
+// Deliver call and says QUIT at its end; with it, connections are kept
+// open and reused (see WithPool), and Close ends them.
 //
 // When a TCP downstream offers STARTTLS, Relay uses it without verifying the
 // certificate (opportunistic TLS, RFC 7435: the relay target is named by the
@@ -66,13 +68,14 @@ type Relay struct {
 	hostname string
 	t        Timeouts
 	logger   *slog.Logger
+	pool     *relayPool // nil: a connection per delivery
 }
 
 // NewRelay returns a Relay for rawURL, which is smtp://host[:port] (port 25
 // by default), lmtp://host:port (port 24 by default) or lmtp+unix:///path.
 // hostname is what the client announces in EHLO or LHLO. A nil logger
 // discards.
-func NewRelay(rawURL, hostname string, t Timeouts, logger *slog.Logger) (*Relay, error) {
+func NewRelay(rawURL, hostname string, t Timeouts, logger *slog.Logger, opts ...RelayOption) (*Relay, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("relay %q: %w", rawURL, err)
@@ -113,6 +116,12 @@ func NewRelay(rawURL, hostname string, t Timeouts, logger *slog.Logger) (*Relay,
 	default:
 		return nil, fmt.Errorf("relay %q: unknown scheme %q (want smtp, lmtp or lmtp+unix)", rawURL, u.Scheme)
 	}
+	for _, o := range opts {
+		o(r)
+	}
+	if r.pool != nil && (cap(r.pool.slots) < 1 || r.pool.idle <= 0) {
+		return nil, fmt.Errorf("relay %q: pool of %d connections kept %v: want at least one, for a while", rawURL, cap(r.pool.slots), r.pool.idle)
+	}
 	return r, nil
 }
 
@@ -131,6 +140,9 @@ func (r *Relay) Deliver(ctx context.Context, env *spool.Envelope, body func() (i
 // attempt runs one connection's worth of the delivery, recording each
 // recipient's fate in t as soon as it is known.
 func (r *Relay) attempt(ctx context.Context, t *txn, body func() (io.ReadCloser, error)) error {
+	if r.pool != nil {
+		return r.attemptPooled(ctx, t, body)
+	}
 	c, err := r.open(ctx, "id", t.env.ID)
 	if err != nil {
 		return err
@@ -138,16 +150,38 @@ func (r *Relay) attempt(ctx context.Context, t *txn, body func() (io.ReadCloser,
 	defer c.close()
 	err = r.transaction(c, t, c.ext, body)
 	if err == nil {
-		// Every recipient has its reply. Until the queue has recorded
-		// them, a crash would deliver the message again, so that comes
-		// first; QUIT is a courtesy, and a failing one changes nothing.
-		t.finish(nil)
-		if t.onDecided != nil {
-			t.onDecided(t.res)
-		}
+		r.decided(t)
+		// QUIT is a courtesy, and a failing one changes nothing.
 		c.cmd(r.t.Quit, "QUIT")
 	}
 	return err
+}
+
+// attemptPooled is attempt on a connection of the pool, which goes back
+// to it afterwards unless anything went wrong.
+func (r *Relay) attemptPooled(ctx context.Context, t *txn, body func() (io.ReadCloser, error)) error {
+	c, err := r.get(ctx, t.env.ID)
+	if err != nil {
+		return err
+	}
+	err = r.transaction(c.conn, t, c.ext, body)
+	if err != nil {
+		r.discard(c)
+		return err
+	}
+	r.decided(t)
+	r.put(c)
+	return nil
+}
+
+// decided settles every recipient, all of whom have their reply. Until
+// the queue has recorded them, a crash would deliver the message again,
+// so that comes first, before QUIT or keeping the connection.
+func (r *Relay) decided(t *txn) {
+	t.finish(nil)
+	if t.onDecided != nil {
+		t.onDecided(t.res)
+	}
 }
 
 // txn tracks the recipients of one Deliver call.
@@ -260,6 +294,7 @@ func (r *Relay) transaction(c *conn, t *txn, ext map[string]string, body func() 
 	if rep.class() != 2 {
 		// Pipelined replies to RCPT and DATA may follow; the connection
 		// is closed without reading them.
+		c.unclean = c.unclean || pipelining
 		t.setAll(rep)
 		return nil
 	}
@@ -306,8 +341,10 @@ func (r *Relay) transaction(c *conn, t *txn, ext map[string]string, body func() 
 		// The server let DATA through with no recipient; RFC 2920 §3.1
 		// says to end it with an empty message.
 		c.send(r.t.DataFinal, ".")
-		c.flush()
-		c.read(r.t.DataFinal)
+		if c.flush() != nil {
+			c.unclean = true
+		}
+		c.read(r.t.DataFinal) // an error marks it unclean
 		return nil
 	}
 

@@ -428,24 +428,32 @@ func TestNewRelay(t *testing.T) {
 	}
 }
 
-// BenchmarkRelaySink measures one complete SMTP transaction (connect,
-// EHLO, pipelined envelope, a 50 KiB body, QUIT) against smtp-sink on
-// loopback.
+// BenchmarkRelaySink measures one SMTP transaction (pipelined envelope, a
+// 50 KiB body) against smtp-sink on loopback, on a new connection each
+// time (connect, EHLO, ..., QUIT) and on a kept one (RSET, ...).
 func BenchmarkRelaySink(b *testing.B) {
-	s := startSink(b, false)
-	r, err := NewRelay("smtp://"+s.Addr, "mx.test", fastTimeouts, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	msg := string(benchMessage())
-	env := testEnvelope("s@example.org", "a@example.net", "b@example.net")
-	env.Size = int64(len(msg))
-	b.SetBytes(int64(len(msg)))
-	b.ReportAllocs()
-	for b.Loop() {
-		res := r.Deliver(context.Background(), env, bodyOf(msg), []int{0, 1}, nil)
-		if res[0].Status != Delivered || res[1].Status != Delivered {
-			b.Fatal(res)
-		}
+	for _, tt := range []struct {
+		name string
+		opts []RelayOption
+	}{{"conn=new", nil}, {"conn=kept", []RelayOption{WithPool(1, time.Minute)}}} {
+		b.Run(tt.name, func(b *testing.B) {
+			s := startSink(b, false)
+			r, err := NewRelay("smtp://"+s.Addr, "mx.test", fastTimeouts, nil, tt.opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			msg := string(benchMessage())
+			env := testEnvelope("s@example.org", "a@example.net", "b@example.net")
+			env.Size = int64(len(msg))
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			for b.Loop() {
+				res := r.Deliver(context.Background(), env, bodyOf(msg), []int{0, 1}, nil)
+				if res[0].Status != Delivered || res[1].Status != Delivered {
+					b.Fatal(res)
+				}
+			}
+		})
 	}
 }

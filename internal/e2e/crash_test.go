@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/server"
+	"github.com/mxguard/mxguard/internal/spool"
 )
 
 // TestKill9: many concurrent senders, the server killed with SIGKILL in
@@ -57,28 +61,35 @@ func TestKill9(t *testing.T) {
 }
 
 // TestKill9Relay: the same with mxguard in front of another MTA (a second
-// mxguard), so that accepted mail sits in the spool until relayed, and
-// killed three times in a row. Every message that got 250 reaches the back
-// server after each restart. Relaying is at-least-once: a delivery that
-// the back server had accepted when the front died, but that the front had
-// not yet retired from its spool, is made again after the restart. Each
-// delivery worker has at most one such delivery in flight, so no kill may
-// cause more duplicates than there are workers.
+// mxguard), so that accepted mail sits in the spool (its log: the messages
+// are small) until relayed, and killed three times in a row. Every message
+// that got 250 reaches the back server after each restart, whole. Relaying
+// is at-least-once: a delivery that the back server had accepted when the
+// front died, but that the front had not yet retired from its spool, is
+// made again after the restart. Each delivery worker has at most one such
+// delivery in flight, so no kill may cause more duplicates than there are
+// workers. A kill leaves no damaged record in the log.
 func TestKill9Relay(t *testing.T) {
 	back := startMX(t, "hostname = \"back.test\"\nlocal_domains = [\"localhost\"]\n")
-	front := startMX(t, fmt.Sprintf("hostname = \"front.test\"\n[delivery]\nrelay = \"smtp://%s\"\n", back.addr))
+	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	front := startMX(t, fmt.Sprintf("hostname = \"front.test\"\n[delivery]\nrelay = \"smtp://%s\"\n[admin]\nlisten = %q\n", back.addr, admin))
 	root := filepath.Join(back.dir, "data/mail/localhost")
-	queue := filepath.Join(front.dir, "data/spool/queue")
 	for kill := range 3 {
 		prefix := fmt.Sprintf("crash-%d-", kill)
 		acked := sendAndKill(t, front, prefix)
+		mark := len(front.logs())
 		front.start()
+		opened := front.waitLogSince(mark, "spool: opened", 10*time.Second)
+		t.Logf("kill %d: %s", kill+1, opened)
+		if strings.Contains(front.logs()[mark:], "damaged log segment") || strings.Contains(front.logs()[mark:], "log segment unreadable") {
+			t.Errorf("kill %d left a damaged log:\n%s", kill+1, front.logs()[mark:])
+		}
 		waitDelivered(t, front, back, root, acked)
 		// Once the front's spool is empty nothing more can arrive, and
 		// the next kill cannot repeat a message of this one.
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			empty := isEmpty(t, queue)
+			empty := spoolMessages(t, admin) == 0
 			dups := duplicates(deliveredSubjects(t, root), prefix)
 			if len(dups) > server.DeliveryWorkers {
 				t.Fatalf("kill %d: %d messages delivered more than once, more than the %d delivery workers can have in flight: %v",
@@ -169,14 +180,55 @@ func waitDelivered(t *testing.T, m, dst *mx, root string, acked map[string]bool)
 	}
 }
 
-// isEmpty reports whether the directory dir (a spool's queue) is empty.
-func isEmpty(t *testing.T, dir string) bool {
+// spoolMessages is the number of messages in the spool of the mxguard
+// whose admin listener is admin (mxguard_spool_messages).
+func spoolMessages(t *testing.T, admin string) int {
 	t.Helper()
-	ents, err := os.ReadDir(dir)
+	m := spoolGauge.FindStringSubmatch(httpGet(t, "http://"+admin+"/metrics"))
+	if m == nil {
+		t.Fatalf("no mxguard_spool_messages at %s", admin)
+	}
+	n, err := strconv.Atoi(m[1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents) == 0
+	return n
+}
+
+var spoolGauge = regexp.MustCompile(`(?m)^mxguard_spool_messages ([0-9]+)$`)
+
+// spooled stops m (a running mxguard holds its spool's lock) and returns
+// the envelope and body of each message its spool still holds.
+func spooled(t *testing.T, m *mx) []string {
+	t.Helper()
+	m.stop()
+	sp, err := spool.Open(filepath.Join(m.dir, "data/spool"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	ids, err := sp.Queued()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, id := range ids {
+		env, err := sp.Envelope(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := sp.Body(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(b)
+		b.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%+v\n%s", *env, body))
+	}
+	return out
 }
 
 // duplicates lists the subjects with prefix that count holds more than once.
@@ -194,7 +246,8 @@ func duplicates(count map[string]int, prefix string) []string {
 var subjectRE = regexp.MustCompile(`(?m)^Subject: (crash-[0-9-]+)$`)
 
 // deliveredSubjects counts each test subject in every Maildir under root;
-// a file without one fails the test.
+// a file without one, or without the whole body sendAndKill sent, fails
+// the test: no half message may ever be delivered.
 func deliveredSubjects(t *testing.T, root string) map[string]int {
 	t.Helper()
 	count := map[string]int{}
@@ -207,6 +260,9 @@ func deliveredSubjects(t *testing.T, root string) map[string]int {
 		m := subjectRE.FindSubmatch(b)
 		if m == nil {
 			t.Fatalf("%s: no test subject in\n%s", f, b)
+		}
+		if !bytes.Contains(b, []byte("\n\n"+strings.Repeat("x", 512)+"\n")) {
+			t.Fatalf("%s: not the whole message sent:\n%s", f, b)
 		}
 		count[string(m[1])]++
 	}

@@ -941,7 +941,8 @@ func (c *fuzzCheck) files(before map[string]bool) {
 		parts := strings.Split(rel, string(filepath.Separator))
 		ok := parts[0] == "data" && (len(parts) == 1 ||
 			parts[1] == "mail" && c.mode&modeRelay == 0 ||
-			parts[1] == "spool" && (len(parts) == 2 || parts[2] == "lock" || parts[2] == "queue" || parts[2] == "tmp" && len(parts) == 3))
+			parts[1] == "spool" && (len(parts) == 2 || parts[2] == "lock" || parts[2] == "queue" || parts[2] == "tmp" && len(parts) == 3 ||
+				parts[2] == "log" && (len(parts) == 3 || len(parts) == 4 && strings.HasSuffix(parts[3], ".seg"))))
 		if !ok {
 			c.fail("file written outside the spool and the Maildirs: %s", rel)
 		}

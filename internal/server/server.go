@@ -190,10 +190,12 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 	}
 	var d deliver.Deliverer
 	if cfg.Delivery.Relay != "" {
-		r, err := deliver.NewRelay(cfg.Delivery.Relay, cfg.Hostname, relayTimeouts(&cfg.Timeouts), logger)
+		r, err := deliver.NewRelay(cfg.Delivery.Relay, cfg.Hostname, relayTimeouts(&cfg.Timeouts), logger,
+			deliver.WithPool(relayConnections, relayIdle))
 		if err != nil {
 			return nil, err // says "relay ..." itself
 		}
+		s.closers = append(s.closers, r.Close)
 		d = r
 		if cfg.Delivery.Verify == config.VerifyProbe {
 			if s.verify, err = newProber(cfg, r, s.redis, logger, &s.closers); err != nil {
@@ -248,6 +250,15 @@ const (
 	// probeIdle is how long an unused connection to the downstream is
 	// kept for the next probe: below a busy Postfix's 10 s smtpd_timeout.
 	probeIdle = 5 * time.Second
+	// relayConnections bounds the delivery connections kept open to the
+	// relay: one for each delivery worker, which uses one at a time, so
+	// that no worker waits for another's connection and a downstream's
+	// per-client limit (Postfix's smtpd_client_connection_count_limit,
+	// 50) is never reached.
+	relayConnections = DeliveryWorkers
+	// relayIdle is how long an unused delivery connection is kept, for the
+	// same reason as probeIdle.
+	relayIdle = probeIdle
 )
 
 // newProber builds the recipient verification of [delivery] verify =

@@ -9,7 +9,9 @@ package smtpsink
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -37,6 +39,9 @@ type Options struct {
 	// Backlog is the listen backlog; 0 means 16. Floods of concurrent
 	// connections want more.
 	Backlog int
+	// Count has smtp-sink count sessions, QUIT commands and messages
+	// (its -c), for Counts: how many connections a client made.
+	Count bool
 }
 
 // Sink is a running smtp-sink.
@@ -52,7 +57,8 @@ type Sink struct {
 	DumpDir string
 	PID     int
 
-	stop func()
+	stop    func()
+	counter *counter // with Options.Count
 }
 
 // Start starts smtp-sink as opts say, waits until it greets and stops it
@@ -97,12 +103,19 @@ func Start(t testing.TB, opts Options) *Sink {
 		backlog = 16
 	}
 	args := append([]string{}, opts.Flags...)
+	if opts.Count {
+		args = append(args, "-c")
+		s.counter = &counter{}
+	}
 	if os.Geteuid() == 0 {
 		args = append(args, "-u", "nobody")
 	}
 	args = append(args, "-d", s.DumpDir+"/msg.", listen, strconv.Itoa(backlog))
 	cmd := exec.Command(Path, args...)
 	cmd.Stderr = os.Stderr
+	if s.counter != nil {
+		cmd.Stdout = s.counter
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -134,6 +147,9 @@ func Start(t testing.TB, opts Options) *Sink {
 			c.SetReadDeadline(time.Now().Add(time.Second))
 			bufio.NewReader(c).ReadString('\n')
 			c.Close()
+			if s.counter != nil {
+				s.counter.settle(ctx, t)
+			}
 			return s
 		}
 		select {
@@ -181,4 +197,67 @@ func FreePort(t testing.TB) string {
 	addr := l.Addr().String()
 	l.Close()
 	return addr
+}
+
+// Counts returns what smtp-sink counted (Options.Count) since Start
+// returned: sessions ended, QUIT commands and messages received. A
+// session is counted when it has ended: after the client's QUIT, or its
+// close, has reached the sink.
+func (s *Sink) Counts(t testing.TB) (sessions, quits, messages int) {
+	t.Helper()
+	if s.counter == nil {
+		t.Fatal("smtpsink: Counts without Options.Count")
+	}
+	s.counter.mu.Lock()
+	defer s.counter.mu.Unlock()
+	c := s.counter
+	return c.sess - c.base, c.quit, c.mesg
+}
+
+// counter reads smtp-sink -c's output: "sess=N quit=N mesg=N" lines, each
+// ended by a carriage return.
+type counter struct {
+	mu               sync.Mutex
+	buf              []byte
+	sess, quit, mesg int
+	base             int // the sessions of Start's own check
+}
+
+func (c *counter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf = append(c.buf, p...)
+	for {
+		i := bytes.IndexAny(c.buf, "\r\n")
+		if i < 0 {
+			return len(p), nil
+		}
+		var sess, quit, mesg int
+		if n, _ := fmt.Sscanf(string(c.buf[:i]), "sess=%d quit=%d mesg=%d", &sess, &quit, &mesg); n == 3 {
+			c.sess, c.quit, c.mesg = sess, quit, mesg
+		}
+		c.buf = c.buf[i+1:]
+	}
+}
+
+// settle waits until the session of Start's check has been counted and
+// takes it as the base.
+func (c *counter) settle(ctx context.Context, t testing.TB) {
+	t.Helper()
+	for {
+		c.mu.Lock()
+		n := c.sess
+		c.mu.Unlock()
+		if n >= 1 {
+			c.mu.Lock()
+			c.base = n
+			c.mu.Unlock()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("smtpsink: the readiness check's session was never counted")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }

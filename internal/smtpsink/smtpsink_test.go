@@ -75,3 +75,39 @@ func send(sc *smtp.Client, from, to, msg string) error {
 	}
 	return w.Close()
 }
+
+// TestSinkCounts: with Count, the sink counts one session per connection
+// (not Start's own check), each QUIT and each message.
+func TestSinkCounts(t *testing.T) {
+	s := Start(t, Options{Count: true})
+	for range 2 {
+		c, err := net.DialTimeout(s.Network, s.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		sc, err := smtp.NewClient(c, "sink")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if err := send(sc, "a@example.org", "b@example.org", "Subject: hi\r\n\r\nhello\r\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := sc.Quit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		sess, quit, mesg := s.Counts(t)
+		if sess == 2 && quit == 2 && mesg == 6 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counted %d sessions, %d QUITs, %d messages; want 2, 2, 6", sess, quit, mesg)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

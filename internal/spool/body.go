@@ -27,8 +27,11 @@ type Body struct {
 	err    error // sticky corruption error
 }
 
-func newBody(f *os.File, id string, rec record) *Body {
-	return &Body{f: f, id: id, sr: io.NewSectionReader(f, 0, rec.bodyLen), want: rec.bodyCRC}
+// newBody reads the body of message id: size bytes at off in f, whose
+// checksum is crc (a message file has it at offset 0, a log segment
+// wherever its record is).
+func newBody(f *os.File, id string, off, size int64, crc uint32) *Body {
+	return &Body{f: f, id: id, sr: io.NewSectionReader(f, off, size), want: crc}
 }
 
 // Size returns the body's length in bytes.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,16 +51,19 @@ type Spool struct {
 	logger  *slog.Logger
 	ids     idGen
 	bufs    sync.Pool // *bufio.Writer of writeBuffer bytes
+	recs    sync.Pool // *[]byte: log records being written
+	log     *msgLog   // small messages
 
-	// ops feeds the committer goroutine. mu guards closing it: senders
-	// hold the read lock, Close the write lock.
+	// ops feeds the committer goroutine of the queue directory, log.ops
+	// that of the log. mu guards closing them: senders hold the read
+	// lock, Close the write lock.
 	mu     sync.RWMutex
 	closed bool
 	ops    chan dirOp
 	done   chan struct{} // closed when the committer has returned
 
 	stats struct {
-		commits, updates, removes, fileSyncs, dirSyncs atomic.Int64
+		commits, updates, removes, fileSyncs, dirSyncs, logSyncs, retired, forwarded atomic.Int64
 	}
 }
 
@@ -75,8 +79,11 @@ type Stats struct {
 	Commits   int64 // messages committed
 	Updates   int64 // state rewrites
 	Removes   int64 // messages removed
-	FileSyncs int64 // fsyncs of message and state files
-	DirSyncs  int64 // fsyncs of the queue directory, one per group commit
+	FileSyncs int64 // fsyncs of message, state and new segment files
+	DirSyncs  int64 // fsyncs of the queue directory (one per group commit) and of the log's
+	LogSyncs  int64 // fdatasyncs of the log, one per group commit of the log
+	Retired   int64 // log segments deleted, every message in them gone
+	Forwarded int64 // done records appended again so that their segment could go
 }
 
 // Open opens the spool in dir, creating its layout if needed. It removes
@@ -95,11 +102,21 @@ func Open(dir string, logger *slog.Logger, opts ...Option) (*Spool, error) {
 		ops:    make(chan dirOp, maxBatch),
 		done:   make(chan struct{}),
 	}
+	s.log = &msgLog{
+		s:       s,
+		dir:     filepath.Join(dir, logDir),
+		segSize: defaultSegmentSize,
+		ops:     make(chan *logOp, maxBatch),
+		stopped: make(chan struct{}),
+		index:   map[string]*logEntry{},
+		segs:    map[uint64]*segment{},
+	}
 	for _, o := range opts {
 		o(s)
 	}
 	s.bufs.New = func() any { return bufio.NewWriterSize(nil, writeBuffer) }
-	for _, d := range []string{s.queue, s.tmp} {
+	s.recs.New = func() any { b := make([]byte, 0, 4<<10); return &b }
+	for _, d := range []string{s.queue, s.tmp, s.log.dir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
@@ -118,32 +135,51 @@ func Open(dir string, logger *slog.Logger, opts ...Option) (*Spool, error) {
 		return nil, fmt.Errorf("spool: locking %s: %w", dir, err)
 	}
 	s.lock = lock
-	if err := s.recover(); err != nil {
-		lock.Close()
-		return nil, err
-	}
 	if s.qdir, err = os.Open(s.queue); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("spool: %w", err)
 	}
+	if s.log.dirF, err = os.Open(s.log.dir); err != nil {
+		s.qdir.Close()
+		lock.Close()
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	moved, err := s.recover()
+	if err != nil {
+		s.log.close()
+		s.qdir.Close()
+		lock.Close()
+		return nil, err
+	}
 	go s.commitLoop()
+	go s.log.run()
+	// A message in the log and in a file of its own was being moved out
+	// of the log by Update: the file is the newer, so the record goes.
+	for _, id := range moved {
+		if err := s.log.append(doneRecord(nil, id), id); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
-// recover cleans up after a crash and makes the layout itself durable.
-func (s *Spool) recover() error {
+// recover cleans up after a crash, reads the log and makes the layout
+// itself durable. It returns the IDs of the messages that are both in the
+// log and in files of their own.
+func (s *Spool) recover() (moved []string, err error) {
 	temps, err := os.ReadDir(s.tmp)
 	if err != nil {
-		return fmt.Errorf("spool: %w", err)
+		return nil, fmt.Errorf("spool: %w", err)
 	}
 	for _, e := range temps {
 		if err := os.RemoveAll(filepath.Join(s.tmp, e.Name())); err != nil {
-			return fmt.Errorf("spool: removing leftover: %w", err)
+			return nil, fmt.Errorf("spool: removing leftover: %w", err)
 		}
 	}
 	entries, err := os.ReadDir(s.queue)
 	if err != nil {
-		return fmt.Errorf("spool: %w", err)
+		return nil, fmt.Errorf("spool: %w", err)
 	}
 	messages := make(map[string]bool, len(entries))
 	for _, e := range entries {
@@ -161,7 +197,7 @@ func (s *Spool) recover() error {
 			// Remove deletes the message first, so a state file alone
 			// is the rest of an interrupted Remove.
 			if err := os.Remove(filepath.Join(s.queue, name)); err != nil {
-				return fmt.Errorf("spool: removing leftover: %w", err)
+				return nil, fmt.Errorf("spool: removing leftover: %w", err)
 			}
 			orphans++
 		case isState && validID(id):
@@ -169,14 +205,21 @@ func (s *Spool) recover() error {
 			s.logger.Warn("spool: ignoring unknown file in queue", "file", filepath.Join(s.queue, name))
 		}
 	}
-	for _, d := range []string{s.tmp, s.queue, s.dir, filepath.Dir(s.dir)} {
+	rep, err := s.log.recover(messages)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{s.tmp, s.queue, s.log.dir, s.dir, filepath.Dir(s.dir)} {
 		if err := syncDir(d); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	s.logger.Info("spool: opened", "dir", s.dir, "queued", len(messages),
-		"removed_temporary", len(temps), "removed_orphan_state", orphans)
-	return nil
+	s.log.retire()
+	s.logger.Info("spool: opened", "dir", s.dir, "queued", len(messages)+rep.live-len(rep.moved),
+		"in_log", rep.live-len(rep.moved), "log_segments", rep.segments,
+		"removed_temporary", len(temps), "removed_orphan_state", orphans,
+		"torn_records", rep.torn, "damaged_records", rep.damaged)
+	return rep.moved, nil
 }
 
 func syncDir(name string) error {
@@ -264,9 +307,11 @@ func (s *Spool) Close() error {
 	}
 	s.closed = true
 	close(s.ops)
+	close(s.log.ops)
 	s.mu.Unlock()
 	<-s.done
-	return errors.Join(s.qdir.Close(), s.lock.Close())
+	<-s.log.stopped
+	return errors.Join(s.qdir.Close(), s.log.close(), s.lock.Close())
 }
 
 func (s *Spool) isClosed() bool {
@@ -283,6 +328,9 @@ func (s *Spool) Stats() Stats {
 		Removes:   s.stats.removes.Load(),
 		FileSyncs: s.stats.fileSyncs.Load(),
 		DirSyncs:  s.stats.dirSyncs.Load(),
+		LogSyncs:  s.stats.logSyncs.Load(),
+		Retired:   s.stats.retired.Load(),
+		Forwarded: s.stats.forwarded.Load(),
 	}
 }
 
@@ -294,7 +342,7 @@ func (s *Spool) Queued() ([]string, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
 	}
-	entries, err := os.ReadDir(s.queue) // sorted by name, so by time
+	entries, err := os.ReadDir(s.queue)
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
@@ -304,12 +352,21 @@ func (s *Spool) Queued() ([]string, error) {
 			ids = append(ids, e.Name())
 		}
 	}
-	return ids, nil
+	ids = s.log.ids(ids)
+	slices.Sort(ids)
+	// A message being moved out of the log by Update is briefly in both.
+	return slices.Compact(ids), nil
 }
 
 // Envelope returns the envelope of message id with its latest delivery
 // state: the one last written by Update, or the one written by Commit.
 func (s *Spool) Envelope(id string) (*Envelope, error) {
+	if err := s.check(id); err != nil {
+		return nil, err
+	}
+	if env, ok, err := s.log.envelope(id); ok {
+		return env, err
+	}
 	f, env, _, err := s.openMessage(id)
 	if err != nil {
 		return nil, err
@@ -334,13 +391,22 @@ func (s *Spool) Envelope(id string) (*Envelope, error) {
 	return st, nil
 }
 
-// openMessage opens and checks the message file of id.
-func (s *Spool) openMessage(id string) (*os.File, *Envelope, record, error) {
+// check returns the error for an operation on message id when the spool
+// is closed or id cannot be an ID.
+func (s *Spool) check(id string) error {
 	if s.isClosed() {
-		return nil, nil, record{}, ErrClosed
+		return ErrClosed
 	}
 	if !validID(id) {
-		return nil, nil, record{}, fmt.Errorf("%w: %q", ErrBadID, id)
+		return fmt.Errorf("%w: %q", ErrBadID, id)
+	}
+	return nil
+}
+
+// openMessage opens and checks the message file of id.
+func (s *Spool) openMessage(id string) (*os.File, *Envelope, record, error) {
+	if err := s.check(id); err != nil {
+		return nil, nil, record{}, err
 	}
 	f, err := os.Open(s.messagePath(id))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -370,11 +436,17 @@ func decodeFile(f *os.File) (*Envelope, record, error) {
 
 // Body opens the body of message id. The caller must Close it.
 func (s *Spool) Body(id string) (*Body, error) {
+	if err := s.check(id); err != nil {
+		return nil, err
+	}
+	if b, ok, err := s.log.body(id); ok {
+		return b, err
+	}
 	f, _, rec, err := s.openMessage(id)
 	if err != nil {
 		return nil, err
 	}
-	return newBody(f, id, rec), nil
+	return newBody(f, id, 0, rec.bodyLen, rec.bodyCRC), nil
 }
 
 // Update durably replaces the delivery state of message env.ID with env:
@@ -382,7 +454,19 @@ func (s *Spool) Body(id string) (*Body, error) {
 // during Update leaves the previous state. env.ID and env.Size must be
 // those of the message. Updates of one message must not run concurrently
 // with each other or with its Remove.
+//
+// A message in the log is moved out of it to a file of its own, with env
+// as its envelope, and a done record for it is appended to the log: a
+// message that needs a second attempt may wait for days, and it should
+// not hold its segment on disk all that time. Every later Update writes
+// the state file.
 func (s *Spool) Update(env *Envelope) error {
+	if err := s.check(env.ID); err != nil {
+		return err
+	}
+	if ent, ok := s.log.lookup(env.ID); ok {
+		return s.moveOut(env, ent)
+	}
 	f, msg, _, err := s.openMessage(env.ID)
 	if err != nil {
 		return err
@@ -482,12 +566,19 @@ func (s *Spool) syncFile(f *os.File) error {
 // behind the fsync it may be in the middle of. For the deliver package
 // that wait is part of the window in which a crash sends a relayed
 // message twice.
+//
+// A message in the log is removed by a done record appended to it, durable
+// once the log's group commit returns.
 func (s *Spool) Remove(id string) error {
-	if !validID(id) {
-		return fmt.Errorf("%w: %q", ErrBadID, id)
+	if err := s.check(id); err != nil {
+		return err
 	}
-	if s.isClosed() {
-		return ErrClosed
+	if _, ok := s.log.lookup(id); ok {
+		if err := s.log.append(doneRecord(nil, id), id); err != nil {
+			return err
+		}
+		s.stats.removes.Add(1)
+		return nil
 	}
 	// The message goes first: a crash in between leaves an orphan state
 	// file, which Open removes, rather than a message whose delivery state
@@ -510,14 +601,22 @@ func (s *Spool) Remove(id string) error {
 
 // Quarantine moves a message that cannot be read (ErrCorrupt) and its
 // state file out of the queue into <dir>/corrupt/, where an operator can
-// look at it; the queue stops trying it. Nothing is deleted.
+// look at it; the queue stops trying it. Nothing is deleted. A message in
+// the log is copied there, its record as it is, as <ID>.rec, and then
+// removed from the log.
 func (s *Spool) Quarantine(id string) error {
-	if !validID(id) {
-		return fmt.Errorf("%w: %q", ErrBadID, id)
+	if err := s.check(id); err != nil {
+		return err
 	}
 	dst := filepath.Join(s.dir, corruptDir)
 	if err := os.MkdirAll(dst, 0o700); err != nil {
 		return fmt.Errorf("spool: %w", err)
+	}
+	if rec, _, ok, err := s.log.record(id); ok {
+		if err != nil {
+			return err
+		}
+		return s.quarantineRecord(id, rec, dst)
 	}
 	err := s.commitDir(func() error {
 		if err := os.Rename(s.messagePath(id), filepath.Join(dst, id)); err != nil {
@@ -555,4 +654,10 @@ func (s *Spool) Writable() error {
 	}
 	f.Close()
 	return os.Remove(f.Name())
+}
+
+// withSegmentSize makes the log start a new segment at size bytes instead
+// of defaultSegmentSize: tests use it to make many segments.
+func withSegmentSize(size int64) Option {
+	return func(s *Spool) { s.log.segSize = size }
 }

@@ -17,9 +17,14 @@ import (
 //	defer w.Abort() // does nothing once Commit has succeeded
 //	io.Copy(w, data)
 //	id, err := w.Commit()
+//
+// The body is held in memory while it fits in the log (logMax); past that
+// it goes to a temporary file, and the message is committed as a file of
+// its own.
 type Writer struct {
 	s    *Spool
 	env  *Envelope
+	rec  *[]byte // the log record being built; nil once the body has gone to f
 	f    *os.File
 	bw   *bufio.Writer
 	crc  uint32
@@ -33,9 +38,10 @@ var errWriterDone = errors.New("spool: message already committed or aborted")
 // Create starts a message with envelope env, which must have at least one
 // recipient. env.ID, when set, must come from NewID (a caller that names
 // the message in its own Received: header takes the ID first); otherwise
-// Commit assigns one. The body is streamed to a temporary file through the returned
-// Writer: it is never held in memory, whatever its size. env belongs to the
-// spool until Commit or Abort returns.
+// Commit assigns one. A body of up to 64 KiB is held in memory until
+// Commit appends it to the log; a longer one is streamed to a temporary
+// file through a fixed buffer, so it is never held in memory, whatever its
+// size. env belongs to the spool until Commit or Abort returns.
 func (s *Spool) Create(env *Envelope) (*Writer, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
@@ -43,13 +49,9 @@ func (s *Spool) Create(env *Envelope) (*Writer, error) {
 	if len(env.Rcpts) == 0 {
 		return nil, errors.New("spool: envelope has no recipients")
 	}
-	f, err := os.CreateTemp(s.tmp, "msg-")
-	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	bw := s.bufs.Get().(*bufio.Writer)
-	bw.Reset(f)
-	return &Writer{s: s, env: env, f: f, bw: bw}, nil
+	rec := s.recs.Get().(*[]byte)
+	*rec = newRecord(*rec, recordMessage)
+	return &Writer{s: s, env: env, rec: rec}, nil
 }
 
 // Write appends p to the body. After an error, every later Write and Commit
@@ -61,6 +63,18 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
+	if w.rec != nil {
+		if w.n+int64(len(p)) <= logMax {
+			*w.rec = append(*w.rec, p...)
+			w.crc = crc32.Update(w.crc, crcTable, p)
+			w.n += int64(len(p))
+			return len(p), nil
+		}
+		if err := w.spill(); err != nil {
+			w.err = err
+			return 0, err
+		}
+	}
 	n, err := w.bw.Write(p)
 	w.crc = crc32.Update(w.crc, crcTable, p[:n])
 	w.n += int64(n)
@@ -70,18 +84,43 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, w.err
 }
 
-// Commit makes the message durable and queued. When it returns nil the
-// message file has been fsynced, renamed into the queue and the queue
-// directory fsynced, so the message survives a crash or a power cut: only
-// then may the server reply 250. Commit sets env.ID, env.Size and, if it is
-// zero, env.Received. The directory fsync is shared with concurrent
-// Commits, Updates and Removes. On error nothing is queued and the
-// temporary file is gone.
+// spill moves the body so far from memory to a temporary file, from which
+// Commit will make the message a file of its own.
+func (w *Writer) spill() error {
+	f, err := os.CreateTemp(w.s.tmp, "msg-")
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	w.f = f
+	w.bw = w.s.bufs.Get().(*bufio.Writer)
+	w.bw.Reset(f)
+	_, err = w.bw.Write((*w.rec)[recHeaderLen:])
+	w.releaseRec() // only now: the pool may hand it to another session
+	if err != nil {
+		return fmt.Errorf("spool: writing %s: %w", f.Name(), err)
+	}
+	return nil
+}
+
+// Commit makes the message durable and queued: only then may the server
+// reply 250. A body that fits in the log is appended to it and the log
+// fdatasynced, an fsync shared with every concurrent Commit, Remove and
+// Update of messages in the log. A longer one's file is fsynced, renamed
+// into the queue and the queue directory fsynced, an fsync shared with
+// concurrent Commits, Updates and Removes of files. Commit sets env.ID,
+// env.Size and, if it is zero, env.Received. On error nothing is queued.
 func (w *Writer) Commit() (string, error) {
 	if w.done {
 		return "", errWriterDone
 	}
-	id, received, err := w.commit()
+	var id string
+	var received time.Time
+	var err error
+	if w.rec != nil {
+		id, received, err = w.commitLog()
+	} else {
+		id, received, err = w.commitFile()
+	}
 	if err != nil {
 		w.discard()
 		return "", err
@@ -93,11 +132,8 @@ func (w *Writer) Commit() (string, error) {
 	return id, nil
 }
 
-func (w *Writer) commit() (id string, received time.Time, err error) {
-	if w.err != nil {
-		return "", time.Time{}, w.err
-	}
-	now := time.Now()
+// envelope is the envelope as committed: ID, size and time filled in.
+func (w *Writer) envelope(now time.Time) Envelope {
 	env := *w.env
 	if env.ID == "" {
 		env.ID = w.s.ids.next(now)
@@ -106,6 +142,31 @@ func (w *Writer) commit() (id string, received time.Time, err error) {
 	if env.Received.IsZero() {
 		env.Received = now
 	}
+	return env
+}
+
+func (w *Writer) commitLog() (id string, received time.Time, err error) {
+	if w.err != nil {
+		return "", time.Time{}, w.err
+	}
+	env := w.envelope(time.Now())
+	envJSON, err := marshalEnvelope(&env)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	*w.rec = append(*w.rec, envJSON...)
+	finishRecord(*w.rec, int(w.n), w.crc)
+	if err := w.s.log.append(*w.rec, env.ID); err != nil {
+		return "", time.Time{}, err
+	}
+	return env.ID, env.Received, nil
+}
+
+func (w *Writer) commitFile() (id string, received time.Time, err error) {
+	if w.err != nil {
+		return "", time.Time{}, w.err
+	}
+	env := w.envelope(time.Now())
 	envJSON, err := marshalEnvelope(&env)
 	if err != nil {
 		return "", time.Time{}, err
@@ -160,6 +221,9 @@ func (w *Writer) Abort() error {
 func (w *Writer) discard() error {
 	w.done = true
 	w.release()
+	if w.f == nil {
+		return nil
+	}
 	w.f.Close() // may already be closed by a failed Commit
 	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: %w", err)
@@ -167,11 +231,21 @@ func (w *Writer) discard() error {
 	return nil
 }
 
-// release returns the buffer to the pool.
+// release returns the buffers to their pools.
 func (w *Writer) release() {
+	w.releaseRec()
 	if w.bw != nil {
 		w.bw.Reset(nil)
 		w.s.bufs.Put(w.bw)
 		w.bw = nil
+	}
+}
+
+func (w *Writer) releaseRec() {
+	if w.rec != nil {
+		if cap(*w.rec) <= maxRecBuf {
+			w.s.recs.Put(w.rec)
+		}
+		w.rec = nil
 	}
 }

@@ -40,9 +40,10 @@ func benchNets(n int) (nets []netip.Prefix, hit4, hit6 netip.Addr) {
 
 var benchSizes = []int{10, 1000, 100_000}
 
-// BenchmarkLookup is one address looked up among n networks: found, and
-// not (an address outside the networks' ranges, which probes every length
-// present).
+// BenchmarkLookup is one address looked up among n networks: found;
+// not found, away from the networks (in a block without any: one probe to
+// find that out); and not found among them (in a block that holds
+// networks: a probe for each length in it).
 func BenchmarkLookup(b *testing.B) {
 	for _, n := range benchSizes {
 		nets, hit4, hit6 := benchNets(n)
@@ -50,6 +51,7 @@ func BenchmarkLookup(b *testing.B) {
 		for i, p := range nets {
 			m.Set(p, i)
 		}
+		near4, near6 := benchNearMiss(&m)
 		for _, c := range []struct {
 			name string
 			addr netip.Addr
@@ -59,6 +61,8 @@ func BenchmarkLookup(b *testing.B) {
 			{"hit/ipv6", hit6, true},
 			{"miss/ipv4", netip.MustParseAddr("198.51.100.7"), false},
 			{"miss/ipv6", netip.MustParseAddr("2001:db9::7"), false},
+			{"near_miss/ipv4", near4, false},
+			{"near_miss/ipv6", near6, false},
 		} {
 			if !c.addr.IsValid() {
 				continue // too few networks to have one of this family
@@ -74,6 +78,32 @@ func BenchmarkLookup(b *testing.B) {
 			})
 		}
 	}
+}
+
+// benchNearMiss returns addresses that no network of m holds, in blocks
+// that hold some: in 10.0.0.0/8 and 2001:db8::/32, where benchNets puts
+// them (invalid where every address of the blocks is held).
+func benchNearMiss(m *Map[int]) (near4, near6 netip.Addr) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 100_000 {
+		if !near4.IsValid() {
+			a := netip.AddrFrom4([4]byte{10, byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())})
+			if _, ok := m.Lookup(a); !ok && len(m.v4.blocks[addr4(a)>>(32-block4)].desc) > 0 {
+				near4 = a
+			}
+		}
+		if !near6.IsValid() {
+			b := [16]byte{0x20, 0x01, 0x0d, 0xb8}
+			for i := 4; i < 16; i++ {
+				b[i] = byte(r.Uint32())
+			}
+			a := netip.AddrFrom16(b)
+			if _, ok := m.Lookup(a); !ok && len(m.v6.blocks[0x20010db8].desc) > 0 {
+				near6 = a
+			}
+		}
+	}
+	return near4, near6
 }
 
 // BenchmarkBuild is making a Map of n networks: what a reload pays for a

@@ -1,6 +1,7 @@
 package netmap
 
 import (
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -126,41 +127,99 @@ func TestSetGetDelete(t *testing.T) {
 	}
 }
 
-// TestLengthsOnDelete: a length whose last network is deleted is no longer
-// probed, and one still in use stays, in both families.
+// TestLengthsOnDelete: a length whose last network in a block (or among
+// the wide networks) is deleted is no longer probed there, one still in
+// use stays, and a block with no network left goes, in both families.
 func TestLengthsOnDelete(t *testing.T) {
 	var m Map[int]
-	for i, s := range []string{"10.0.0.0/8", "10.1.0.0/16", "10.2.0.0/16", "10.1.2.0/24", "0.0.0.0/0",
-		"2001:db8::/32", "2001:db8:1::/48", "2001:db8:2::/48", "2001:db8::1/128"} {
+	nets := []string{"10.0.0.0/8", "10.1.0.0/16", "10.1.128.0/17", "10.1.2.0/24", "10.1.3.0/24", "10.2.0.0/16", "0.0.0.0/0",
+		"2001::/16", "2001:db8::/32", "2001:db8:1::/48", "2001:db8:2::/48", "2001:db8::1/128", "2001:db9::/32"}
+	for i, s := range nets {
 		m.Set(pfx(s), i)
 	}
 	m.Set(pfx("10.1.0.0/16"), 99) // a replacement counts once
-	check := func(want4, want6 []uint8) {
-		t.Helper()
-		if !slices.Equal(m.len4.desc, want4) || !slices.Equal(m.len6.desc, want6) {
-			t.Fatalf("lengths %v %v, want %v %v", m.len4.desc, m.len6.desc, want4, want6)
-		}
+	want := map[netip.Prefix]int{}
+	for _, s := range nets {
+		want[pfx(s)] = 0
 	}
-	check([]uint8{24, 16, 8, 0}, []uint8{128, 48, 32})
-	m.Delete(pfx("10.1.0.0/16"))
-	check([]uint8{24, 16, 8, 0}, []uint8{128, 48, 32}) // 10.2.0.0/16 is left
-	m.Delete(pfx("10.2.0.0/16"))
-	check([]uint8{24, 8, 0}, []uint8{128, 48, 32})
-	m.Delete(pfx("0.0.0.0/0"))
-	m.Delete(pfx("10.1.2.0/24"))
-	check([]uint8{8}, []uint8{128, 48, 32})
-	m.Delete(pfx("2001:db8:1::/48"))
-	m.Delete(pfx("2001:db8::1/128"))
-	check([]uint8{8}, []uint8{48, 32})
-	m.Delete(pfx("2001:db8:2::/48"))
-	m.Delete(pfx("2001:db8::/32"))
-	m.Delete(pfx("10.0.0.0/8"))
-	check([]uint8{}, []uint8{})
-	if m.Len() != 0 {
-		t.Fatalf("Len %d after deleting all", m.Len())
+	checkLengths(t, &m, want)
+	if got := m.v4.blocks[0x0a01].desc; !slices.Equal(got, []uint8{24, 17, 16}) {
+		t.Fatalf("10.1.0.0/16's lengths %v, want [24 17 16]", got)
+	}
+	for _, s := range []string{"10.1.2.0/24", "10.2.0.0/16", "0.0.0.0/0", "2001:db8::1/128", "2001:db8:1::/48", "2001:db9::/32"} {
+		m.Delete(pfx(s))
+		delete(want, pfx(s))
+		checkLengths(t, &m, want)
+	}
+	if _, ok := m.v4.blocks[0x0a02]; ok {
+		t.Fatal("10.2.0.0/16's block outlived its last network")
+	}
+	if got := m.v4.blocks[0x0a01].desc; !slices.Equal(got, []uint8{24, 17, 16}) {
+		t.Fatalf("10.1.0.0/16's lengths %v, want [24 17 16] (10.1.3.0/24 is left)", got)
+	}
+	for s := range want {
+		m.Delete(s)
+	}
+	checkLengths(t, &m, nil)
+	if m.Len() != 0 || len(m.v4.blocks) != 0 || len(m.v6.blocks) != 0 || len(m.v4.wide.desc) != 0 || len(m.v6.wide.desc) != 0 {
+		t.Fatalf("after deleting all: Len %d, blocks %v %v, wide %v %v", m.Len(), m.v4.blocks, m.v6.blocks, m.v4.wide, m.v6.wide)
 	}
 	m.Set(pfx("10.0.0.0/8"), 1) // and it comes back
-	check([]uint8{8}, []uint8{})
+	checkLengths(t, &m, map[netip.Prefix]int{pfx("10.0.0.0/8"): 1})
+}
+
+// checkLengths checks that m probes exactly the lengths of the networks
+// of ref (masked): per block for those at least a block long, per family
+// for the others, longest first, each with its count.
+func checkLengths(t *testing.T, m *Map[int], ref map[netip.Prefix]int) {
+	t.Helper()
+	type counts = map[uint8]int32
+	wide := [2]counts{{}, {}}
+	blocks := [2]map[uint32]counts{{}, {}}
+	for p := range ref {
+		p = p.Masked()
+		fam, blockBits := 0, block4
+		if !p.Addr().Is4() {
+			fam, blockBits = 1, block6
+		}
+		bits := uint8(p.Bits())
+		if p.Bits() < blockBits {
+			wide[fam][bits]++
+			continue
+		}
+		b := p.Addr().AsSlice()
+		block := uint32(b[0])<<8 | uint32(b[1])
+		if fam == 1 {
+			block = uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		}
+		if blocks[fam][block] == nil {
+			blocks[fam][block] = counts{}
+		}
+		blocks[fam][block][bits]++
+	}
+	same := func(what string, l lengths, want counts) {
+		t.Helper()
+		if !slices.IsSortedFunc(l.desc, func(x, y uint8) int { return int(y) - int(x) }) || len(l.desc) != len(l.n) {
+			t.Fatalf("%s: lengths %v (counts %v) not longest first", what, l.desc, l.n)
+		}
+		got := counts{}
+		for i, b := range l.desc {
+			got[b] = l.n[i]
+		}
+		if !maps.Equal(got, want) || len(l.desc) != len(want) {
+			t.Fatalf("%s: lengths %v, counts %v; want %v", what, l.desc, l.n, want)
+		}
+	}
+	same("IPv4 wide", m.v4.wide, wide[0])
+	same("IPv6 wide", m.v6.wide, wide[1])
+	for fam, got := range [2]map[uint32]lengths{m.v4.blocks, m.v6.blocks} {
+		if len(got) != len(blocks[fam]) {
+			t.Fatalf("family %d: %d blocks, want %d", fam, len(got), len(blocks[fam]))
+		}
+		for b, want := range blocks[fam] {
+			same(fmt.Sprintf("family %d block %#x", fam, b), got[b], want)
+		}
+	}
 }
 
 // TestAll: All yields every network, masked, with its value; a loop may

@@ -44,7 +44,7 @@ type check struct {
 // store:
 //
 //	max_daemon_children   a counter
-//	deny_list             `mxguard deny`'s networks: a probe per prefix length
+//	deny_list             `mxguard deny`'s networks: a few hash probes (netmap)
 //	ban                   the bans of the clients' scores: likewise, skipped when none
 //	throttle              connection_rate_throttle: stall, never refuse
 //	rdns                  the client's confirmed name (cached, bounded)

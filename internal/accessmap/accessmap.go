@@ -31,6 +31,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/mxguard/mxguard/internal/netmap"
 )
 
 // Tags mxguard acts on.
@@ -133,11 +135,11 @@ type Map struct {
 
 // table indexes the entries of one tag. Values are indexes into Map.entries.
 type table struct {
-	names    map[string]int32 // host and domain names, addresses, user@
-	dotted   bool             // some name starts with ".": lookupdotdomain keys
-	nets     prefixSet        // address keys
-	literals prefixSet        // [address] keys: a client without a name, a domain literal
-	def      int32            // the "Tag:" entry, or -1
+	names    map[string]int32  // host and domain names, addresses, user@
+	dotted   bool              // some name starts with ".": lookupdotdomain keys
+	nets     netmap.Map[int32] // address keys
+	literals netmap.Map[int32] // [address] keys: a client without a name, a domain literal
+	def      int32             // the "Tag:" entry, or -1
 }
 
 func newTable() *table { return &table{def: -1} }
@@ -147,9 +149,9 @@ func (t *table) get(k parsedKey) (int32, bool) {
 	case keyDefault:
 		return t.def, t.def >= 0
 	case keyNet:
-		return t.nets.get(k.prefix)
+		return t.nets.Get(k.prefix)
 	case keyLiteral:
-		return t.literals.get(k.prefix)
+		return t.literals.Get(k.prefix)
 	}
 	i, ok := t.names[k.name]
 	return i, ok
@@ -160,9 +162,9 @@ func (t *table) set(k parsedKey, i int32) {
 	case keyDefault:
 		t.def = i
 	case keyNet:
-		t.nets.set(k.prefix, i)
+		t.nets.Set(k.prefix, i)
 	case keyLiteral:
-		t.literals.set(k.prefix, i)
+		t.literals.Set(k.prefix, i)
 	default:
 		if t.names == nil {
 			t.names = make(map[string]int32)
@@ -178,8 +180,12 @@ func (t *table) remap(f func(int32) int32) {
 	for k, v := range t.names {
 		t.names[k] = f(v)
 	}
-	t.nets.remap(f)
-	t.literals.remap(f)
+	for p, v := range t.nets.All() {
+		t.nets.Set(p, f(v))
+	}
+	for p, v := range t.literals.All() {
+		t.literals.Set(p, f(v))
+	}
 	if t.def >= 0 {
 		t.def = f(t.def)
 	}

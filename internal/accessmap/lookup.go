@@ -89,12 +89,12 @@ func (m *Map) client(tag, host string, addr netip.Addr) (int32, bool) {
 			}
 		}
 	} else if addr.IsValid() {
-		if i, ok := t.literals.lookup(addr); ok && !m.skip[i] {
+		if i, ok := t.literals.Lookup(addr); ok && !m.skip[i] {
 			return i, true
 		}
 	}
 	if addr.IsValid() {
-		if i, ok := t.nets.lookup(addr); ok && !m.skip[i] {
+		if i, ok := t.nets.Lookup(addr); ok && !m.skip[i] {
 			return i, true
 		}
 	}
@@ -287,7 +287,7 @@ func (t *table) domain(d []byte, orig string) (int32, bool) {
 		if err != nil || a.Zone() != "" {
 			return 0, false
 		}
-		return t.literals.lookup(a.Unmap())
+		return t.literals.Lookup(a.Unmap())
 	}
 	if len(t.names) == 0 {
 		return 0, false

@@ -11,10 +11,9 @@ package admit
 
 import (
 	"context"
-	"github.com/mxguard/mxguard/internal/reason"
-	"github.com/mxguard/mxguard/internal/reply"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +21,9 @@ import (
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/dnsbl"
 	"github.com/mxguard/mxguard/internal/limit"
+	"github.com/mxguard/mxguard/internal/netmap"
+	"github.com/mxguard/mxguard/internal/reason"
+	"github.com/mxguard/mxguard/internal/reply"
 	"github.com/mxguard/mxguard/internal/reputation"
 	"github.com/mxguard/mxguard/internal/resolve"
 	"github.com/mxguard/mxguard/internal/tcpwrap"
@@ -29,7 +31,10 @@ import (
 
 // Policy is everything admission reads from configuration files. It is
 // immutable: a reload builds a new Policy and swaps it in, so sessions that
-// are running keep the one they started with.
+// are running keep the one they started with. Trusted and Denied, in
+// particular, must not change once the policy is in use: they are indexed
+// once, at its first lookup. A Policy is used through its pointer, never
+// copied.
 type Policy struct {
 	Hostname string
 	Limits   config.Limits
@@ -44,19 +49,48 @@ type Policy struct {
 	// StressDNSBLReject: under stress a listed client is refused at the
 	// greeting whatever DNSBL.Action says.
 	StressDNSBLReject bool
+
+	index networks
+}
+
+// networks are Trusted and Denied by network, so that a lookup costs one
+// hash probe per prefix length present however long the lists grow (a
+// fleet's operators and console add to them in one click). The index
+// lives in the Policy, built at its first use under a sync.Once, rather
+// than beside it in the Admitter: a Policy is read concurrently as soon as
+// it is swapped in, and outside the Admitter too (the reputation book asks
+// IsTrusted at each refusal, a Decision carries its Policy, tests build
+// Policies and ask them), so it answers the same way wherever it is used,
+// and there is no second pointer to keep in step with the atomic swap.
+// New and SetPolicy build it at once (warm), so that the reload pays for
+// it, not the first connection after.
+type networks struct {
+	once            sync.Once
+	trusted, denied netmap.Map[struct{}]
+}
+
+func (p *Policy) networks() *networks {
+	p.index.once.Do(func() {
+		for _, q := range p.Trusted {
+			p.index.trusted.Set(q, struct{}{})
+		}
+		for _, q := range p.Denied {
+			p.index.denied.Set(q, struct{}{})
+		}
+	})
+	return &p.index
 }
 
 // IsTrusted reports whether addr is in a trusted network.
-func (p *Policy) IsTrusted(addr netip.Addr) bool { return inAny(p.Trusted, addr) }
+func (p *Policy) IsTrusted(addr netip.Addr) bool {
+	_, ok := p.networks().trusted.Lookup(addr.Unmap())
+	return ok
+}
 
-func inAny(ps []netip.Prefix, addr netip.Addr) bool {
-	addr = addr.Unmap()
-	for _, p := range ps {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	return false
+// IsDenied reports whether addr is in the deny list.
+func (p *Policy) IsDenied(addr netip.Addr) bool {
+	_, ok := p.networks().denied.Lookup(addr.Unmap())
+	return ok
 }
 
 // Verifier is the reverse-DNS lookup admission needs (internal/resolve).
@@ -116,12 +150,16 @@ func New(p *Policy, deps Deps) *Admitter {
 		deps.Events = noRecorder{}
 	}
 	a := &Admitter{limiter: deps.Limiter, dns: deps.DNS, events: deps.Events, rep: deps.Reputation, lists: deps.Lists, log: deps.Log}
-	a.policy.Store(p)
+	a.SetPolicy(p)
 	return a
 }
 
-// SetPolicy swaps in a new policy (SIGHUP, `mxguard trust`).
-func (a *Admitter) SetPolicy(p *Policy) { a.policy.Store(p) }
+// SetPolicy swaps in a new policy (SIGHUP, `mxguard trust`), its networks
+// indexed first, in the caller's goroutine.
+func (a *Admitter) SetPolicy(p *Policy) {
+	p.networks()
+	a.policy.Store(p)
+}
 
 // Policy returns the policy in force.
 func (a *Admitter) Policy() *Policy { return a.policy.Load() }

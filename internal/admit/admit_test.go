@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/mxguard/mxguard/internal/accessmap"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/limit"
+	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/resolve"
 	"github.com/mxguard/mxguard/internal/tcpwrap"
 )
@@ -268,5 +270,104 @@ func BenchmarkAdmit(b *testing.B) {
 		}
 		d.Release()
 		i++
+	}
+}
+
+func prefixes(ss ...string) []netip.Prefix {
+	ps := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		ps[i] = netip.MustParsePrefix(s)
+	}
+	return ps
+}
+
+// refIn is what IsTrusted and IsDenied answered when they scanned the
+// lists: is the client, unmapped, in one of them.
+func refIn(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestPolicyNetworks: the trusted networks and the deny list, indexed,
+// answer as a scan of the lists does (unmasked and nested networks, both
+// families, the client's IPv4-mapped form and a zone), on a Policy given
+// to an Admitter and on one never given to one; a policy swapped in
+// answers with its own lists, and admission refuses by them.
+func TestPolicyNetworks(t *testing.T) {
+	trusted := prefixes("127.0.9.0/24", "10.0.0.0/8", "192.168.1.7/16", "2001:db8::/32", "::1/128")
+	denied := prefixes("10.1.0.0/16", "10.1.2.3/32", "198.51.100.0/24", "2001:db8:1::/48", "::ffff:203.0.113.0/120")
+	queries := []string{"127.0.9.1", "127.0.10.1", "10.2.3.4", "10.1.2.3", "10.1.9.9", "::ffff:10.1.2.3",
+		"192.168.200.1", "192.169.0.1", "198.51.100.77", "203.0.113.5", "::ffff:203.0.113.5",
+		"2001:db8:1::5", "2001:db8:2::5", "2001:db8:1::5%eth0", "::1", "::2", "0.0.0.0"}
+	a := newAdmitter(t, "", "", limits())
+	a.SetPolicy(&Policy{Hostname: "mx.test", Limits: limits(), Trusted: trusted, Denied: denied})
+	loose := &Policy{Trusted: trusted, Denied: denied}
+	for _, p := range []*Policy{a.Policy(), loose} {
+		for _, q := range queries {
+			ip := netip.MustParseAddr(q)
+			if got, want := p.IsTrusted(ip), refIn(trusted, ip); got != want {
+				t.Errorf("IsTrusted(%s) = %v, want %v", q, got, want)
+			}
+			if got, want := p.IsDenied(ip), refIn(denied, ip); got != want {
+				t.Errorf("IsDenied(%s) = %v, want %v", q, got, want)
+			}
+		}
+	}
+	for _, tt := range []struct {
+		ip     string
+		reason reason.Reason
+	}{
+		{"10.1.2.3", reason.DenyList}, // denied and trusted: the deny list wins
+		{"::ffff:198.51.100.9", reason.DenyList},
+		{"10.2.0.1", ""},
+		{"127.0.4.9", ""},
+	} {
+		d := a.Admit(context.Background(), netip.MustParseAddr(tt.ip))
+		if d.Reason != tt.reason {
+			t.Errorf("%s: reason %q, want %q", tt.ip, d.Reason, tt.reason)
+		}
+		d.Release()
+	}
+	// A reload: the new lists, not the old.
+	a.SetPolicy(&Policy{Hostname: "mx.test", Limits: limits(), Denied: prefixes("127.0.4.0/24")})
+	for _, tt := range []struct {
+		ip     string
+		reason reason.Reason
+	}{{"10.1.2.3", ""}, {"127.0.4.9", reason.DenyList}} {
+		d := a.Admit(context.Background(), netip.MustParseAddr(tt.ip))
+		if d.Reason != tt.reason {
+			t.Errorf("after the reload, %s: reason %q, want %q", tt.ip, d.Reason, tt.reason)
+		}
+		d.Release()
+	}
+	if a.Policy().IsTrusted(netip.MustParseAddr("10.2.0.1")) {
+		t.Error("the old trusted networks outlived the reload")
+	}
+}
+
+// TestPolicyNetworksConcurrent: a Policy nobody has asked yet, asked by
+// many goroutines at once, as connections and the reputation book ask
+// the one a reload swapped in; with -race, an index built without the
+// sync.Once is a data race.
+func TestPolicyNetworksConcurrent(t *testing.T) {
+	p := &Policy{Trusted: prefixes("127.0.9.0/24"), Denied: prefixes("127.0.4.0/24")}
+	in, out := netip.MustParseAddr("127.0.9.9"), netip.MustParseAddr("127.0.4.4")
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for range 8 {
+		wg.Go(func() {
+			if !p.IsTrusted(in) || p.IsTrusted(out) || !p.IsDenied(out) || p.IsDenied(in) {
+				errs <- "wrong answer"
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }

@@ -27,7 +27,9 @@ import (
 // refused pays for each control an operator turns on. Their inputs are of
 // a size a busy server has: a deny list of 1,000 networks, an access map
 // of 10,000 entries, a hosts.deny of 1,000 domains and a few other
-// patterns, a reputation book with and without bans.
+// patterns, a reputation book with and without bans. The deny list and
+// the bans are also run at 10 and 100,000 entries, since a fleet's grow:
+// their cost should not.
 
 // benchClient is one client and what the rdns step found of it.
 type benchClient struct {
@@ -159,7 +161,7 @@ func benchBook(tb testing.TB, p *Policy, bans int) *reputation.Book {
 		tb.Fatal(err)
 	}
 	for i := range bans {
-		a := netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)})
+		a := netip.AddrFrom4([4]byte{10, byte(200 + i>>16), byte(i >> 8), byte(i)})
 		book.Add(reputation.Ban{Prefix: netip.PrefixFrom(a, 32), Reason: reason.Pregreet, By: "score",
 			Created: time.Now(), Expires: time.Now().Add(time.Hour)})
 	}
@@ -303,7 +305,7 @@ func BenchmarkStep(b *testing.B) {
 		a := newBenchAdmitter(benchPolicy(lim), Deps{Limiter: benchLimiter(b)})
 		benchStep(b, a, "max_daemon_children", cs, release)
 	})
-	for _, n := range []int{0, 1000} {
+	for _, n := range []int{0, 10, 1000, 100_000} {
 		b.Run(fmt.Sprintf("deny_list/prefixes=%d", n), func(b *testing.B) {
 			p := benchPolicy(limits())
 			p.Denied = benchDenied(n)
@@ -315,7 +317,7 @@ func BenchmarkStep(b *testing.B) {
 		a := newBenchAdmitter(benchPolicy(limits()), Deps{Limiter: benchLimiter(b)})
 		benchStep(b, a, "ban", cs, nil)
 	})
-	for _, n := range []int{0, 10, 1000} {
+	for _, n := range []int{0, 10, 1000, 100_000} {
 		b.Run(fmt.Sprintf("ban/bans=%d", n), func(b *testing.B) {
 			p := benchPolicy(limits())
 			a := newBenchAdmitter(p, Deps{Limiter: benchLimiter(b), Reputation: benchBook(b, p, n)})

@@ -44,8 +44,8 @@ type check struct {
 // store:
 //
 //	max_daemon_children   a counter
-//	deny_list             `mxguard deny`'s networks: a prefix scan
-//	ban                   the bans of the clients' scores: a map, skipped when empty
+//	deny_list             `mxguard deny`'s networks: a few hash probes (netmap)
+//	ban                   the bans of the clients' scores: likewise, skipped when none
 //	throttle              connection_rate_throttle: stall, never refuse
 //	rdns                  the client's confirmed name (cached, bounded)
 //	score                 the standing part of the client's score; its tarpit
@@ -114,7 +114,7 @@ func (a *Admitter) stepChildren(c *check) bool {
 // stepDenyList refuses the networks of `mxguard deny`, which the operator
 // names on purpose: they win over trust.
 func (a *Admitter) stepDenyList(c *check) bool {
-	if inAny(c.p.Denied, c.addr) {
+	if c.p.IsDenied(c.addr) {
 		a.reject(c, reason.DenyList, &replyDenied, "address in the deny list")
 		return true
 	}

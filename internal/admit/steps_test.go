@@ -55,7 +55,9 @@ func TestEachStep(t *testing.T) {
 	lim.ClientRate, lim.ClientConn = 1, 1
 	lim.GreetPause = time.Second
 	a := newAdmitter(t, "Connect:127.0.2.2 REJECT\nConnect:127.0.2.3 DISCARD\nGreetPause:127.0.2.4 0\n", "ALL: 127.0.3.3\n", lim)
-	a.policy.Load().Denied = []netip.Prefix{netip.MustParsePrefix("127.0.4.0/24")}
+	p := a.Policy()
+	a.SetPolicy(&Policy{Hostname: p.Hostname, Limits: p.Limits, Access: p.Access, Wrappers: p.Wrappers,
+		Denied: []netip.Prefix{netip.MustParsePrefix("127.0.4.0/24")}})
 	tests := []struct {
 		step, addr string
 		done       bool

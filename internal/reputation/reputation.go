@@ -23,6 +23,7 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 
+	"github.com/mxguard/mxguard/internal/netmap"
 	"github.com/mxguard/mxguard/internal/reason"
 )
 
@@ -58,24 +59,26 @@ type Book struct {
 
 	mu     sync.Mutex
 	scores *lru.Cache[netip.Addr, *score]
-	bans   map[netip.Prefix]*Ban
-	nbans  atomic.Int64 // len(bans), read without the lock
-	onBan  func(Ban)
+	// bans by network, so that the check of each connection is a longest
+	// match (a probe per prefix length present), not a scan: a flood's
+	// clients are banned by the thousand.
+	bans  netmap.Map[*Ban]
+	nbans atomic.Int64 // bans.Len(), read without the lock
+	onBan func(Ban)
 }
 
 // setBan and dropBan keep nbans in step with bans. b.mu must be held.
 func (b *Book) setBan(ban *Ban) {
-	if _, ok := b.bans[ban.Prefix]; !ok {
-		b.nbans.Add(1)
-	}
-	b.bans[ban.Prefix] = ban
+	b.bans.Set(ban.Prefix, ban)
+	b.nbans.Store(int64(b.bans.Len()))
 }
 
-func (b *Book) dropBan(p netip.Prefix) {
-	if _, ok := b.bans[p]; ok {
-		b.nbans.Add(-1)
-		delete(b.bans, p)
+func (b *Book) dropBan(p netip.Prefix) bool {
+	if !b.bans.Delete(p) {
+		return false
 	}
+	b.nbans.Add(-1)
+	return true
 }
 
 type score struct {
@@ -99,7 +102,7 @@ func New(cfg Config, now func() time.Time, trusted func(netip.Addr) bool, onBan 
 	if err != nil {
 		return nil, err
 	}
-	return &Book{cfg: cfg, now: now, trusted: trusted, scores: c, bans: map[netip.Prefix]*Ban{}, onBan: onBan}, nil
+	return &Book{cfg: cfg, now: now, trusted: trusted, scores: c, onBan: onBan}, nil
 }
 
 // current returns s's score after forgiving the time since its last
@@ -159,7 +162,7 @@ func (b *Book) change(client netip.Addr, why reason.Reason, f func(*score), need
 	var banned *Ban
 	if b.cfg.BanBelow != 0 && n <= b.cfg.BanBelow {
 		p := netip.PrefixFrom(client, client.BitLen())
-		if _, already := b.bans[p]; !already {
+		if _, already := b.bans.Get(p); !already {
 			banned = &Ban{Prefix: p, Reason: s.why, By: "score", Created: now, Expires: now.Add(b.cfg.BanTime)}
 			b.setBan(banned)
 		}
@@ -196,7 +199,12 @@ func (b *Book) Delay(client netip.Addr) time.Duration {
 	return min(time.Duration(b.cfg.TarpitBelow-n)*b.cfg.TarpitStep, b.cfg.TarpitMax)
 }
 
-// Banned returns the ban in force on client, counting the hit.
+// maxNested bounds the networks that can hold one address: one of each
+// length, 0 to 128.
+const maxNested = 129
+
+// Banned returns the ban in force on client, counting the hit: of the
+// bans on networks that hold it, the narrowest's.
 func (b *Book) Banned(client netip.Addr) (Ban, bool) {
 	client = client.Unmap()
 	if b.nbans.Load() == 0 || b.trusted(client) { // the common case, without the lock; trust wins
@@ -205,12 +213,15 @@ func (b *Book) Banned(client netip.Addr) (Ban, bool) {
 	now := b.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for p, ban := range b.bans {
-		if !p.Contains(client) {
-			continue
+	// An expired ban found is dropped and the lookup made again, which
+	// finds a wider one or none: at most one per network holding client.
+	for range maxNested + 1 {
+		ban, ok := b.bans.Lookup(client)
+		if !ok {
+			return Ban{}, false
 		}
 		if !now.Before(ban.Expires) {
-			b.dropBan(p)
+			b.dropBan(ban.Prefix)
 			continue
 		}
 		ban.Hits++
@@ -234,9 +245,7 @@ func (b *Book) Drop(p netip.Prefix) bool {
 	p = p.Masked()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	_, ok := b.bans[p]
-	b.dropBan(p)
-	return ok
+	return b.dropBan(p)
 }
 
 // Lift ends every ban within p (`mxguard trust`, `mxguard unban`) and
@@ -245,7 +254,7 @@ func (b *Book) Lift(p netip.Prefix) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := 0
-	for q := range b.bans {
+	for q := range b.bans.All() {
 		if p.Overlaps(q) && p.Bits() <= q.Bits() {
 			b.dropBan(q)
 			n++
@@ -263,8 +272,8 @@ func (b *Book) Lift(p netip.Prefix) int {
 func (b *Book) Bans() []Ban {
 	now := b.now()
 	b.mu.Lock()
-	out := make([]Ban, 0, len(b.bans))
-	for p, ban := range b.bans {
+	out := make([]Ban, 0, b.bans.Len())
+	for p, ban := range b.bans.All() {
 		if !now.Before(ban.Expires) {
 			b.dropBan(p)
 			continue

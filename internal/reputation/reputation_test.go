@@ -176,3 +176,51 @@ func TestBounded(t *testing.T) {
 		t.Errorf("%d scores kept, bound 100", n)
 	}
 }
+
+// TestBannedNarrowest: of the bans on networks that hold a client, the
+// narrowest answers and counts the hit, every time; a narrower one that
+// has expired is dropped and the wider one answers.
+func TestBannedNarrowest(t *testing.T) {
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	b, _ := testBook(t, c)
+	b.Add(Ban{Prefix: netip.MustParsePrefix("192.0.2.0/24"), Reason: reason.Control, By: "ban", Expires: c.t.Add(2 * time.Hour)})
+	b.Add(Ban{Prefix: netip.MustParsePrefix("192.0.2.7/32"), Reason: reason.Pregreet, By: "score", Expires: c.t.Add(time.Hour)})
+	b.Add(Ban{Prefix: netip.MustParsePrefix("192.0.0.0/16"), Reason: reason.Control, By: "ban", Expires: c.t.Add(3 * time.Hour)})
+	for i := range 20 {
+		got, ok := b.Banned(bot)
+		if !ok || got.Prefix != netip.MustParsePrefix("192.0.2.7/32") || got.Hits != int64(i+1) {
+			t.Fatalf("call %d: Banned = %+v, %v; want the /32's, hit %d", i, got, ok, i+1)
+		}
+	}
+	if got, ok := b.Banned(netip.MustParseAddr("192.0.2.8")); !ok || got.Prefix != netip.MustParsePrefix("192.0.2.0/24") {
+		t.Errorf("neighbour: Banned = %+v, %v; want the /24's", got, ok)
+	}
+	c.t = c.t.Add(time.Hour)
+	if got, ok := b.Banned(bot); !ok || got.Prefix != netip.MustParsePrefix("192.0.2.0/24") || got.Hits != 2 {
+		t.Errorf("after the /32 expired: Banned = %+v, %v; want the /24's, hit 2", got, ok)
+	}
+	if n := len(b.Bans()); n != 2 {
+		t.Errorf("%d bans left, want 2 (the expired /32 dropped)", n)
+	}
+}
+
+// TestBannedAllExpired: a client inside expired bans of every IPv4
+// length gets none, and every one is dropped on the way.
+func TestBannedAllExpired(t *testing.T) {
+	c := &clock{t: time.Unix(1_800_000_000, 0)}
+	b, _ := testBook(t, c)
+	for bits := range 33 {
+		b.Add(Ban{Prefix: netip.PrefixFrom(bot, bits), Expires: c.t.Add(time.Duration(bits+1) * time.Minute)})
+	}
+	b.Add(Ban{Prefix: netip.MustParsePrefix("198.51.100.0/24"), Expires: c.t.Add(time.Hour)})
+	c.t = c.t.Add(34 * time.Minute)
+	if got, ok := b.Banned(bot); ok {
+		t.Fatalf("Banned = %+v", got)
+	}
+	if bans := b.Bans(); len(bans) != 1 || bans[0].Prefix != netip.MustParsePrefix("198.51.100.0/24") {
+		t.Errorf("bans left: %+v", bans)
+	}
+	if n := b.nbans.Load(); n != 1 {
+		t.Errorf("nbans %d, want 1", n)
+	}
+}

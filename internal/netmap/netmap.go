@@ -13,10 +13,11 @@
 // the networks that are no wider than one, and for the whole family for
 // the few that are wider: an address is probed at the lengths present in
 // its own block, one more probe to find them, and at the wide ones. A
-// long list of every length (/16 to /32 in a deny list) then costs an
-// address outside its blocks two or three probes instead of seventeen,
-// and one inside a handful; without the blocks, an address would be
-// probed at every length in a hash map that no longer fits the caches.
+// long list of every length from /16 to /32 then costs an address outside
+// its blocks one probe (and one per wider length present) instead of
+// seventeen, and one inside a block a probe per length in that block;
+// without the blocks, every address would be probed at every length, in
+// a hash map that no longer fits the caches.
 // A binary trie would cost a pointer chase per bit of the address, a
 // cache miss each in a large map; a sorted list a binary search per
 // length.

@@ -60,8 +60,8 @@ type Book struct {
 	mu     sync.Mutex
 	scores *lru.Cache[netip.Addr, *score]
 	// bans by network, so that the check of each connection is a longest
-	// match (a probe per prefix length present), not a scan: a flood's
-	// clients are banned by the thousand.
+	// match (a few hash probes), not a scan: a flood's clients are banned
+	// by the thousand.
 	bans  netmap.Map[*Ban]
 	nbans atomic.Int64 // bans.Len(), read without the lock
 	onBan func(Ban)

@@ -8,7 +8,8 @@
 //	       [-msgs-per-conn 1] [-from ADDR] [-to ADDR] [-ehlo NAME] [-pipelining]
 //	       [-bind 127.0.0.2-127.0.0.200] [-timeout 30s] [-json]
 //	       [-wait-maildir DIR -expect N [-wait-timeout 1m]]
-//	mxload -mode flood -addr HOST:PORT [-c 20] [-duration 10s] [-bind RANGE] [-json]
+//	mxload -mode flood -addr HOST:PORT [-c 20 | -rate N [-max-outstanding 1000]] [-duration 10s]
+//	       [-bind RANGE] [-json]
 //	mxload -mode idle -addr HOST:PORT [-conns 10000] [-c 20] [-ehlo-first] [-hold 10s]
 //	       [-interval 1s] [-pid PID | -pids PID,PID,...|PATTERN] [-bind RANGE] [-json]
 //	mxload -mode abuse -addr HOST:PORT [-conns 2000] [-c 0] [-kind mix|header|data|command]
@@ -26,11 +27,18 @@
 // smtp-source's -l. With -wait-maildir it then waits until -expect files
 // exist in DIR/**/new/ and reports the time from the start of sending.
 //
-// flood connects as fast as -c dialers can for -duration, reads each first
-// reply (answering a greeting with QUIT) and reports connections/s and
-// replies by code. Connections are closed with SO_LINGER 0, so that they
-// leave nothing in TIME_WAIT; otherwise ephemeral ports run out within
-// seconds. Use -bind to spread clients over many loopback addresses too.
+// flood connects for -duration, reads each first reply (answering a
+// greeting with QUIT) and reports connections/s, refusals/s and replies by
+// code. With -rate N it starts N connections a second on a fixed schedule
+// (open loop), whatever the server answers, so that every server faces the
+// same offered load; at most -max-outstanding are open at once, and a start
+// due beyond that is dropped and counted. Without -rate, -c dialers each
+// reconnect as soon as they have their reply (closed loop: a faster server
+// gets a harder flood). Refusals/s counts the non-2xx replies that arrived
+// while connections were being started, over that time. Connections are
+// closed with SO_LINGER 0, so that they leave nothing in TIME_WAIT;
+// otherwise ephemeral ports run out within seconds. Use -bind to spread
+// clients over many loopback addresses too.
 //
 // idle opens -conns connections, holds them open and silent for -hold, and
 // prints how many are still open every -interval. With -pid (for example
@@ -120,6 +128,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, logger *s
 		expect   = fs.Int("expect", 0, "send: files to wait for with -wait-maildir")
 		waitFor  = fs.Duration("wait-timeout", time.Minute, "send: how long to wait for -wait-maildir")
 		duration = fs.Duration("duration", 10*time.Second, "flood: how long to flood")
+		rate     = fs.Float64("rate", 0, "flood: connections to start per second, open loop (0: -c dialers, closed loop)")
+		maxOut   = fs.Int("max-outstanding", 1000, "flood with -rate: connections open at once at most")
 		conns    = fs.Int("conns", 10000, "idle: connections to open and hold; abuse: abusers (default 2000)")
 		hold     = fs.Duration("hold", 10*time.Second, "idle: how long to hold them")
 		interval = fs.Duration("interval", time.Second, "idle: how often to report")
@@ -176,8 +186,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, logger *s
 		}
 		err = e
 	case "flood":
+		if *rate != 0 && flagSet(fs, "c") {
+			return usageError{errors.New("-c and -rate exclude each other: with -rate, -max-outstanding bounds the connections")}
+		}
+		if need := uint64(*maxOut) + 64; *rate != 0 && nofile != 0 && need > nofile {
+			logger.Warn("open-file limit too low for -max-outstanding; raise the hard limit (ulimit -Hn)",
+				"limit", nofile, "max_outstanding", *maxOut)
+		}
 		r, e := loadgen.Flood(ctx, loadgen.FloodConfig{
-			Addr: *addr, Concurrency: *conc, Duration: *duration, Bind: pool, Timeout: *timeout,
+			Addr: *addr, Concurrency: *conc, Rate: *rate, MaxOutstanding: *maxOut,
+			Duration: *duration, Bind: pool, Timeout: *timeout,
 		})
 		if r != nil {
 			res = r

@@ -5,7 +5,7 @@
 // Usage:
 //
 //	mxload [-mode send] -addr HOST:PORT [-c 20] [-n 1000] [-size 1024] [-rcpts 1]
-//	       [-msgs-per-conn 1] [-from ADDR] [-to ADDR] [-ehlo NAME] [-pipelining]
+//	       [-msgs-per-conn 1] [-from ADDR] [-to ADDR] [-ehlo NAME] [-pipelining] [-quit-nowait]
 //	       [-bind 127.0.0.2-127.0.0.200] [-timeout 30s] [-json]
 //	       [-wait-maildir DIR -expect N [-wait-timeout 1m]]
 //	mxload -mode flood -addr HOST:PORT [-c 20 | -rate N [-max-outstanding 1000]] [-duration 10s]
@@ -20,7 +20,9 @@
 // each (0: one long session per worker), and reports messages/s, MB/s
 // (10⁶ octets of DATA payload, header included) and latency percentiles
 // per message (MAIL to the reply after the final dot) and per session
-// (connect to the QUIT reply). With -rcpts N the recipients are -to, then
+// (connect to the QUIT reply; with -quit-nowait, to writing QUIT and
+// closing without waiting for the reply, as Postfix's smtp client does by
+// default). With -rcpts N the recipients are -to, then
 // 2-to, 3-to ... N-to (user@localhost, 2user@localhost ...), as Postfix's
 // smtp-source names them, so that one set of local users serves both
 // tools. -size counts body octets after a four-line header, like
@@ -124,6 +126,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, logger *s
 		from     = fs.String("from", "mxload@localhost", "send, abuse: envelope `sender`")
 		to       = fs.String("to", "user@localhost", "send: first envelope `recipient`; abuse: the recipient")
 		pipeline = fs.Bool("pipelining", false, "send: use PIPELINING when the server offers it")
+		quitNW   = fs.Bool("quit-nowait", false, "send: send QUIT and close without waiting for its reply (as Postfix's smtp client)")
 		maildir  = fs.String("wait-maildir", "", "send: after sending, wait for -expect files in `DIR`/**/new/")
 		expect   = fs.Int("expect", 0, "send: files to wait for with -wait-maildir")
 		waitFor  = fs.Duration("wait-timeout", time.Minute, "send: how long to wait for -wait-maildir")
@@ -177,7 +180,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, logger *s
 	case "send":
 		r, e := loadgen.Send(ctx, loadgen.SendConfig{
 			Addr: *addr, Concurrency: *conc, Messages: *n, Size: *size, Rcpts: *rcpts,
-			MsgsPerConn: *perConn, From: *from, To: *to, EHLO: *ehlo, Pipelining: *pipeline,
+			MsgsPerConn: *perConn, From: *from, To: *to, EHLO: *ehlo, Pipelining: *pipeline, QuitNoWait: *quitNW,
 			Bind: pool, Timeout: *timeout,
 			MaildirDir: *maildir, MaildirExpect: *expect, MaildirTimeout: *waitFor,
 		})

@@ -29,6 +29,11 @@ type SendConfig struct {
 	Bind       *AddrPool     // source addresses, round robin; nil lets the kernel choose
 	Timeout    time.Duration // for each connect and each reply; 0 means 30s
 
+	// QuitNoWait sends QUIT and closes without waiting for the reply,
+	// as Postfix's smtp client does by default; SessionLatency then ends
+	// when QUIT is written.
+	QuitNoWait bool
+
 	// MaildirDir, when set, makes Send wait after sending until
 	// MaildirExpect files exist in the "new" directories below it (at any
 	// depth), or until MaildirTimeout (0 means one minute) has passed.
@@ -53,9 +58,11 @@ type SendResult struct {
 
 	// MessageLatency runs from writing MAIL to the reply to the final dot,
 	// over accepted messages; SessionLatency from starting to connect to
-	// the reply to QUIT, over sessions that ended with QUIT.
+	// the reply to QUIT (with QuitNoWait, to writing QUIT), over sessions
+	// that ended with QUIT.
 	MessageLatency Percentiles
 	SessionLatency Percentiles
+	QuitNoWait     bool // sessions ended without waiting for the QUIT reply
 
 	Delivery *Delivery // nil unless SendConfig.MaildirDir was set
 }
@@ -121,6 +128,7 @@ func Send(ctx context.Context, cfg SendConfig) (*SendResult, error) {
 	}
 
 	res := &SendResult{
+		QuitNoWait: cfg.QuitNoWait,
 		Octets:     env.octets(),
 		Refusals:   map[string]int{},
 		ErrorKinds: map[string]int{},
@@ -222,7 +230,7 @@ func sendWorker(ctx context.Context, cfg *SendConfig, env *envelope, left *atomi
 		inSession int
 	)
 	endSession := func() {
-		if err := c.quit(); err != nil {
+		if err := c.quit(!cfg.QuitNoWait); err != nil {
 			t.errorKinds[errKind(err)]++
 		} else {
 			t.sessLat = append(t.sessLat, time.Since(began))
@@ -299,7 +307,11 @@ func (r *SendResult) WriteText(w io.Writer) error {
 	ew.printf("throughput %.1f messages/s, %.3f MB/s (%d octets per message)\n",
 		r.MessagesPerSecond(), r.MBPerSecond(), r.Octets)
 	ew.printf("per message (MAIL to 250 after the dot): %v\n", r.MessageLatency)
-	ew.printf("per session (connect to QUIT reply):     %v\n", r.SessionLatency)
+	if r.QuitNoWait {
+		ew.printf("per session (connect to QUIT sent):      %v\n", r.SessionLatency)
+	} else {
+		ew.printf("per session (connect to QUIT reply):     %v\n", r.SessionLatency)
+	}
 	for _, k := range counts(r.Refusals).keys() {
 		ew.printf("refused    %s: %d\n", k, r.Refusals[k])
 	}
@@ -346,13 +358,14 @@ func (r *SendResult) MarshalJSON() ([]byte, error) {
 		MBPerSecond       float64        `json:"mb_per_second"`
 		MessageLatency    Percentiles    `json:"message_latency"`
 		SessionLatency    Percentiles    `json:"session_latency"`
+		QuitNoWait        bool           `json:"quit_nowait"`
 		Refusals          map[string]int `json:"refusals"`
 		ErrorKinds        map[string]int `json:"error_kinds"`
 		Delivery          *delivery      `json:"delivery,omitempty"`
 	}{
 		"send", r.Messages, r.Accepted, r.TempFail, r.PermFail, r.Errors, r.Sessions, r.Octets,
 		r.Elapsed.Seconds(), r.MessagesPerSecond(), r.MBPerSecond(),
-		r.MessageLatency, r.SessionLatency, r.Refusals, r.ErrorKinds, nil,
+		r.MessageLatency, r.SessionLatency, r.QuitNoWait, r.Refusals, r.ErrorKinds, nil,
 	}
 	if d := r.Delivery; d != nil {
 		out.Delivery = &delivery{d.Dir, d.Expect, d.Before, d.Found, d.After.Seconds(), d.Complete, d.MessagesPerSecond()}

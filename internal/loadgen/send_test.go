@@ -235,6 +235,35 @@ func TestSendRefusals(t *testing.T) {
 	}
 }
 
+// TestSendQuitNoWait has a server that never answers QUIT: waiting for
+// the reply times out every session, and with QuitNoWait no session waits.
+func TestSendQuitNoWait(t *testing.T) {
+	addr := startLineServer(t, scripted(map[string]string{"QUIT": "(silent)"}, new(atomic.Int64))).addr
+	for _, noWait := range []bool{false, true} {
+		res, err := Send(testCtx(t), SendConfig{
+			Addr: addr, Concurrency: 2, Messages: 4, MsgsPerConn: 1, To: "user@localhost",
+			Timeout: time.Second, QuitNoWait: noWait,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Accepted != 4 || res.Sessions != 4 || !res.QuitNoWait == noWait {
+			t.Fatalf("QuitNoWait %v: accepted %d in %d sessions, result's QuitNoWait %v", noWait, res.Accepted, res.Sessions, res.QuitNoWait)
+		}
+		wantTimeouts, wantLat := 4, 0
+		if noWait {
+			wantTimeouts, wantLat = 0, 4
+		}
+		if res.ErrorKinds["timeout"] != wantTimeouts || res.SessionLatency.Count != wantLat {
+			t.Errorf("QuitNoWait %v: errors %v, %d session latencies; want %d timeouts, %d latencies",
+				noWait, res.ErrorKinds, res.SessionLatency.Count, wantTimeouts, wantLat)
+		}
+		if noWait {
+			checkText(t, res, "per session (connect to QUIT sent)")
+		}
+	}
+}
+
 func TestSendConnectionRefused(t *testing.T) {
 	res, err := Send(testCtx(t), SendConfig{Addr: smtpsink.FreePort(t), Concurrency: 3, Messages: 30, To: "u@localhost"})
 	if err != nil {

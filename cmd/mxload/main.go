@@ -44,8 +44,9 @@
 //
 // idle opens -conns connections, holds them open and silent for -hold, and
 // prints how many are still open every -interval. With -pid (for example
-// mxguard's) or -pids (a list, or a pattern matched against process names
-// such as '^(smtpd|master)$' for Postfix) it samples the processes' RSS
+// mxguard's) or -pids (a list; cgroup:DIR, every process in that cgroup
+// directory; or a pattern matched against process names such as
+// '^(smtpd|master)$' for Postfix) it samples the processes' RSS
 // and PSS before and during the hold and prints bytes per idle connection.
 //
 // abuse opens -conns sessions, -c at a time (0: all at once), and has
@@ -138,7 +139,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, logger *s
 		interval = fs.Duration("interval", time.Second, "idle: how often to report")
 		ehloFst  = fs.Bool("ehlo-first", false, "idle: wait for the greeting and send EHLO before falling silent")
 		pid      = fs.Int("pid", 0, "idle: server process to measure (RSS and PSS); abuse: (CPU time)")
-		pids     = fs.String("pids", "", "idle, abuse: server processes to measure: `PID,PID,...` or a name pattern")
+		pids     = fs.String("pids", "", "idle, abuse: server processes to measure: `PID,PID,...`, cgroup:DIR or a name pattern")
 		kind     = fs.String("kind", "mix", "abuse: `kind` of endless input: header, data, command, or mix (all three in turn)")
 		maxSize  = fs.Int64("max-size", 1<<20, "abuse: the server's max_message_size, in `octets`")
 		lineMax  = fs.Int64("line-max", 4096, "abuse: the server's longest command line, in `octets`")

@@ -36,7 +36,9 @@ type SendConfig struct {
 
 	// MaildirDir, when set, makes Send wait after sending until
 	// MaildirExpect files exist in the "new" directories below it (at any
-	// depth), or until MaildirTimeout (0 means one minute) has passed.
+	// depth), or until MaildirTimeout (0 means one minute) has passed. When
+	// fewer messages were accepted, it waits only until their copies are
+	// there (the delivery is then incomplete).
 	MaildirDir     string
 	MaildirExpect  int
 	MaildirTimeout time.Duration
@@ -170,7 +172,13 @@ func Send(ctx context.Context, cfg SendConfig) (*SendResult, error) {
 	if cfg.MaildirDir != "" {
 		wctx, cancel := context.WithTimeout(ctx, cfg.MaildirTimeout)
 		defer cancel()
-		found, err := WaitMaildir(wctx, cfg.MaildirDir, cfg.MaildirExpect, 20*time.Millisecond)
+		// Only accepted messages can arrive: when fewer were accepted than
+		// expected, wait for those alone, not until the deadline.
+		target := min(cfg.MaildirExpect, before+res.Accepted*cfg.Rcpts)
+		found, err := WaitMaildir(wctx, cfg.MaildirDir, target, 20*time.Millisecond)
+		if err == nil && found < cfg.MaildirExpect {
+			err = errShort
+		}
 		res.Delivery = &Delivery{
 			Dir:      cfg.MaildirDir,
 			Expect:   cfg.MaildirExpect,
@@ -180,7 +188,7 @@ func Send(ctx context.Context, cfg SendConfig) (*SendResult, error) {
 			After:    time.Since(start),
 			Complete: err == nil,
 		}
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && err != errShort {
 			return res, err
 		}
 	}
@@ -286,6 +294,10 @@ func sendWorker(ctx context.Context, cfg *SendConfig, env *envelope, left *atomi
 	}
 	return t
 }
+
+// errShort marks a Maildir wait that ended with every accepted message
+// there, but fewer than expected were accepted.
+var errShort = errors.New("fewer messages accepted than expected")
 
 // claim takes up to k of the messages left and returns how many it got.
 // The counter may go below zero; what was taken beyond zero is not given.

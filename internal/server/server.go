@@ -555,8 +555,11 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	d := s.admit.Admit(ctx, ap.Addr())
 	defer d.Release()
 	if d.Reject != nil {
-		nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		nc.Write([]byte(d.Reject.String() + "\r\n"))
+		// A reply of a line or a few into a fresh socket's empty send
+		// buffer (16 KiB at least) never waits, so no write deadline: a
+		// timer set and stopped for every refused connection of a flood.
+		var buf [reply.MaxLine]byte
+		nc.Write(d.Reject.AppendTo(buf[:0]))
 		nc.Close()
 		return
 	}

@@ -33,6 +33,15 @@ type FloodConfig struct {
 	// falls behind never gets a burst.
 	Rate           float64
 	MaxOutstanding int
+
+	// Engine makes the open loop's connections: "net" (the default), Go's
+	// dialer, a goroutine per outstanding connection; or "epoll" (Linux),
+	// raw system calls on one goroutine, for floods of tens of thousands
+	// a second from one core (measured on this project's 2-core machines:
+	// 37 µs of the load core per connection with net at 10,000/s, 30 µs
+	// with epoll; at 30,000/s epoll kept its schedule and net reached
+	// 25,000/s).
+	Engine string
 }
 
 // FloodResult is what a [Flood] run measured. Every connection attempt
@@ -101,6 +110,12 @@ func Flood(ctx context.Context, cfg FloodConfig) (*FloodResult, error) {
 		return nil, fmt.Errorf("outstanding connections: %d, want at least 1", cfg.MaxOutstanding)
 	case cfg.Rate < 0:
 		return nil, fmt.Errorf("rate %v, want more than 0 (or 0 for a closed loop)", cfg.Rate)
+	case cfg.Engine != "" && cfg.Engine != "net" && cfg.Engine != "epoll":
+		return nil, fmt.Errorf("engine %q: want net or epoll", cfg.Engine)
+	case cfg.Engine == "epoll" && cfg.Rate == 0:
+		return nil, errors.New("the epoll engine is for the open loop: give a rate")
+	case cfg.Engine == "epoll" && !epollAvailable:
+		return nil, errors.New("the epoll engine needs Linux")
 	}
 	cfg.Concurrency = max(cfg.Concurrency, 1)
 	cfg.MaxOutstanding = cmp0int(cfg.MaxOutstanding, 1000)
@@ -120,6 +135,9 @@ func Flood(ctx context.Context, cfg FloodConfig) (*FloodResult, error) {
 	start := time.Now()
 	ctx, cancel := context.WithDeadline(ctx, start.Add(cfg.Duration))
 	defer cancel()
+	if cfg.Engine == "epoll" {
+		return floodEpoll(ctx, &cfg, sched, start)
+	}
 	var (
 		wg      sync.WaitGroup
 		tallies []floodTally

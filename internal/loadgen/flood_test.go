@@ -95,6 +95,8 @@ func TestFloodConfigErrors(t *testing.T) {
 		{Addr: "127.0.0.1:1", Duration: time.Second, Rate: -1},
 		{Addr: "127.0.0.1:1", Duration: time.Second, Rate: 1e7},
 		{Addr: "127.0.0.1:1", Duration: time.Second, Rate: 10, MaxOutstanding: -1},
+		{Addr: "127.0.0.1:1", Duration: time.Second, Rate: 10, Engine: "uring"},
+		{Addr: "127.0.0.1:1", Duration: time.Second, Engine: "epoll"}, // closed loop
 	} {
 		if _, err := Flood(testCtx(t), cfg); err == nil {
 			t.Errorf("Flood(%+v) succeeded", cfg)
@@ -107,12 +109,30 @@ func TestFloodConfigErrors(t *testing.T) {
 // its reply, and with room for all of them none is dropped. Nothing here
 // depends on how punctually the starts were made.
 func TestFloodRate(t *testing.T) {
+	for _, engine := range engines() {
+		t.Run(engine, func(t *testing.T) { testFloodRate(t, engine) })
+	}
+}
+
+// engines lists the open loop's engines this system has.
+func engines() []string {
+	if epollAvailable {
+		return []string{"net", "epoll"}
+	}
+	return []string{"net"}
+}
+
+func testFloodRate(t *testing.T, engine string) {
 	srv := startLineServer(t, func(c net.Conn) {
+		// A multi-line refusal, in two writes: the engine must wait for
+		// its last line.
+		c.Write([]byte("421-4.3.2 test\r\n"))
+		time.Sleep(time.Millisecond)
 		c.Write([]byte("421 4.3.2 test\r\n"))
 	})
 	const rate, d = 500.0, 400 * time.Millisecond
 	res, err := Flood(testCtx(t), FloodConfig{
-		Addr: srv.addr, Rate: rate, Duration: d,
+		Addr: srv.addr, Rate: rate, Duration: d, Engine: engine,
 		Bind: mustAddrs(t, "127.0.0.2-127.0.0.9"), Timeout: 5 * time.Second,
 	})
 	if err != nil {
@@ -152,13 +172,19 @@ func TestFloodRate(t *testing.T) {
 // starts can be made, and the rest are dropped rather than queued. Its
 // refusals come after the window and are not counted in it.
 func TestFloodRateOutstanding(t *testing.T) {
+	for _, engine := range engines() {
+		t.Run(engine, func(t *testing.T) { testFloodRateOutstanding(t, engine) })
+	}
+}
+
+func testFloodRateOutstanding(t *testing.T, engine string) {
 	srv := startLineServer(t, func(c net.Conn) {
 		time.Sleep(2 * time.Second)
 		c.Write([]byte("421 4.3.2 late\r\n"))
 	})
 	const rate, d, limit = 400.0, 100 * time.Millisecond, 5
 	res, err := Flood(testCtx(t), FloodConfig{
-		Addr: srv.addr, Rate: rate, Duration: d, MaxOutstanding: limit, Timeout: 30 * time.Second,
+		Addr: srv.addr, Rate: rate, Duration: d, MaxOutstanding: limit, Timeout: 30 * time.Second, Engine: engine,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -176,10 +202,16 @@ func TestFloodRateOutstanding(t *testing.T) {
 // mxload does on SIGINT: the schedule stops there, and what was started is
 // all counted.
 func TestFloodRateCancel(t *testing.T) {
+	for _, engine := range engines() {
+		t.Run(engine, func(t *testing.T) { testFloodRateCancel(t, engine) })
+	}
+}
+
+func testFloodRateCancel(t *testing.T, engine string) {
 	srv := startLineServer(t, func(c net.Conn) { c.Write([]byte("554 5.7.1 no\r\n")) })
 	ctx, cancel := context.WithTimeout(testCtx(t), 200*time.Millisecond)
 	defer cancel()
-	res, err := Flood(ctx, FloodConfig{Addr: srv.addr, Rate: 100, Duration: time.Hour})
+	res, err := Flood(ctx, FloodConfig{Addr: srv.addr, Rate: 100, Duration: time.Hour, Engine: engine})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,5 +220,40 @@ func TestFloodRateCancel(t *testing.T) {
 	}
 	if res.Window >= time.Hour || res.Attempts >= 360000 {
 		t.Errorf("window %v, %d attempts: the schedule ran on after ctx ended", res.Window, res.Attempts)
+	}
+}
+
+// TestFloodRateErrors: each engine counts each failure by its kind, the
+// same kinds, and a server that says nothing by the timeout.
+func TestFloodRateErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		addr func(t testing.TB) string
+		want string
+	}{
+		{"nobody listening", smtpsink.FreePort, "ECONNREFUSED"},
+		{"closed without a reply", func(t testing.TB) string {
+			return startLineServer(t, func(net.Conn) {}).addr
+		}, "EOF"},
+		{"garbage reply", func(t testing.TB) string {
+			return startLineServer(t, func(c net.Conn) { c.Write([]byte("hello there\r\n")) }).addr
+		}, "protocol"},
+		{"silent", func(t testing.TB) string {
+			return startLineServer(t, func(net.Conn) { time.Sleep(2 * time.Second) }).addr
+		}, "timeout"},
+	}
+	for _, engine := range engines() {
+		for _, tt := range tests {
+			t.Run(engine+"/"+tt.name, func(t *testing.T) {
+				res, err := Flood(testCtx(t), FloodConfig{Addr: tt.addr(t), Rate: 50, Duration: 100 * time.Millisecond,
+					Timeout: 300 * time.Millisecond, Engine: engine})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Attempts != 5 || res.Errors[tt.want] != 5 || len(res.Replies) != 0 {
+					t.Errorf("attempts %d, errors %v, replies %v; want 5 %s", res.Attempts, res.Errors, res.Replies, tt.want)
+				}
+			})
+		}
 	}
 }

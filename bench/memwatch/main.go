@@ -6,11 +6,11 @@
 //
 // Usage:
 //
-//	memwatch -pids PID,PID,...|PATTERN [-interval 50ms]
+//	memwatch -pids PID,PID,...|cgroup:DIR|PATTERN [-interval 50ms]
 //
-// The process selection is loadgen's: a list of PIDs, or a regular
-// expression matched against process names, looked up afresh at each
-// sample. RSS counts a page shared by several processes once per process;
+// The process selection is loadgen's: a list of PIDs, the processes of a
+// cgroup, or a regular expression matched against process names, the last
+// two looked up afresh at each sample. RSS counts a page shared by several processes once per process;
 // PSS divides it among them, which is the fair sum over Postfix's many
 // processes.
 package main
@@ -41,7 +41,7 @@ type report struct {
 }
 
 func main() {
-	spec := flag.String("pids", "", "processes: `PID,PID,...` or a pattern matched against process names")
+	spec := flag.String("pids", "", "processes: `PID,PID,...`, cgroup:DIR or a pattern matched against process names")
 	interval := flag.Duration("interval", 50*time.Millisecond, "time between samples")
 	flag.Parse()
 	if *spec == "" || flag.NArg() > 0 || *interval <= 0 {

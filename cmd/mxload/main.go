@@ -5,10 +5,11 @@
 // Usage:
 //
 //	mxload [-mode send] -addr HOST:PORT [-c 20] [-n 1000] [-size 1024] [-rcpts 1]
-//	       [-msgs-per-conn 1] [-from ADDR] [-to ADDR] [-ehlo NAME] [-pipelining]
+//	       [-msgs-per-conn 1] [-from ADDR] [-to ADDR] [-ehlo NAME] [-pipelining] [-quit-nowait]
 //	       [-bind 127.0.0.2-127.0.0.200] [-timeout 30s] [-json]
 //	       [-wait-maildir DIR -expect N [-wait-timeout 1m]]
-//	mxload -mode flood -addr HOST:PORT [-c 20] [-duration 10s] [-bind RANGE] [-json]
+//	mxload -mode flood -addr HOST:PORT [-c 20 | -rate N [-max-outstanding 1000] [-engine net|epoll]] [-duration 10s]
+//	       [-bind RANGE] [-json]
 //	mxload -mode idle -addr HOST:PORT [-conns 10000] [-c 20] [-ehlo-first] [-hold 10s]
 //	       [-interval 1s] [-pid PID | -pids PID,PID,...|PATTERN] [-bind RANGE] [-json]
 //	mxload -mode abuse -addr HOST:PORT [-conns 2000] [-c 0] [-kind mix|header|data|command]
@@ -19,23 +20,36 @@
 // each (0: one long session per worker), and reports messages/s, MB/s
 // (10⁶ octets of DATA payload, header included) and latency percentiles
 // per message (MAIL to the reply after the final dot) and per session
-// (connect to the QUIT reply). With -rcpts N the recipients are -to, then
+// (connect to the QUIT reply; with -quit-nowait, to writing QUIT and
+// closing without waiting for the reply, as Postfix's smtp client does by
+// default). With -rcpts N the recipients are -to, then
 // 2-to, 3-to ... N-to (user@localhost, 2user@localhost ...), as Postfix's
 // smtp-source names them, so that one set of local users serves both
 // tools. -size counts body octets after a four-line header, like
 // smtp-source's -l. With -wait-maildir it then waits until -expect files
 // exist in DIR/**/new/ and reports the time from the start of sending.
 //
-// flood connects as fast as -c dialers can for -duration, reads each first
-// reply (answering a greeting with QUIT) and reports connections/s and
-// replies by code. Connections are closed with SO_LINGER 0, so that they
-// leave nothing in TIME_WAIT; otherwise ephemeral ports run out within
-// seconds. Use -bind to spread clients over many loopback addresses too.
+// flood connects for -duration, reads each first reply (answering a
+// greeting with QUIT) and reports connections/s, refusals/s and replies by
+// code. With -rate N it starts N connections a second on a fixed schedule
+// (open loop), whatever the server answers, so that every server faces the
+// same offered load; at most -max-outstanding are open at once, and a start
+// due beyond that is dropped and counted; -engine epoll makes the
+// connections with raw system calls on one goroutine (Linux), cheaper for
+// the load core than Go's dialer, for floods of tens of thousands a second
+// from one core. Without -rate, -c dialers each
+// reconnect as soon as they have their reply (closed loop: a faster server
+// gets a harder flood). Refusals/s counts the non-2xx replies that arrived
+// while connections were being started, over that time. Connections are
+// closed with SO_LINGER 0, so that they leave nothing in TIME_WAIT;
+// otherwise ephemeral ports run out within seconds. Use -bind to spread
+// clients over many loopback addresses too.
 //
 // idle opens -conns connections, holds them open and silent for -hold, and
 // prints how many are still open every -interval. With -pid (for example
-// mxguard's) or -pids (a list, or a pattern matched against process names
-// such as '^(smtpd|master)$' for Postfix) it samples the processes' RSS
+// mxguard's) or -pids (a list; cgroup:DIR, every process in that cgroup
+// directory; or a pattern matched against process names such as
+// '^(smtpd|master)$' for Postfix) it samples the processes' RSS
 // and PSS before and during the hold and prints bytes per idle connection.
 //
 // abuse opens -conns sessions, -c at a time (0: all at once), and has
@@ -116,16 +130,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, logger *s
 		from     = fs.String("from", "mxload@localhost", "send, abuse: envelope `sender`")
 		to       = fs.String("to", "user@localhost", "send: first envelope `recipient`; abuse: the recipient")
 		pipeline = fs.Bool("pipelining", false, "send: use PIPELINING when the server offers it")
+		quitNW   = fs.Bool("quit-nowait", false, "send: send QUIT and close without waiting for its reply (as Postfix's smtp client)")
 		maildir  = fs.String("wait-maildir", "", "send: after sending, wait for -expect files in `DIR`/**/new/")
 		expect   = fs.Int("expect", 0, "send: files to wait for with -wait-maildir")
 		waitFor  = fs.Duration("wait-timeout", time.Minute, "send: how long to wait for -wait-maildir")
 		duration = fs.Duration("duration", 10*time.Second, "flood: how long to flood")
+		rate     = fs.Float64("rate", 0, "flood: connections to start per second, open loop (0: -c dialers, closed loop)")
+		maxOut   = fs.Int("max-outstanding", 1000, "flood with -rate: connections open at once at most")
+		engine   = fs.String("engine", "net", "flood with -rate: `engine`, net (Go's dialer) or epoll (raw system calls on one goroutine, Linux)")
 		conns    = fs.Int("conns", 10000, "idle: connections to open and hold; abuse: abusers (default 2000)")
 		hold     = fs.Duration("hold", 10*time.Second, "idle: how long to hold them")
 		interval = fs.Duration("interval", time.Second, "idle: how often to report")
 		ehloFst  = fs.Bool("ehlo-first", false, "idle: wait for the greeting and send EHLO before falling silent")
 		pid      = fs.Int("pid", 0, "idle: server process to measure (RSS and PSS); abuse: (CPU time)")
-		pids     = fs.String("pids", "", "idle, abuse: server processes to measure: `PID,PID,...` or a name pattern")
+		pids     = fs.String("pids", "", "idle, abuse: server processes to measure: `PID,PID,...`, cgroup:DIR or a name pattern")
 		kind     = fs.String("kind", "mix", "abuse: `kind` of endless input: header, data, command, or mix (all three in turn)")
 		maxSize  = fs.Int64("max-size", 1<<20, "abuse: the server's max_message_size, in `octets`")
 		lineMax  = fs.Int64("line-max", 4096, "abuse: the server's longest command line, in `octets`")
@@ -167,7 +185,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, logger *s
 	case "send":
 		r, e := loadgen.Send(ctx, loadgen.SendConfig{
 			Addr: *addr, Concurrency: *conc, Messages: *n, Size: *size, Rcpts: *rcpts,
-			MsgsPerConn: *perConn, From: *from, To: *to, EHLO: *ehlo, Pipelining: *pipeline,
+			MsgsPerConn: *perConn, From: *from, To: *to, EHLO: *ehlo, Pipelining: *pipeline, QuitNoWait: *quitNW,
 			Bind: pool, Timeout: *timeout,
 			MaildirDir: *maildir, MaildirExpect: *expect, MaildirTimeout: *waitFor,
 		})
@@ -176,8 +194,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, logger *s
 		}
 		err = e
 	case "flood":
+		if *rate != 0 && flagSet(fs, "c") {
+			return usageError{errors.New("-c and -rate exclude each other: with -rate, -max-outstanding bounds the connections")}
+		}
+		if need := uint64(*maxOut) + 64; *rate != 0 && nofile != 0 && need > nofile {
+			logger.Warn("open-file limit too low for -max-outstanding; raise the hard limit (ulimit -Hn)",
+				"limit", nofile, "max_outstanding", *maxOut)
+		}
 		r, e := loadgen.Flood(ctx, loadgen.FloodConfig{
-			Addr: *addr, Concurrency: *conc, Duration: *duration, Bind: pool, Timeout: *timeout,
+			Addr: *addr, Concurrency: *conc, Rate: *rate, MaxOutstanding: *maxOut, Engine: *engine,
+			Duration: *duration, Bind: pool, Timeout: *timeout,
 		})
 		if r != nil {
 			res = r

@@ -50,6 +50,45 @@ func TestRunFloodJSON(t *testing.T) {
 	}
 }
 
+func TestRunFloodRateJSON(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("421 4.3.2 test\r\n"))
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	err = run(ctx, []string{"-mode", "flood", "-addr", l.Addr().String(), "-rate", "200", "-max-outstanding", "50",
+		"-duration", "250ms", "-json"}, &out, io.Discard, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Rate    float64        `json:"rate"`
+		Conns   int            `json:"connections"`
+		Dropped int            `json:"dropped"`
+		Replies map[string]int `json:"replies"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatalf("%v in %s", err, out.Bytes())
+	}
+	// 250ms at 200/s: starts at 0, 5, ... 245ms.
+	if got.Rate != 200 || got.Conns+got.Dropped != 50 || got.Replies["421"] != got.Conns {
+		t.Errorf("result %s", out.Bytes())
+	}
+}
+
 func TestRunUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"-mode", "nap"},
@@ -57,6 +96,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"-mode", "idle", "-pid", "1", "-pids", "smtpd"},
 		{"-mode", "idle", "-pids", "("},
 		{"-mode", "abuse", "-pid", "1", "-pids", "smtpd"},
+		{"-mode", "flood", "-rate", "100", "-c", "4"},
 		{"-no-such-flag"},
 		{"extra"},
 	} {

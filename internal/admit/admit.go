@@ -245,8 +245,8 @@ func (a *Admitter) overLimit(c *check, why reason.Reason, r *reply.Reply, detail
 		return true
 	}
 	a.events.Refused(why, c.addr, c.d.Host)
-	a.log.Info("deferring mail from "+ClientName(d.Host, c.addr)+": "+detail,
-		"ip", c.addr.String(), "reason", why)
+	a.line("deferring mail from "+ClientName(d.Host, c.addr)+": "+detail,
+		slog.String("ip", c.addr.String()), slog.String("reason", string(why)))
 	if d.Defer == nil {
 		// The first limit exceeded gives the reply, as sendmail's
 		// check_relay stops at ratecontrol before it reaches conncontrol.
@@ -269,8 +269,24 @@ func (a *Admitter) reject(c *check, why reason.Reason, r *reply.Reply, detail st
 	a.events.Refused(why, c.addr, c.d.Host)
 	// One stable line per rejection: fail2ban and grep key on
 	// "rejecting connection from", the IP and the reason.
-	a.log.Info("rejecting connection from "+ClientName(c.d.Host, c.addr)+": "+detail,
-		"ip", c.addr.String(), "reason", why, "reply", r.String())
+	a.line("rejecting connection from "+ClientName(c.d.Host, c.addr)+": "+detail,
+		slog.String("ip", c.addr.String()), slog.String("reason", string(why)), slog.String("reply", r.String()))
+}
+
+// line logs msg at Info as Logger.Info would, less two costs a flood pays
+// once per refused connection for nothing: the caller's program counter
+// (runtime.Callers, whose stack walk also grew the connection goroutine's
+// stack; no handler of mxguard's reports the source) and boxing each value
+// in an any (typed attributes instead).
+func (a *Admitter) line(msg string, attrs ...slog.Attr) {
+	h := a.log.Handler()
+	ctx := context.Background()
+	if !h.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	r := slog.NewRecord(time.Now(), slog.LevelInfo, msg, 0)
+	r.AddAttrs(attrs...)
+	h.Handle(ctx, r)
 }
 
 // ClientName is "host [ip]" as sendmail writes a client in its log lines,

@@ -3,6 +3,7 @@ package admit
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
@@ -472,4 +473,37 @@ func BenchmarkAdmitOrdinary(b *testing.B) {
 	b.Run("everything+listing", func(b *testing.B) { run(b, everything(b, 0), true) })
 	// A flood's clients banned by their scores: the ban step scans them.
 	b.Run("everything+listing+bans=1000", func(b *testing.B) { run(b, everything(b, 1000), true) })
+}
+
+// BenchmarkAdmitRefused is the admission of a client over its ClientRate,
+// as each connection of a flood after its first few: the rate step's
+// count, the refusal, its counter and its log line, formatted by the text
+// handler mxguard serve uses (into io.Discard: the write is logbuf's).
+func BenchmarkAdmitRefused(b *testing.B) {
+	cs := benchClients(256)
+	lim := limits()
+	lim.ClientRate = 1
+	// A clock that stands still: the window never turns, every count stays.
+	now := time.Now()
+	m := limit.NewMemory(func() time.Time { return now })
+	b.Cleanup(m.Close)
+	a := newBenchAdmitter(benchPolicy(lim), Deps{
+		Limiter: m,
+		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	ctx := context.Background()
+	for _, cl := range cs { // each client's one connection within its rate
+		a.Admit(ctx, cl.addr).Release()
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		cl := cs[i%len(cs)]
+		i++
+		d := a.Admit(ctx, cl.addr)
+		if d.Reject == nil || d.Reason != reason.RateControl {
+			b.Fatalf("%s: not refused for its rate: %v %v", cl.addr, d.Reject, d.Reason)
+		}
+		d.Release()
+	}
 }

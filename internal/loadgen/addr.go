@@ -94,7 +94,7 @@ func (p *AddrPool) String() string {
 // dial connects to addr from the pool's next source address, giving up
 // after timeout.
 func dial(ctx context.Context, pool *AddrPool, addr string, timeout time.Duration) (*net.TCPConn, error) {
-	d := net.Dialer{Timeout: timeout, Control: bindNoPort}
+	d := net.Dialer{Timeout: timeout, KeepAlive: -1, Control: bindNoPort}
 	if local := pool.Next(); local != nil {
 		d.LocalAddr = local
 	}

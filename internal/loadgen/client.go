@@ -268,8 +268,17 @@ func (c *client) reset(v verdict) verdict {
 	return v
 }
 
-// quit ends the session politely and closes the connection.
-func (c *client) quit() error {
+// quit ends the session politely and closes the connection. With wait
+// false it sends QUIT and closes at once, as Postfix's smtp client does by
+// default (smtp_skip_quit_response = yes): the server has nothing more to
+// say that matters, and some (Exim) hold the 221 until the client closes
+// or 200 ms have passed.
+func (c *client) quit(wait bool) error {
+	if !wait {
+		err := c.send([]byte("QUIT\r\n"))
+		abort(c.conn)
+		return err
+	}
 	_, v := c.command("QUIT", "QUIT")
 	abort(c.conn)
 	return v.err

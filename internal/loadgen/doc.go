@@ -6,9 +6,12 @@
 //     reply after the final dot) and per session (connect to the QUIT
 //     reply). Optionally it then waits until the messages show up in a
 //     Maildir, for "accepted until delivered" throughput.
-//   - [Flood] reconnects as fast as it can for a while and counts the first
+//   - [Flood] connects again and again for a while and counts the first
 //     reply of each connection by code, which shows how a server sheds a
-//     connection flood (421, 550, 554) and how fast.
+//     connection flood (421, 550, 554) and how fast. Either at a fixed rate
+//     (open loop: every server faces the same offered load, as a botnet
+//     does not slow down for a slow server) or as fast as a set of dialers
+//     is answered (closed loop).
 //   - [Idle] opens many connections, keeps them open and silent, and
 //     measures what each one costs the server in memory, read from /proc.
 //   - [Abuse] has many sessions each send input that never ends (a header

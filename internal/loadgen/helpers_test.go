@@ -120,6 +120,8 @@ func startLineServer(t testing.TB, handle func(c net.Conn)) *lineServer {
 // there gets 250, DATA 354). It reads commands one line at a time, so
 // pipelined commands are answered in order as RFC 2920 requires. It adds
 // one to pipelined for each MAIL that arrived with more commands behind it.
+// A reply of "(silent)" is never sent: the server reads on until the
+// client closes.
 func scripted(replies map[string]string, pipelined *atomic.Int64) func(net.Conn) {
 	return func(c net.Conn) {
 		c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -145,6 +147,10 @@ func scripted(replies map[string]string, pipelined *atomic.Int64) func(net.Conn)
 				pipelined.Add(1)
 			}
 			resp, ok := replies[verb]
+			if resp == "(silent)" {
+				io.Copy(io.Discard, r)
+				return
+			}
 			switch {
 			case ok:
 			case verb == "EHLO":

@@ -194,6 +194,48 @@ func TestParseProcs(t *testing.T) {
 	}
 }
 
+// TestParseProcsCgroup reads a cgroup's members at each sample: a
+// directory with a cgroup.procs file, as the kernel's cgroup file systems
+// have. A member that is gone by the time it is read is skipped, as is a
+// process ending under a pattern.
+func TestParseProcsCgroup(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := ParseProcs("cgroup:" + dir); err == nil {
+		t.Fatal("a directory without cgroup.procs was taken for a cgroup")
+	}
+	procs := filepath.Join(dir, "cgroup.procs")
+	if err := os.WriteFile(procs, []byte(itoa(os.Getpid())+"\n999999999\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ParseProcs("cgroup:" + dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.Sample()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Procs != 1 || m.RSS < 1<<20 || m.PSS <= 0 {
+		t.Errorf("memory %+v; want this process's alone", m)
+	}
+	if cpu, err := s.CPU(); err != nil || cpu < 0 {
+		t.Errorf("CPU %v, %v", cpu, err)
+	}
+	// The members are read afresh: an emptied cgroup has none.
+	if err := os.WriteFile(procs, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.Sample(); err != nil || m.Procs != 0 {
+		t.Errorf("empty cgroup: %+v, %v", m, err)
+	}
+	if err := os.WriteFile(procs, []byte("12 x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Sample(); err == nil || !strings.Contains(err.Error(), `"x"`) {
+		t.Errorf("a cgroup.procs with %q: error %v", "x", err)
+	}
+}
+
 func TestSampleGonePID(t *testing.T) {
 	s, err := ParseProcs("999999999")
 	if err != nil {

@@ -14,19 +14,31 @@ import (
 )
 
 // A ProcSet selects the server processes whose memory [Idle] measures:
-// fixed process IDs, or every process whose name matches a pattern, looked
-// up afresh at each sample because Postfix starts an smtpd per client.
+// fixed process IDs, every process whose name matches a pattern, or every
+// process in a cgroup, the last two looked up afresh at each sample because
+// Postfix starts an smtpd per client.
 type ProcSet struct {
 	proc    string // the /proc mount, replaceable for tests
 	pids    []int
 	pattern *regexp.Regexp
+	cgroup  string // a cgroup directory: its cgroup.procs lists the processes
 }
 
-// ParseProcs reads a comma-separated list of process IDs ("812,813") or,
-// failing that, a regular expression matched against process names as
+// ParseProcs reads "cgroup:DIR" (the processes of the cgroup directory
+// DIR, such as /sys/fs/cgroup/cpuacct/mxbench/pf, where bench/run.sh starts
+// each server: exactly a server's processes, whatever their names and
+// parents), a comma-separated list of process IDs ("812,813") or, failing
+// both, a regular expression matched against process names as
 // /proc/PID/comm gives them ("^(smtpd|master|anvil)$" for Postfix).
 func ParseProcs(spec string) (*ProcSet, error) {
 	s := &ProcSet{proc: "/proc"}
+	if dir, ok := strings.CutPrefix(spec, "cgroup:"); ok {
+		if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
+			return nil, fmt.Errorf("process list %q: not a cgroup: %w", spec, err)
+		}
+		s.cgroup = dir
+		return s, nil
+	}
 	var bad bool
 	for f := range strings.SplitSeq(spec, ",") {
 		pid, err := strconv.Atoi(strings.TrimSpace(f))
@@ -50,6 +62,9 @@ func ParseProcs(spec string) (*ProcSet, error) {
 
 // String describes the selection.
 func (s *ProcSet) String() string {
+	if s.cgroup != "" {
+		return "processes of cgroup " + s.cgroup
+	}
 	if s.pattern != nil {
 		return "processes named /" + s.pattern.String() + "/"
 	}
@@ -68,15 +83,12 @@ type Mem struct {
 }
 
 // Sample reads the memory of the selected processes. A listed PID that is
-// gone is an error; a process matching the pattern that ends while it is
-// read is skipped.
+// gone is an error; a process matching the pattern or in the cgroup that
+// ends while it is read is skipped.
 func (s *ProcSet) Sample() (Mem, error) {
-	pids := s.pids
-	if s.pattern != nil {
-		var err error
-		if pids, err = s.match(); err != nil {
-			return Mem{}, err
-		}
+	pids, err := s.list()
+	if err != nil {
+		return Mem{}, err
 	}
 	var m Mem
 	for _, pid := range pids {
@@ -91,12 +103,44 @@ func (s *ProcSet) Sample() (Mem, error) {
 				continue
 			}
 		}
-		if s.pattern != nil && (errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNoField)) {
+		if s.dynamic() && (errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNoField)) {
 			continue // ended meanwhile, or a kernel thread
 		}
 		return Mem{}, fmt.Errorf("process %d: %w", pid, err)
 	}
 	return m, nil
+}
+
+// dynamic reports whether the selection is looked up at each sample, so
+// that a process may end between the lookup and the reading.
+func (s *ProcSet) dynamic() bool { return s.pattern != nil || s.cgroup != "" }
+
+// list returns the selected processes' IDs as of now.
+func (s *ProcSet) list() ([]int, error) {
+	switch {
+	case s.cgroup != "":
+		return s.members()
+	case s.pattern != nil:
+		return s.match()
+	}
+	return s.pids, nil
+}
+
+// members lists the processes in the cgroup.
+func (s *ProcSet) members() ([]int, error) {
+	data, err := os.ReadFile(filepath.Join(s.cgroup, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for f := range strings.FieldsSeq(string(data)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 0 {
+			return nil, fmt.Errorf("%s: process ID %q", filepath.Join(s.cgroup, "cgroup.procs"), f)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
 }
 
 // match lists the processes whose name matches the pattern.
@@ -165,20 +209,18 @@ const userHZ = 100
 // have used so far, with what they collected from children that exited
 // (Postfix's master reaps its smtpd processes): fields 14 to 17 of
 // /proc/PID/stat. A listed PID that is gone is an error; a process
-// matching the pattern that ends while it is read is skipped.
+// matching the pattern or in the cgroup that ends while it is read is
+// skipped.
 func (s *ProcSet) CPU() (time.Duration, error) {
-	pids := s.pids
-	if s.pattern != nil {
-		var err error
-		if pids, err = s.match(); err != nil {
-			return 0, err
-		}
+	pids, err := s.list()
+	if err != nil {
+		return 0, err
 	}
 	var ticks int64
 	for _, pid := range pids {
 		data, err := os.ReadFile(filepath.Join(s.proc, strconv.Itoa(pid), "stat"))
 		if err != nil {
-			if s.pattern != nil && errors.Is(err, fs.ErrNotExist) {
+			if s.dynamic() && errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
 			return 0, fmt.Errorf("process %d: %w", pid, err)

@@ -235,6 +235,57 @@ func TestSendRefusals(t *testing.T) {
 	}
 }
 
+// TestSendQuitNoWait has a server that never answers QUIT: waiting for
+// the reply times out every session, and with QuitNoWait no session waits.
+func TestSendQuitNoWait(t *testing.T) {
+	addr := startLineServer(t, scripted(map[string]string{"QUIT": "(silent)"}, new(atomic.Int64))).addr
+	for _, noWait := range []bool{false, true} {
+		res, err := Send(testCtx(t), SendConfig{
+			Addr: addr, Concurrency: 2, Messages: 4, MsgsPerConn: 1, To: "user@localhost",
+			Timeout: time.Second, QuitNoWait: noWait,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Accepted != 4 || res.Sessions != 4 || !res.QuitNoWait == noWait {
+			t.Fatalf("QuitNoWait %v: accepted %d in %d sessions, result's QuitNoWait %v", noWait, res.Accepted, res.Sessions, res.QuitNoWait)
+		}
+		wantTimeouts, wantLat := 4, 0
+		if noWait {
+			wantTimeouts, wantLat = 0, 4
+		}
+		if res.ErrorKinds["timeout"] != wantTimeouts || res.SessionLatency.Count != wantLat {
+			t.Errorf("QuitNoWait %v: errors %v, %d session latencies; want %d timeouts, %d latencies",
+				noWait, res.ErrorKinds, res.SessionLatency.Count, wantTimeouts, wantLat)
+		}
+		if noWait {
+			checkText(t, res, "per session (connect to QUIT sent)")
+		}
+	}
+}
+
+// TestSendMaildirWaitAccepted sends fewer messages than the Maildir wait
+// expects: the wait ends when the accepted ones are there, long before its
+// timeout, and the delivery is incomplete.
+func TestSendMaildirWaitAccepted(t *testing.T) {
+	s := startSink(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := Send(ctx, SendConfig{
+		Addr: s.Addr, Concurrency: 2, Messages: 6, To: "user@localhost",
+		MaildirDir: s.Dir, MaildirExpect: 40, MaildirTimeout: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the wait ran until the context's deadline")
+	}
+	if d := res.Delivery; d == nil || d.Complete || d.Found != 6 {
+		t.Errorf("delivery %+v; want incomplete with the 6 there", res.Delivery)
+	}
+}
+
 func TestSendConnectionRefused(t *testing.T) {
 	res, err := Send(testCtx(t), SendConfig{Addr: smtpsink.FreePort(t), Concurrency: 3, Messages: 30, To: "u@localhost"})
 	if err != nil {
@@ -259,7 +310,8 @@ func TestSendMaildirWait(t *testing.T) {
 		t.Fatalf("delivery %+v, elapsed %v; want 100 files found after sending", d, res.Elapsed)
 	}
 
-	// A second run expecting more than arrives gives up at its deadline.
+	// A second run expecting more than arrives gives up at its deadline
+	// (here at once: only 10 were sent, and they are there).
 	res, err = Send(testCtx(t), SendConfig{
 		Addr: s.Addr, Messages: 10, To: "user@localhost",
 		MaildirDir: filepath.Join(s.Dir, "new"), MaildirExpect: 1000, MaildirTimeout: 100 * time.Millisecond,

@@ -36,12 +36,15 @@ const MaxLine = 512
 // be nearly a whole command line long) and some come from the access map,
 // and a client may drop a connection whose reply lines break the limit.
 func (r *Reply) AppendTo(b []byte) []byte {
-	lines := strings.Split(r.Text, "\n")
-	for i, l := range lines {
+	// Line by line with Cut rather than Split: a refusal under a flood
+	// is rendered once per connection, and Split allocates its slice.
+	for rest, more := r.Text, true; more; {
+		var l string
+		l, rest, more = strings.Cut(rest, "\n")
 		start := len(b)
 		b = strconv.AppendInt(b, int64(r.Code), 10)
 		sep := byte(' ')
-		if i < len(lines)-1 {
+		if more {
 			sep = '-'
 		}
 		// RFC 5321's Reply-line: the text (with our status code in front)

@@ -608,8 +608,13 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	d := s.admit.Admit(ctx, ap.Addr())
 	defer d.Release()
 	if d.Reject != nil {
-		nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		nc.Write([]byte(d.Reject.String() + "\r\n"))
+		// A reply of a line or a few into a fresh socket's empty send
+		// buffer (16 KiB at least) never waits, so no write deadline: a
+		// timer set and stopped for every refused connection of a flood.
+		// (The buffer escapes to the heap through the interface call: one
+		// allocation instead of three.)
+		var buf [128]byte // room for the usual one-line refusal
+		nc.Write(d.Reject.AppendTo(buf[:0]))
 		nc.Close()
 		return
 	}

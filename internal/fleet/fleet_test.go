@@ -304,3 +304,34 @@ func TestNewNeedsClient(t *testing.T) {
 		t.Error("New without a client: no error")
 	}
 }
+
+// TestAddAll: many entries go in one round trip and one announcement,
+// which has the other nodes read the whole state once rather than be told
+// of each.
+func TestAddAll(t *testing.T) {
+	addr := redistest.Start(t)
+	a := newStore(t, addr, "mx1", nil, nil)
+	b := newStore(t, addr, "mx2", nil, nil)
+	rb := &recorder{}
+	run(t, b, rb)
+	var es []Entry
+	for i := range 500 {
+		es = append(es, Entry{Kind: Deny, Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 32), By: "file"})
+	}
+	if err := a.AddAll(context.Background(), es); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, time.Second, "mx2 never resynchronised", func() bool {
+		rb.mu.Lock()
+		defer rb.mu.Unlock()
+		return len(rb.resyncs) == 2 && len(rb.resyncs[1].Of(Deny)) == 500
+	})
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	if len(rb.added) != 0 {
+		t.Errorf("mx2 was told of %d entries one by one, want none (one resync)", len(rb.added))
+	}
+	if e := rb.resyncs[1].Of(Deny)[0]; e.Node != "mx1" || e.Created.IsZero() {
+		t.Errorf("entry as read: %+v", e)
+	}
+}

@@ -103,6 +103,8 @@ func (f *fleetSync) Removed(k fleet.Kind, p netip.Prefix) {
 func (f *fleetSync) Resync(st fleet.State) {
 	s := f.s
 	cfg := s.cfg.Load()
+	var send []fleet.Entry // what this node has and the fleet lacks
+	defer func() { f.send(send) }()
 	for _, k := range []fleet.Kind{fleet.Trust, fleet.Deny} {
 		trust := k == fleet.Trust
 		theirs := map[netip.Prefix]bool{}
@@ -124,7 +126,7 @@ func (f *fleetSync) Resync(st fleet.State) {
 		}
 		for _, p := range mine {
 			if !theirs[p.Masked()] {
-				s.share(fleet.Entry{Kind: k, Prefix: p, By: "file"})
+				send = append(send, fleet.Entry{Kind: k, Prefix: p, By: "file"})
 			}
 		}
 	}
@@ -139,8 +141,8 @@ func (f *fleetSync) Resync(st fleet.State) {
 	for _, b := range s.rep.Bans() {
 		mine[b.Prefix] = b
 	}
-	var send []reputation.Ban
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	for p, e := range theirs {
 		f.shared[p] = true
 		if b, ok := mine[p]; !ok || !b.Created.Equal(e.Created) || !b.Expires.Equal(e.Expires) {
@@ -156,12 +158,30 @@ func (f *fleetSync) Resync(st fleet.State) {
 			s.rep.Drop(p)
 			continue
 		}
-		send = append(send, b) // made here while Redis was away
+		send = append(send, entryOf(b)) // made here while Redis was away
+	}
+}
+
+// send writes what a resync found missing from the fleet, in one round
+// trip and one announcement; an error is logged and left to the next
+// resync.
+func (f *fleetSync) send(es []fleet.Entry) {
+	if len(es) == 0 {
+		return
+	}
+	s := f.s
+	if err := s.fleet.AddAll(context.Background(), es); err != nil {
+		s.log.Warn("fleet: not shared yet, will be at the next resync", "err", err.Error())
+		return
+	}
+	s.log.Info(fmt.Sprintf("fleet: %d decisions of this node sent to the fleet", len(es)))
+	f.mu.Lock()
+	for _, e := range es {
+		if e.Kind == fleet.Ban {
+			f.shared[e.Prefix.Masked()] = true
+		}
 	}
 	f.mu.Unlock()
-	for _, b := range send {
-		s.share(entryOf(b))
-	}
 }
 
 func (f *fleetSync) Shared(up bool) { f.down.Store(!up) }

@@ -98,11 +98,25 @@ for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
 	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
 		echo "-- $pkg $target"
-		if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-4s}" "$pkg" >"$fuzzlog" 2>&1; then
+		corpus="$dir/testdata/fuzz/$target"
+		before=$(ls "$corpus" 2>/dev/null | wc -l)
+		for try in 1 2; do
+			if go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-4s}" "$pkg" >"$fuzzlog" 2>&1; then
+				break
+			fi
+			# Go 1.26's fuzzing coordinator can fail a target at the end of
+			# -fuzztime with a bare "context deadline exceeded" and no input
+			# written (go.dev/issue/75804, fixed in Go 1.27): that is tried
+			# once more. A written input, or a second failure, fails.
+			if [ "$try" = 1 ] && [ "$(ls "$corpus" 2>/dev/null | wc -l)" = "$before" ] &&
+				grep -q '^    context deadline exceeded$' "$fuzzlog"; then
+				echo "   (go.dev/issue/75804: the fuzzing coordinator's deadline race, no input written; once more)"
+				continue
+			fi
 			cat "$fuzzlog"
-			echo "fuzzing $target found a failure; the input is in $dir/testdata/fuzz/$target/"
+			echo "fuzzing $target found a failure; the input is in $corpus/"
 			exit 1
-		fi
+		done
 	done
 done
 echo "all tests passed"

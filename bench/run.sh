@@ -7,11 +7,12 @@
 #        bench/run.sh report RUN_DIRECTORY
 #
 #   full    2 runs of every workload on each server (3 of the durable one),
-#           servers in rotating order; about 25 minutes on a quiet machine,
-#           never more than MAX_SECONDS (see below)
-#   quick   1 run each with smaller counts; about 8 minutes
+#           servers in rotating order; about 40 minutes (an estimate from
+#           quick runs, most of it the slow peers), never more than
+#           MAX_SECONDS (see below)
+#   quick   1 run each with smaller counts; about 10 minutes
 #   smoke   1 run each with tiny counts and short floods, to check that every
-#           step works (the figures mean little); about 3 minutes
+#           step works (the figures mean little); about 5 minutes
 #   report  print the markdown report of an earlier run again
 #
 # What it does:

@@ -1144,3 +1144,5 @@ done
 log "done; raw results in $OUT"
 
 report | tee "$OUT/summary.md"
+# The servers' logs hold a line per refusal: hundreds of MB a run.
+gzip -f "$OUT"/*.log 2>/dev/null || true

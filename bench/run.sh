@@ -7,11 +7,12 @@
 #        bench/run.sh report RUN_DIRECTORY
 #
 #   full    2 runs of every workload on each server (3 of the durable one),
-#           servers in rotating order; about 25 minutes on a quiet machine,
-#           never more than MAX_SECONDS (see below)
-#   quick   1 run each with smaller counts; about 8 minutes
+#           servers in rotating order; about 40 minutes (an estimate from
+#           quick runs, most of it the slow peers), never more than
+#           MAX_SECONDS (see below)
+#   quick   1 run each with smaller counts; about 10 minutes
 #   smoke   1 run each with tiny counts and short floods, to check that every
-#           step works (the figures mean little); about 3 minutes
+#           step works (the figures mean little); about 5 minutes
 #   report  print the markdown report of an earlier run again
 #
 # What it does:
@@ -1143,3 +1144,5 @@ done
 log "done; raw results in $OUT"
 
 report | tee "$OUT/summary.md"
+# The servers' logs hold a line per refusal: hundreds of MB a run.
+gzip -f "$OUT"/*.log 2>/dev/null || true

@@ -205,6 +205,21 @@ func (o *octetSet) addRange(lo, hi int) {
 
 func (o *octetSet) has(v byte) bool { return o[v>>6]&(1<<(v&63)) != 0 }
 
+// FilterFunc returns the Filter that matches octet i (0 to 3) of an
+// answer with value v when match(i, v) holds: for a program that builds
+// filters (import-sendmail) and writes them with String.
+func FilterFunc(match func(i, v int) bool) Filter {
+	var f Filter
+	for i := range f.octets {
+		for v := range 256 {
+			if match(i, v) {
+				f.octets[i].addRange(v, v)
+			}
+		}
+	}
+	return f
+}
+
 // IsZero reports whether f is no filter at all.
 func (f Filter) IsZero() bool { return f == Filter{} }
 

@@ -470,40 +470,7 @@ func oneApart(f, g filter) int {
 }
 
 // String writes f as ParseSites reads it: "127.0.0.[2;4]",
-// "127.0.[0..255].[1..3]".
+// "127.0.[0..255].[1..3]" (dnsbl's Filter writes it).
 func (f filter) String() string {
-	var b strings.Builder
-	for i, o := range f {
-		if i > 0 {
-			b.WriteByte('.')
-		}
-		var runs [][2]int
-		for v := range 256 {
-			if !o.has(v) {
-				continue
-			}
-			if n := len(runs); n > 0 && runs[n-1][1] == v-1 {
-				runs[n-1][1] = v
-			} else {
-				runs = append(runs, [2]int{v, v})
-			}
-		}
-		if len(runs) == 1 && runs[0][0] == runs[0][1] {
-			b.WriteString(strconv.Itoa(runs[0][0]))
-			continue
-		}
-		b.WriteByte('[')
-		for j, r := range runs {
-			if j > 0 {
-				b.WriteByte(';')
-			}
-			b.WriteString(strconv.Itoa(r[0]))
-			if r[1] != r[0] {
-				b.WriteString("..")
-				b.WriteString(strconv.Itoa(r[1]))
-			}
-		}
-		b.WriteByte(']')
-	}
-	return b.String()
+	return dnsbl.FilterFunc(func(i, v int) bool { return f[i].has(v) }).String()
 }

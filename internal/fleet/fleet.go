@@ -189,9 +189,9 @@ type event struct {
 	Within netip.Prefix `json:"within,omitzero"` // del: the entries of Kind within it
 }
 
-// Add writes e and announces it to the other nodes. An entry already on
-// e's network is replaced. Node and Created are filled in when empty.
-func (s *Store) Add(ctx context.Context, e Entry) error {
+// stored is e as this node writes it, and its JSON: the network masked,
+// Node and Created filled in when empty, no hits (they are counted apart).
+func (s *Store) stored(e Entry) (Entry, []byte, error) {
 	e.Prefix = e.Prefix.Masked()
 	if e.Node == "" {
 		e.Node = s.node
@@ -201,6 +201,13 @@ func (s *Store) Add(ctx context.Context, e Entry) error {
 	}
 	e.Hits = 0
 	v, err := json.Marshal(e)
+	return e, v, err
+}
+
+// Add writes e and announces it to the other nodes. An entry already on
+// e's network is replaced. Node and Created are filled in when empty.
+func (s *Store) Add(ctx context.Context, e Entry) error {
+	e, v, err := s.stored(e)
 	if err != nil {
 		return err
 	}
@@ -238,15 +245,7 @@ func (s *Store) AddAll(ctx context.Context, es []Entry) error {
 	defer cancel()
 	pipe := s.client.Pipeline()
 	for _, e := range es {
-		e.Prefix = e.Prefix.Masked()
-		if e.Node == "" {
-			e.Node = s.node
-		}
-		if e.Created.IsZero() {
-			e.Created = s.now()
-		}
-		e.Hits = 0
-		v, err := json.Marshal(e)
+		e, v, err := s.stored(e)
 		if err != nil {
 			return err
 		}

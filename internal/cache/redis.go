@@ -87,20 +87,9 @@ func NewRedis(opts RedisOptions, fallback *Memory, logger *slog.Logger) (*Redis,
 	if opts.KeyPrefix == "" {
 		opts.KeyPrefix = DefaultKeyPrefix
 	}
-	client, owns := opts.Client, false
-	if client == nil {
-		addr := opts.URL
-		if addr == "" {
-			addr = opts.Addr
-		}
-		if addr == "" {
-			return nil, errors.New("cache: redis: neither Client, URL nor Addr given")
-		}
-		var err error
-		if client, err = redisconn.New(redisconn.Options{Redis: addr, Timeout: opts.Timeout}); err != nil {
-			return nil, fmt.Errorf("cache: %w", err)
-		}
-		owns = true
+	client, owns, err := redisconn.Given(opts.Client, opts.URL, opts.Addr, opts.Timeout)
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
 	}
 	return &Redis{
 		client:   client,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -208,20 +207,9 @@ func NewRedis(opts RedisOptions, logger *slog.Logger) (*Redis, error) {
 		return nil, fmt.Errorf("limit: redis lease TTL %v is too short", opts.LeaseTTL)
 	}
 
-	client, owns := opts.Client, false
-	if client == nil {
-		addr := opts.URL
-		if addr == "" {
-			addr = opts.Addr
-		}
-		if addr == "" {
-			return nil, errors.New("limit: redis: neither Client, URL nor Addr given")
-		}
-		var err error
-		if client, err = redisconn.New(redisconn.Options{Redis: addr, Timeout: opts.Timeout}); err != nil {
-			return nil, fmt.Errorf("limit: %w", err)
-		}
-		owns = true
+	client, owns, err := redisconn.Given(opts.Client, opts.URL, opts.Addr, opts.Timeout)
+	if err != nil {
+		return nil, fmt.Errorf("limit: %w", err)
 	}
 
 	nodeID := opts.NodeID

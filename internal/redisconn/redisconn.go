@@ -48,6 +48,25 @@ type Options struct {
 	Timeout time.Duration
 }
 
+// Given is the client a user of Redis (the limiter, a cache) works with:
+// c when the caller gives one (shared, so not the user's to close), else
+// a new one of the user's own for url or, without one, addr.
+func Given(c redis.UniversalClient, url, addr string, timeout time.Duration) (client redis.UniversalClient, owned bool, err error) {
+	if c != nil {
+		return c, false, nil
+	}
+	if url == "" {
+		url = addr
+	}
+	if url == "" {
+		return nil, false, errors.New("redis: neither Client, URL nor Addr given")
+	}
+	if c, err = New(Options{Redis: url, Timeout: timeout}); err != nil {
+		return nil, false, err
+	}
+	return c, true, nil
+}
+
 // New returns a client for opts. It does not contact Redis: a server that
 // is down at start is the same outage as one that goes down later, which
 // the client's users handle.

@@ -4,9 +4,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/mxguard/mxguard/internal/reason"
 )
 
@@ -57,20 +54,5 @@ func (m *Metrics) SampleTraffic(now time.Time) {
 	if m == nil {
 		return
 	}
-	m.Traffic.Sample(now, int64(collectorValue(m.sessions)), int64(collectorValue(m.accepted)))
-}
-
-// collectorValue is a counter's or a gauge's value, as a scrape reads it.
-func collectorValue(c prometheus.Metric) float64 {
-	var d dto.Metric
-	if c.Write(&d) != nil {
-		return 0
-	}
-	switch {
-	case d.Counter != nil:
-		return d.Counter.GetValue()
-	case d.Gauge != nil:
-		return d.Gauge.GetValue()
-	}
-	return 0
+	m.Traffic.Sample(now, int64(value(m.sessions)), int64(value(m.accepted)))
 }

@@ -105,7 +105,7 @@ type conn struct {
 	out  []byte
 	sess Session
 
-	start     time.Time
+	start     time.Time   // ServeConn, or the greeting pause held before it (ConnInfo.Since)
 	stop      func() bool // ends the hard stop's watch on ctx
 	end       time.Time   // the session's end (MaxSessionTime); zero = none
 	atEnd     bool        // the read deadline now set is end, not a phase's own
@@ -215,7 +215,7 @@ func (c *conn) exit(held *bool) {
 	c.h.Close(&c.sess)
 }
 
-// commands_ reads and runs commands until the session ends.
+// commandLoop reads and runs commands until the session ends.
 func (c *conn) commandLoop() {
 	c.ir.c = c
 	for {

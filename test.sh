@@ -87,8 +87,8 @@ staticcheck ./...
 echo "== go test"
 go test -count=1 -timeout 15m ./...
 
-echo "== go test -race (protocol, admission, limits, fleet, spool)"
-go test -count=1 -race -timeout 10m ./internal/smtpd/ ./internal/admit/ ./internal/limit/ ./internal/fleet/ ./internal/spool/ ./internal/server/
+echo "== go test -race (protocol, greeting pause, admission, limits, fleet, spool)"
+go test -count=1 -race -timeout 10m ./internal/smtpd/ ./internal/hold/ ./internal/admit/ ./internal/limit/ ./internal/fleet/ ./internal/spool/ ./internal/server/
 
 echo "== fuzzing, briefly"
 # Each fuzz target runs for a few seconds on top of its committed corpus.

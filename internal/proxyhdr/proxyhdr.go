@@ -26,6 +26,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -221,6 +222,35 @@ func (c *Conn) Read(p []byte) (int, error) {
 
 // RemoteAddr is the client the header named.
 func (c *Conn) RemoteAddr() net.Addr { return c.client }
+
+// SyscallConn gives the socket to a watcher of its readiness (the greeting
+// pause's hold) only while nothing the client sent waits here: what came
+// with the header would never make the socket readable.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) {
+	if len(c.rest) > 0 {
+		return nil, errBuffered
+	}
+	return rawConn(c.Conn)
+}
+
+// SyscallConn gives the socket to a watcher of its readiness only while
+// the guard holds none of the client's octets.
+func (g *guard) SyscallConn() (syscall.RawConn, error) {
+	if g.off < g.n {
+		return nil, errBuffered
+	}
+	return rawConn(g.Conn)
+}
+
+var errBuffered = errors.New("client data buffered above the socket")
+
+func rawConn(nc net.Conn) (syscall.RawConn, error) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("no socket under the connection")
+	}
+	return sc.SyscallConn()
+}
 
 // ErrUnexpected is the read error of a connection that Guard found
 // starting with a PROXY header.

@@ -29,6 +29,7 @@ import (
 	"github.com/mxguard/mxguard/internal/control"
 	"github.com/mxguard/mxguard/internal/deliver"
 	"github.com/mxguard/mxguard/internal/fleet"
+	"github.com/mxguard/mxguard/internal/hold"
 	"github.com/mxguard/mxguard/internal/limit"
 	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/policy"
@@ -85,6 +86,7 @@ type Server struct {
 	stressNow    atomic.Pointer[StressStatus] // nil: not under stress
 
 	resolver *resolve.Resolver // clients' names for the console; nil with WithVerifier
+	hold     *hold.Holder      // the greeting pause's sessions, while Run runs
 }
 
 // Option changes how New builds a server.
@@ -237,6 +239,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts ...Option) (*Server, erro
 	}
 	s.envelope.Store(s.envelopePolicy(cfg, l.recipients))
 
+	s.hold = hold.New()
 	s.smtp = smtpd.NewServer(s.smtpConfig(cfg, l.tls))
 	ok = true
 	return s, nil
@@ -358,6 +361,7 @@ func (s *Server) smtpConfig(cfg *config.Config, tc *tls.Config) smtpd.Config {
 		MaxSessionTime:  cfg.Limits.MaxSessionTime,
 		Logger:          s.log,
 		Observer:        s.events,
+		Holder:          s.hold,
 		Timeouts: smtpd.Timeouts{
 			Command: t.Command, Helo: t.Helo, Mail: t.Mail, Rcpt: t.Rcpt,
 			DataInit: t.DataInit, DataBlock: t.DataBlock, DataFinal: t.DataFinal,
@@ -487,6 +491,13 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	wg.Go(func() { s.keepTraffic(hard, time.Second, trafficSave) })
+	wg.Go(func() {
+		// Without it, each session in the greeting pause waits in its
+		// own goroutine, as it did before there was a holder.
+		if err := s.hold.Run(hard); err != nil {
+			s.log.Warn("greeting pause: sessions wait in a goroutine each", "err", err.Error())
+		}
+	})
 	for _, ln := range s.lns {
 		wg.Add(1)
 		go func() {
@@ -574,7 +585,8 @@ func (s *Server) acceptLoop(ctx, hard context.Context, ln net.Listener) {
 
 // ServeConn runs admission and then the SMTP session on nc, a connection
 // the caller accepted, until the session ends or ctx is done; it closes
-// nc. The accept loop calls it for every connection; a test can hand it a
+// nc. While Run runs, a session in the greeting pause is held without its
+// goroutine (internal/hold) and ServeConn returns before it ends. The accept loop calls it for every connection; a test can hand it a
 // net.Conn of its own, whose RemoteAddr must be a *net.TCPAddr.
 //
 // A connection from a proxy_protocol_from network first has its PROXY
@@ -606,8 +618,8 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	}
 
 	d := s.admit.Admit(ctx, ap.Addr())
-	defer d.Release()
 	if d.Reject != nil {
+		defer d.Release()
 		// A reply of a line or a few into a fresh socket's empty send
 		// buffer (16 KiB at least) never waits, so no write deadline: a
 		// timer set and stopped for every refused connection of a flood.
@@ -618,6 +630,26 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 		nc.Close()
 		return
 	}
+	// A client with nothing to wait for but its greeting waits without
+	// its session or goroutine (see smtpd.HoldGreeting): the cheapest
+	// state a flood's connections can be in.
+	pause := smtpd.ConnInfo{Remote: ap, GreetPause: d.GreetPause}
+	if !d.ListsAsked() && s.smtp.HoldGreeting(nc, pause, func(nc net.Conn, held smtpd.ConnInfo) {
+		if nc == nil {
+			d.Release() // the client is lost
+			return
+		}
+		s.serveSession(ctx, nc, ap, proxied, d, held)
+	}) {
+		return
+	}
+	s.serveSession(ctx, nc, ap, proxied, d, pause)
+}
+
+// serveSession runs the SMTP session of an admitted client. pause carries
+// how a greeting pause held before it ended (smtpd.ConnInfo.Held), if one
+// was.
+func (s *Server) serveSession(ctx context.Context, nc net.Conn, ap netip.AddrPort, proxied bool, d *admit.Decision, pause smtpd.ConnInfo) {
 	// After admission, so that a flood turned away there costs nothing
 	// more: a PROXY header from this client is refused wherever it comes.
 	nc = proxyhdr.Guard(nc, func(int) {
@@ -637,16 +669,12 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 		store:   s.store,
 		newID:   s.spool.NewID,
 		probe:   cfg.Timeouts.RelaySide().Rcpt,
+		release: d.Release,
 		client: policy.Client{Addr: ap.Addr(), Host: d.Host, Trusted: d.Trusted,
 			Relay: d.Relay, Discard: d.Discard},
 	}
-	info := smtpd.ConnInfo{
-		Remote:     ap,
-		Host:       d.Host,
-		GreetPause: d.GreetPause,
-		Defer:      d.Defer,
-		Tarpit:     tarpit{d, s.metrics},
-	}
+	info := pause
+	info.Host, info.Defer, info.Tarpit = d.Host, d.Defer, tarpit{d, s.metrics}
 	if d.ListsAsked() {
 		start := time.Now()
 		info.Screen = func(ctx context.Context) (*reply.Reply, bool) {

@@ -32,6 +32,7 @@ type session struct {
 	client  policy.Client
 	tx      policy.Tx
 	rcpts   []string // where the accepted recipients' mail goes, without repeats
+	release func()   // admission's slots (max_daemon_children, ClientConn), held until the session ends
 }
 
 var (
@@ -125,7 +126,7 @@ func (x *session) Reset(*smtpd.Session) {
 	x.rcpts = x.rcpts[:0]
 }
 
-func (x *session) Close(*smtpd.Session) {}
+func (x *session) Close(*smtpd.Session) { x.release() }
 
 func contains(list []string, s string) bool {
 	for _, v := range list {

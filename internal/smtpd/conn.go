@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/hold"
 	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/reply"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -103,8 +105,10 @@ type conn struct {
 	out  []byte
 	sess Session
 
-	end       time.Time // the session's end (MaxSessionTime); zero = none
-	atEnd     bool      // the read deadline now set is end, not a phase's own
+	start     time.Time   // ServeConn, or the greeting pause held before it (ConnInfo.Since)
+	stop      func() bool // ends the hard stop's watch on ctx
+	end       time.Time   // the session's end (MaxSessionTime); zero = none
+	atEnd     bool        // the read deadline now set is end, not a phase's own
 	phase     int
 	errors    int
 	junks     int    // junk commands (see junk)
@@ -121,8 +125,10 @@ type conn struct {
 	idle      atomic.Bool // waiting for a command outside a transaction
 	waitStart time.Time   // when the wait for the command began
 	wmu       sync.Mutex
-	waiting   bool // in waitInput, for the first octet of a command; guarded by wmu
-	woken     bool // wakeWaiting set the deadline during this wait; guarded by wmu
+	waiting   bool         // in waitInput, for the first octet of a command; guarded by wmu
+	woken     bool         // wakeWaiting set the deadline during this wait; guarded by wmu
+	pausing   bool         // in the greeting pause, in this goroutine; guarded by wmu
+	ticket    *hold.Ticket // in the greeting pause, with the Holder; guarded by wmu
 }
 
 // note writes the one log line of a refusal or cut-off, with the client's
@@ -145,26 +151,73 @@ func (c *conn) clientName() string {
 	return host + " [" + c.sess.Remote.Addr().String() + "]"
 }
 
+// serve runs the session from its start. It returns early, the session
+// still open, when the greeting pause is handed to the Holder: resume
+// then goes on with it in a goroutine of its own.
 func (c *conn) serve() {
-	start := time.Now()
-	defer func() {
-		if v := recover(); v != nil {
-			// One bad session must never take the server down with it.
-			c.log().Error("panic in session", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-		}
-		c.nc.Close()
-		// One line per session that got its greeting, as Postfix's
-		// "disconnect from": what the client did, for the log reader.
-		if c.greeted {
-			c.log().Info("disconnect from "+c.clientName(), "commands", c.commands, "messages", c.messages,
-				"rejects", c.rejects, "octets", c.mc.n, "duration", time.Since(start).Round(time.Millisecond))
-		}
-	}()
-	if !c.greet() {
+	held := false
+	defer c.exit(&held)
+	var ok bool
+	if ok, held = c.greet(); ok {
+		c.commandLoop()
+	}
+}
+
+// resume goes on with a session whose greeting pause the Holder ended.
+func (c *conn) resume(r hold.Result) {
+	c.wmu.Lock()
+	c.ticket = nil
+	c.wmu.Unlock()
+	held := false
+	defer c.exit(&held)
+	if c.afterPause(c.heldOutcome(r)) && c.sendGreeting() {
+		c.commandLoop()
+	}
+}
+
+// heldOutcome is the greeting pause's read, as the Holder's result r
+// tells it.
+func (c *conn) heldOutcome(r hold.Result) (int, error) {
+	switch r {
+	case hold.Ready:
+		// The client sent something or left: the read finds which at once.
+		c.nc.SetReadDeadline(time.Now().Add(time.Second))
+		var b [1]byte
+		return c.nc.Read(b[:])
+	case hold.Elapsed:
+		c.atEnd = !c.end.IsZero() && !time.Now().Before(c.end)
+		return 0, os.ErrDeadlineExceeded
+	}
+	return 0, errPauseEnded
+}
+
+// exit ends the session unless it is held; it also keeps a panic in one
+// session from taking the server down with it.
+func (c *conn) exit(held *bool) {
+	if v := recover(); v != nil {
+		c.log().Error("panic in session", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		*held = false
+	}
+	if *held {
 		return
 	}
+	c.putReader()
+	c.nc.Close()
+	// One line per session that got its greeting, as Postfix's
+	// "disconnect from": what the client did, for the log reader.
+	if c.greeted {
+		c.log().Info("disconnect from "+c.clientName(), "commands", c.commands, "messages", c.messages,
+			"rejects", c.rejects, "octets", c.mc.n, "duration", time.Since(c.start).Round(time.Millisecond))
+	}
+	c.stop()
+	c.cfg.Observer.SessionEnd(c.sess.Remote.Addr())
+	c.srv.untrack(c)
+	c.h.Close(&c.sess)
+}
+
+// commandLoop reads and runs commands until the session ends.
+func (c *conn) commandLoop() {
 	c.ir.c = c
-	defer c.putReader()
 	for {
 		line, err := c.readCommand()
 		if err != nil {
@@ -197,15 +250,22 @@ func (c *conn) serve() {
 	}
 }
 
+// errPauseEnded is the end of a greeting pause cut short by Shutdown or a
+// hard stop.
+var errPauseEnded = errors.New("greeting pause ended")
+
 // greet holds the greeting for the pause and sends it, unless the client
 // talks first (sendmail's greet_pause): then it gets 554 and is dropped.
-// Nothing the client sent early is ever parsed.
-func (c *conn) greet() bool {
-	start := time.Now()
-	p := c.sess.GreetPause
-	if st := c.srv.stress.Load(); st != nil && p > 0 {
-		p = tighter(p, st.GreetPause)
+// Nothing the client sent early is ever parsed. held is true when the
+// pause went to the Holder: the session is then resume's.
+func (c *conn) greet() (ok, held bool) {
+	if r := c.sess.Held; r != 0 {
+		// HoldGreeting held the pause: judge how it ended.
+		n, err := c.heldOutcome(r)
+		return c.judgePause(n, err) && c.sendGreeting(), false
 	}
+	start := time.Now()
+	p := c.srv.greetPause(c.sess.GreetPause)
 	if screen := c.sess.Screen; screen != nil {
 		// Whatever the client sends meanwhile waits in the kernel's buffer
 		// for the pause's read below.
@@ -214,7 +274,7 @@ func (c *conn) greet() bool {
 			c.noTarpit = true // refused as at admission: closed at once
 			c.reply(reject)
 			c.flush()
-			return false
+			return false, false
 		}
 		switch {
 		case pass:
@@ -225,31 +285,105 @@ func (c *conn) greet() bool {
 			p = max(p-time.Since(start), time.Millisecond)
 		}
 	}
-	if p > 0 {
-		c.cfg.Observer.GreetPause(1)
-		c.srv.pausing.Add(1)
-		defer func() {
-			c.cfg.Observer.GreetPause(-1)
-			c.srv.pausing.Add(-1)
-		}()
-		c.setReadDeadline(time.Now().Add(p))
-		var b [1]byte
-		n, err := c.nc.Read(b[:])
-		switch {
-		case n > 0:
-			c.note(reason.Pregreet, "rejecting commands from "+c.clientName()+" due to pre-greeting traffic")
-			c.reply(&reply.Reply{Code: 554, Status: "", Text: c.cfg.Hostname + " not accepting messages"})
-			c.flush()
-			return false
-		case c.ctx.Err() != nil:
-			return false
-		case !isTimeout(err):
-			return false // the client left during the pause
-		case c.atEnd:
-			c.readFailed(err, "greet")
-			return false
-		}
+	if p <= 0 {
+		return c.sendGreeting(), false
 	}
+	c.cfg.Observer.GreetPause(1)
+	c.srv.pausing.Add(1)
+	until := time.Now().Add(p)
+	c.atEnd = !c.end.IsZero() && !until.Before(c.end)
+	if c.atEnd {
+		until = c.end
+	}
+	if c.hold(until) {
+		return false, true
+	}
+	n, err := c.waitPause(until)
+	return c.afterPause(n, err) && c.sendGreeting(), false
+}
+
+// waitPause is the greeting pause in the session's goroutine: a read of
+// one octet until the pause is over.
+func (c *conn) waitPause(until time.Time) (int, error) {
+	c.wmu.Lock()
+	c.pausing = !c.srv.draining.Load() // else Shutdown has passed by, and would not end the pause
+	pausing := c.pausing
+	c.wmu.Unlock()
+	if !pausing {
+		return 0, errPauseEnded
+	}
+	c.setReadDeadline(until)
+	var b [1]byte
+	n, err := c.nc.Read(b[:])
+	c.wmu.Lock()
+	c.pausing = false
+	c.wmu.Unlock()
+	return n, err
+}
+
+// hold hands the greeting pause to the Holder, if there is one and it
+// can watch this connection.
+func (c *conn) hold(until time.Time) bool {
+	hd := c.cfg.Holder
+	sc, ok := c.raw.(syscall.Conn)
+	if hd == nil || !ok {
+		return false
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.srv.draining.Load() {
+		return false // Shutdown has passed by: no one would end the hold
+	}
+	t, err := hd.Hold(sc, until, func(r hold.Result) { go c.resume(r) })
+	if err != nil {
+		return false
+	}
+	c.ticket = t
+	return true
+}
+
+// endPause ends a greeting pause now (Shutdown, hard stop).
+func (c *conn) endPause() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	switch {
+	case c.ticket != nil:
+		c.cfg.Holder.End(c.ticket)
+	case c.pausing:
+		c.raw.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// afterPause ends the greeting pause and judges it.
+func (c *conn) afterPause(n int, err error) bool {
+	c.cfg.Observer.GreetPause(-1)
+	c.srv.pausing.Add(-1)
+	return c.judgePause(n, err)
+}
+
+// judgePause judges the greeting pause by its read: n octets and err.
+func (c *conn) judgePause(n int, err error) bool {
+	switch {
+	case n > 0:
+		c.note(reason.Pregreet, "rejecting commands from "+c.clientName()+" due to pre-greeting traffic")
+		c.reply(&reply.Reply{Code: 554, Status: "", Text: c.cfg.Hostname + " not accepting messages"})
+		c.flush()
+		return false
+	case c.ctx.Err() != nil:
+		return false
+	case c.srv.draining.Load():
+		c.readFailed(errDraining, "greet")
+		return false
+	case !isTimeout(err):
+		return false // the client left during the pause
+	case c.atEnd:
+		c.readFailed(err, "greet")
+		return false
+	}
+	return true
+}
+
+func (c *conn) sendGreeting() bool {
 	c.reply(&reply.Reply{Code: 220, Status: "", Text: c.cfg.Hostname + " ESMTP mxguard"})
 	c.greeted = true
 	return c.flush()

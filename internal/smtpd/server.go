@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/hold"
 	"github.com/mxguard/mxguard/internal/reason"
 	"github.com/mxguard/mxguard/internal/reply"
 	"io"
@@ -91,6 +92,12 @@ type Config struct {
 	// Past either, the session gets 421 and is closed. 0 = no limit.
 	MaxSessionBytes int64
 	MaxSessionTime  time.Duration
+
+	// Holder, when set, keeps sessions in the greeting pause without
+	// their goroutines: ServeConn returns while such a session is held,
+	// and it goes on in a new goroutine when the pause ends. nil: each
+	// session waits in its own goroutine.
+	Holder *hold.Holder
 }
 
 // Handler decides on one session's envelopes and stores its messages: the
@@ -134,6 +141,12 @@ type ConnInfo struct {
 	// or to let it pass: the rest of the greeting pause, and its test of
 	// a client that talks first, are skipped.
 	Screen func(ctx context.Context) (reject *reply.Reply, pass bool)
+
+	// Held is set by HoldGreeting: how the greeting pause it held ended,
+	// for the session to judge as its own, and Since is when it began
+	// (the session's time counts from there).
+	Held  hold.Result
+	Since time.Time
 }
 
 // Tarpit says how long to hold the replies to a client now (its score may
@@ -172,6 +185,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
+	early    map[*hold.Ticket]struct{} // greeting pauses held before their sessions (HoldGreeting)
 	draining atomic.Bool
 	done     chan struct{} // closed when conns becomes empty while draining
 }
@@ -185,6 +199,7 @@ func NewServer(cfg Config) *Server {
 		log:      cfg.Logger,
 		idPrefix: strconv.FormatInt(time.Now().Unix(), 36),
 		conns:    make(map[*conn]struct{}),
+		early:    make(map[*hold.Ticket]struct{}),
 	}
 	srv.SetConfig(cfg)
 	return srv
@@ -223,15 +238,20 @@ func (srv *Server) SetStress(p *Stress) {
 }
 
 // ServeConn speaks SMTP on nc until the client quits, a timeout or error
-// ends the session, or ctx is done (hard stop). It closes nc.
+// ends the session, or ctx is done (hard stop). It closes nc, and calls
+// h.Close when the session is over. With a Holder it may return earlier,
+// while the session waits in the greeting pause; the session goes on
+// without the caller.
 func (srv *Server) ServeConn(ctx context.Context, nc net.Conn, info ConnInfo, h Handler) {
 	cfg := srv.cfg.Load()
 	mc := &meteredConn{Conn: nc, max: cfg.MaxSessionBytes}
-	c := &conn{srv: srv, h: h, raw: nc, mc: mc, nc: mc, ctx: ctx, cfg: cfg}
+	c := &conn{srv: srv, h: h, raw: nc, mc: mc, nc: mc, ctx: ctx, cfg: cfg, start: info.Since}
+	if c.start.IsZero() {
+		c.start = time.Now()
+	}
 	c.sess.ctx = ctx
-	defer h.Close(&c.sess)
 	if cfg.MaxSessionTime > 0 {
-		c.end = time.Now().Add(cfg.MaxSessionTime)
+		c.end = c.start.Add(cfg.MaxSessionTime)
 	}
 	c.sess.ConnInfo = info
 	c.sess.ID = srv.idPrefix + strconv.FormatUint(srv.ids.Add(1), 36)
@@ -240,14 +260,93 @@ func (srv *Server) ServeConn(ctx context.Context, nc net.Conn, info ConnInfo, h 
 		c.reply(&reply.Reply{Code: 421, Status: "4.3.2", Text: c.cfg.Hostname + " Service shutting down"})
 		c.flush()
 		nc.Close()
+		h.Close(&c.sess)
 		return
 	}
-	defer srv.untrack(c)
 	c.cfg.Observer.SessionStart(info.Remote.Addr(), info.Host)
-	defer c.cfg.Observer.SessionEnd(info.Remote.Addr())
-	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	c.stop = context.AfterFunc(ctx, func() {
+		nc.SetDeadline(time.Unix(1, 0))
+		c.endPause()
+	})
 	c.serve()
+}
+
+// HoldGreeting holds nc's greeting pause before its session exists, with
+// the Holder, so that a client waiting for its greeting costs a socket and
+// a few hundred octets rather than a session and its goroutine: in a flood
+// nearly every open connection is one. nc's socket is taken out of it
+// (hold.Detach) for the pause. When the pause ends (its time is up, the
+// client talks or leaves, Shutdown, or the Holder's context is done),
+// start runs in a new goroutine with the socket as a new net.Conn, and
+// info.Held and info.Since set; it must call ServeConn with them: the
+// session judges the pause as if it had waited itself. If the socket
+// cannot be made a net.Conn again (out of descriptors), start gets nil,
+// to release what the caller holds for the client. The sessions' ctx must
+// be the Holder's.
+//
+// HoldGreeting holds nothing and reports false when the pause cannot be
+// held this way: no pause, a Screen to wait for first, no Holder running,
+// nc not a plain TCP connection, or the server shutting down. The caller
+// then calls ServeConn with nc itself.
+func (srv *Server) HoldGreeting(nc net.Conn, info ConnInfo, start func(net.Conn, ConnInfo)) bool {
+	cfg := srv.cfg.Load()
+	p := srv.greetPause(info.GreetPause)
+	tc, ok := nc.(*net.TCPConn)
+	if cfg.Holder == nil || !cfg.Holder.Running() || !ok || p <= 0 || info.Screen != nil || srv.draining.Load() {
+		return false
+	}
+	info.Since = time.Now()
+	until := info.Since.Add(p)
+	if cfg.MaxSessionTime > 0 && cfg.MaxSessionTime < p {
+		until = info.Since.Add(cfg.MaxSessionTime)
+	}
+	fd, err := hold.Detach(tc)
+	if err != nil {
+		return false
+	}
+	cfg.Observer.GreetPause(1)
+	srv.pausing.Add(1)
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	var t *hold.Ticket
+	end := func(r hold.Result) {
+		// In a goroutine of its own: End runs this under srv.mu
+		// (Shutdown), and the Holder's loop must not wait.
+		go func() {
+			cfg.Observer.GreetPause(-1)
+			srv.pausing.Add(-1)
+			srv.mu.Lock()
+			delete(srv.early, t)
+			srv.settle()
+			srv.mu.Unlock()
+			nc, err := hold.Attach(fd)
+			if err != nil {
+				srv.log.Warn("connection lost after the greeting pause", "ip", info.Remote.Addr().String(), "err", err.Error())
+				nc = nil
+			}
+			info.Held = r
+			start(nc, info)
+		}()
+	}
+	if srv.draining.Load() {
+		end(hold.Ended) // Shutdown has passed by
+		return true
+	}
+	if t, err = cfg.Holder.HoldFD(fd, until, end); err != nil {
+		end(hold.Ended) // the Holder stopped meanwhile
+		return true
+	}
+	srv.early[t] = struct{}{}
+	return true
+}
+
+// greetPause is a session's greeting pause, under stress the profile's if
+// that is shorter.
+func (srv *Server) greetPause(p time.Duration) time.Duration {
+	if st := srv.stress.Load(); st != nil && p > 0 {
+		return tighter(p, st.GreetPause)
+	}
+	return p
 }
 
 func (srv *Server) track(c *conn) bool {
@@ -264,7 +363,12 @@ func (srv *Server) untrack(c *conn) {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	delete(srv.conns, c)
-	if len(srv.conns) == 0 && srv.done != nil {
+	srv.settle()
+}
+
+// settle tells Shutdown when the last session is over; srv.mu held.
+func (srv *Server) settle() {
+	if len(srv.conns)+len(srv.early) == 0 && srv.done != nil {
 		close(srv.done)
 		srv.done = nil
 	}
@@ -279,12 +383,16 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Lock()
 	srv.draining.Store(true)
 	var done chan struct{}
-	if len(srv.conns) > 0 {
+	if len(srv.conns)+len(srv.early) > 0 {
 		srv.done = make(chan struct{})
 		done = srv.done
 	}
 	for c := range srv.conns {
 		c.wakeIfIdle()
+		c.endPause()
+	}
+	for t := range srv.early {
+		srv.cfg.Load().Holder.End(t)
 	}
 	srv.mu.Unlock()
 	if done == nil {
@@ -298,6 +406,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 	srv.mu.Lock()
 	for c := range srv.conns {
 		c.raw.SetDeadline(time.Unix(1, 0))
+		c.endPause()
 	}
 	srv.mu.Unlock()
 	<-done
@@ -314,5 +423,5 @@ func (srv *Server) Draining() bool { return srv.draining.Load() }
 func (srv *Server) Sessions() int {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	return len(srv.conns)
+	return len(srv.conns) + len(srv.early)
 }

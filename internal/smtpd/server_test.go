@@ -227,3 +227,93 @@ func (discardHandler) Data(_ *Session, r io.Reader) *reply.Reply {
 	}
 	return &reply.Reply{Code: 250, Status: "2.0.0", Text: "Ok"}
 }
+
+// TestShutdownEndsGreetPause: Shutdown does not wait out a greeting pause
+// (up to five minutes): the client gets 421 at once instead of a greeting,
+// whether its session waits in its goroutine or with the Holder.
+func TestShutdownEndsGreetPause(t *testing.T) {
+	for _, mode := range []string{"goroutine", "held", "early"} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := Config{Hostname: "mx.test", Timeouts: uniform(10 * time.Second), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			held := mode != "goroutine"
+			if held {
+				cfg.Holder = startHolder(t)
+			}
+			srv := NewServer(cfg)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				nc, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				info := ConnInfo{Remote: netip.MustParseAddrPort(nc.RemoteAddr().String()), GreetPause: time.Minute}
+				serve := func(nc net.Conn, info ConnInfo) { srv.ServeConn(context.Background(), nc, info, &memHandler{}) }
+				if mode != "early" || !srv.HoldGreeting(nc, info, serve) {
+					serve(nc, info)
+				}
+			}()
+			_, br := dial(t, ln.Addr().String())
+			for deadline := time.Now().Add(5 * time.Second); srv.InGreetPause() == 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the session never entered the greeting pause")
+				}
+			}
+			if held && cfg.Holder.Len() != 1 {
+				t.Fatalf("%d sessions held, want 1", cfg.Holder.Len())
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			start := time.Now()
+			if err := srv.Shutdown(ctx); err != nil {
+				t.Fatalf("Shutdown: %v after %v", err, time.Since(start))
+			}
+			expect(t, br, "421 4.3.2 mx.test Service shutting down")
+			if srv.InGreetPause() != 0 {
+				t.Errorf("InGreetPause %d after the shutdown", srv.InGreetPause())
+			}
+		})
+	}
+}
+
+// TestHardStopEndsHeldPause: a held session ends with its context, even
+// one the Holder does not share.
+func TestHardStopEndsHeldPause(t *testing.T) {
+	hd := startHolder(t)
+	srv := NewServer(Config{Hostname: "mx.test", Timeouts: uniform(10 * time.Second), Holder: hd,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &memHandler{}
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		srv.ServeConn(ctx, nc, ConnInfo{Remote: netip.MustParseAddrPort(nc.RemoteAddr().String()),
+			GreetPause: time.Minute}, h)
+	}()
+	nc, _ := dial(t, ln.Addr().String())
+	for deadline := time.Now().Add(5 * time.Second); hd.Len() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the session was never held")
+		}
+	}
+	cancel()
+	if n, err := nc.Read(make([]byte, 64)); err != io.EOF {
+		t.Fatalf("read %d octets, %v after the hard stop; want the connection closed", n, err)
+	}
+	// The session is untracked just after its connection is closed.
+	for deadline := time.Now().Add(5 * time.Second); srv.Sessions() != 0 || hd.Len() != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions, %d held after the hard stop", srv.Sessions(), hd.Len())
+		}
+	}
+}

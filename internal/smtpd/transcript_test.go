@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/hold"
 	"github.com/mxguard/mxguard/internal/reply"
 	"github.com/mxguard/mxguard/internal/smtptest"
 	"io"
@@ -66,6 +67,13 @@ func (h *memHandler) messages() []string {
 // if any, runs on the Server before it serves.
 func testServer(t *testing.T, cfg Config, h Handler, info ConnInfo, setup ...func(*Server)) string {
 	t.Helper()
+	return testServerHold(t, cfg, h, info, false, setup...)
+}
+
+// testServerHold is testServer, where early has the greeting pause held
+// before the session (HoldGreeting) whenever it can be.
+func testServerHold(t *testing.T, cfg Config, h Handler, info ConnInfo, early bool, setup ...func(*Server)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +108,13 @@ func testServer(t *testing.T, cfg Config, h Handler, info ConnInfo, setup ...fun
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				if early && srv.HoldGreeting(nc, ci, func(nc net.Conn, ci ConnInfo) {
+					if nc != nil {
+						srv.ServeConn(ctx, nc, ci, h)
+					}
+				}) {
+					return
+				}
 				srv.ServeConn(ctx, nc, ci, h)
 			}()
 		}
@@ -145,14 +160,56 @@ func TestTranscripts(t *testing.T) {
 		t.Fatalf("no transcripts: %v", err)
 	}
 	for _, f := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) {
+		name := strings.TrimSuffix(filepath.Base(f), ".txt")
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			runTranscript(t, f)
+			runTranscript(t, f, nil, false)
 		})
+		// A greeting pause is played again with the Holder keeping the
+		// session, without its goroutine: the client must see no difference.
+		// held: by the session (as when it waits for a DNS list's
+		// verdict first); early: before the session exists.
+		if strings.Contains(name, "greet") {
+			for _, early := range []bool{false, true} {
+				t.Run(name+map[bool]string{false: "/held", true: "/early"}[early], func(t *testing.T) {
+					t.Parallel()
+					hd := startHolder(t)
+					runTranscript(t, f, hd, early)
+					if hd.Taken() == 0 {
+						t.Error("the holder never held the session")
+					}
+					if hd.Len() != 0 {
+						t.Errorf("%d connections still held", hd.Len())
+					}
+				})
+			}
+		}
 	}
 }
 
-func runTranscript(t *testing.T, file string) {
+// startHolder runs a Holder until the test's end, and waits until it
+// takes holds.
+func startHolder(t *testing.T) *hold.Holder {
+	t.Helper()
+	hd := hold.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- hd.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("holder: %v", err)
+		}
+	})
+	for deadline := time.Now().Add(5 * time.Second); !hd.Running(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("holder never ran")
+		}
+	}
+	return hd
+}
+
+func runTranscript(t *testing.T, file string, hd *hold.Holder, early bool) {
 	cfg := Config{MaxMessageSize: 1 << 20, Timeouts: Timeouts{Command: 5 * time.Second}}
 	var info ConnInfo
 	var stress *Stress
@@ -168,10 +225,11 @@ func runTranscript(t *testing.T, file string) {
 		applySetting(t, &cfg, &info, kv[0], kv[1])
 	}
 	h := &memHandler{}
+	cfg.Holder = hd
 	// The phases a transcript leaves unset wait as long as command, as
 	// the configuration resolves them (config.Timeouts.ServerSide).
 	cfg.Timeouts = resolved(cfg.Timeouts)
-	addr := testServer(t, cfg, h, info, func(srv *Server) { srv.SetStress(stress) })
+	addr := testServerHold(t, cfg, h, info, early, func(srv *Server) { srv.SetStress(stress) })
 	start := time.Now()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {

@@ -773,7 +773,7 @@ if [ -e "/sys/fs/ext4/${dev#/dev/}/journal_task" ]; then
 fi
 record info - - 1 disk "$disk"
 record info - - 1 shared "load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
-record info mx - 1 version "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?'), $(go version | cut -d' ' -f3), GOMAXPROCS 1 (one core)"
+record info mx - 1 version "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?'), $(go version | cut -d' ' -f3), GOMAXPROCS 1 on its one core (2 in relay mode, workload a2: cmd/mxguard's minProcs)"
 record info pf - 1 version "Postfix $(postconf -dh mail_version 2>/dev/null || echo '?')"
 # shellcheck source=bench/peer-lib.sh
 (. "$ROOT/bench/peer-lib.sh" && record info ex - 1 version "Exim $(peer_version exim4-daemon-light) (exim4-daemon-light, unpacked)" &&

@@ -5,8 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestRelayProcsOnOneCore: pinned to one core, mxguard in relay mode runs
@@ -18,6 +21,20 @@ func TestRelayProcsOnOneCore(t *testing.T) {
 	taskset, err := exec.LookPath("taskset")
 	if err != nil {
 		t.Skip("taskset (util-linux) is not installed")
+	}
+	// One core this process may run on (not always core 0 in a container).
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		t.Fatal(err)
+	}
+	core := -1
+	for c := 0; c < 1024 && core < 0; c++ {
+		if set.IsSet(c) {
+			core = c
+		}
+	}
+	if core < 0 {
+		t.Fatal("no core in this process's affinity")
 	}
 	back := startMX(t, "hostname = \"back.test\"\nlocal_domains = [\"localhost\"]\n")
 	relay := fmt.Sprintf("[delivery]\nrelay = \"smtp://%s\"\n", back.addr)
@@ -33,7 +50,7 @@ func TestRelayProcsOnOneCore(t *testing.T) {
 			admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 			m := startMX(t, tt.toml+fmt.Sprintf("[admin]\nlisten = %q\n", admin))
 			m.stop()
-			cmd := exec.Command(taskset, "-c", "0", binary, "serve", "--config", m.config)
+			cmd := exec.Command(taskset, "-c", strconv.Itoa(core), binary, "serve", "--config", m.config)
 			cmd.Dir = m.dir
 			for _, kv := range os.Environ() {
 				if !strings.HasPrefix(kv, "GOMAXPROCS=") {

@@ -2,7 +2,8 @@
 # exim-setup.sh builds a private Exim 4 instance (Debian's exim4-daemon-light)
 # for the benchmarks: its own configuration, spool, logs and Maildirs under a
 # work directory, listening on 127.0.0.1 only, delivering bench.test into
-# Maildirs and relaying nothing. Exim is not installed (it conflicts with
+# Maildirs, relaying relay.test to the smtp-sink on 127.0.0.1:RELAY_SINK_PORT
+# and nothing anywhere else. Exim is not installed (it conflicts with
 # postfix as a Debian package): see bench/peer-lib.sh.
 #
 # Usage: bench/exim-setup.sh [config|start|stop|pids]
@@ -25,6 +26,8 @@
 #                    a ratelimit ACL at connect (a smoothed rate, not a count in a window)
 #   EX_PER_HOST      smtp_accept_max_per_host [5]: connections at once per client,
 #                    except the legitimate and idle clients
+#   RELAY_SINK_PORT  where relay.test goes: smtp-sink on 127.0.0.1 [2540] (bench/run.sh's
+#                    workload a2)
 set -eu
 
 MXBENCH_DIR=${MXBENCH_DIR:-/tmp/mxbench}
@@ -36,6 +39,7 @@ EX_PROCS=${EX_PROCS:-1100}
 EX_GREET_WAIT=${EX_GREET_WAIT:-120s}
 EX_CLIENT_RATE=${EX_CLIENT_RATE:-5}
 EX_PER_HOST=${EX_PER_HOST:-5}
+RELAY_SINK_PORT=${RELAY_SINK_PORT:-2540}
 # Exim's compiled-in user, who owns the spool and the Maildirs (deliveries
 # run as it, so that they need no root: under strace, which the fsync
 # census uses, a setuid exec gains nothing); it exists only in the
@@ -95,6 +99,7 @@ write_config() {
 	tls_advertise_hosts =
 
 	domainlist local_domains = bench.test
+	domainlist relay_to_domains = relay.test
 	hostlist trusted = 127.0.0.1
 	hostlist idle = 127.0.2.0/23 : 127.0.4.0/23
 
@@ -125,6 +130,8 @@ write_config() {
 	         local_parts = lsearch;$EX/etc/users
 	  deny   domains = +local_domains
 	         message = unknown user
+	  accept domains = +relay_to_domains
+	         hosts = +trusted
 	  deny   message = relay not permitted
 
 	begin routers
@@ -135,7 +142,21 @@ write_config() {
 	  local_parts = lsearch;$EX/etc/users
 	  transport = maildir
 
+	# relay.test to the smtp-sink on loopback; self = send and
+	# allow_localhost, since 127.0.0.1 is one of Exim's own addresses.
+	bench_relay:
+	  driver = manualroute
+	  domains = +relay_to_domains
+	  route_list = * 127.0.0.1
+	  self = send
+	  transport = sink_smtp
+
 	begin transports
+
+	sink_smtp:
+	  driver = smtp
+	  port = $RELAY_SINK_PORT
+	  allow_localhost
 
 	maildir:
 	  driver = appendfile

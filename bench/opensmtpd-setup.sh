@@ -1,8 +1,9 @@
 #!/bin/sh
 # opensmtpd-setup.sh builds a private OpenSMTPD instance (Debian's opensmtpd)
 # for the benchmarks: its own configuration, queue and Maildirs under a work
-# directory, listening on 127.0.0.1 only, delivering bench.test into Maildirs
-# and relaying nothing. OpenSMTPD is not installed (it conflicts with postfix
+# directory, listening on 127.0.0.1 only, delivering bench.test into Maildirs,
+# relaying relay.test to the smtp-sink on 127.0.0.1:RELAY_SINK_PORT and
+# nothing anywhere else. OpenSMTPD is not installed (it conflicts with postfix
 # as a Debian package): see bench/peer-lib.sh.
 #
 # Usage: bench/opensmtpd-setup.sh [config|start|stop|pids]
@@ -23,6 +24,8 @@
 #                 client's name (it has no way not to ask) [2553]: bench/run.sh
 #                 runs mxguard-testdns there; without one each session waits
 #                 for the lookup to time out
+#   RELAY_SINK_PORT where relay.test goes: smtp-sink on 127.0.0.1 [2540] (bench/run.sh's
+#                 workload a2)
 set -eu
 
 MXBENCH_DIR=${MXBENCH_DIR:-/tmp/mxbench}
@@ -31,6 +34,7 @@ OS_PORT=${OS_PORT:-2534}
 OS_IDLE_PORT=${OS_IDLE_PORT:-2535}
 OS_FLOOD_NET=${OS_FLOOD_NET:-127.0.1.0/24}
 DNS_PORT=${DNS_PORT:-2553}
+RELAY_SINK_PORT=${RELAY_SINK_PORT:-2540}
 # OpenSMTPD's compiled-in users, opensmtpd and opensmtpq (privilege
 # separation, queue), and the one that owns the Maildirs (with a home,
 # which deliveries chdir to). They exist only in the namespace's
@@ -82,6 +86,9 @@ write_config() {
 
 	action "bench" maildir "$OS/mail/bench.test/%{rcpt.user}" virtual <vusers>
 	match from any for rcpt-to <rcpts> action "bench"
+	# relay.test to the smtp-sink on loopback, from the load client only.
+	action "sink" relay host smtp://127.0.0.1:$RELAY_SINK_PORT
+	match from src 127.0.0.1 for domain relay.test action "sink"
 	CF
 	ln -s "$OS/root-etc/smtpd.conf" "$OS/etc/smtpd.conf"
 	(peer_ns "$BINDS" -- "$SMTPD" -n -f /etc/smtpd.conf) >/dev/null

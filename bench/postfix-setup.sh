@@ -1,8 +1,9 @@
 #!/bin/sh
 # postfix-setup.sh builds a private Postfix instance for the mxguard/Postfix
 # comparison: its own config, queue and data directories under a work
-# directory, listening on 127.0.0.1 only, delivering bench.test into Maildirs
-# and relaying nothing. It installs Debian's postfix first when it is missing.
+# directory, listening on 127.0.0.1 only, delivering bench.test into Maildirs,
+# relaying relay.test to the smtp-sink on 127.0.0.1:RELAY_SINK_PORT and
+# nothing anywhere else. It installs Debian's postfix first when it is missing.
 # The system's own instance (/etc/postfix) is read by nothing here and never
 # started.
 #
@@ -21,6 +22,8 @@
 #   PF_GREET_WAIT    postscreen_greet_wait [120s]: longer than an idle hold, so that
 #                    postscreen, not smtpd, holds the idle clients
 #   PF_CLIENT_RATE   anvil connections per 60s per client [5], as mxguard's ClientRate
+#   RELAY_SINK_PORT  where relay.test goes: smtp-sink on 127.0.0.1 [2540] (bench/run.sh's
+#                    workload a2)
 set -eu
 
 MXBENCH_DIR=${MXBENCH_DIR:-/tmp/mxbench}
@@ -31,6 +34,7 @@ PF_IDLE_PORT=${PF_IDLE_PORT:-2528}
 PF_IDLE_PROCS=${PF_IDLE_PROCS:-1100}
 PF_GREET_WAIT=${PF_GREET_WAIT:-120s}
 PF_CLIENT_RATE=${PF_CLIENT_RATE:-5}
+RELAY_SINK_PORT=${RELAY_SINK_PORT:-2540}
 MAILUSER=nobody
 
 install_postfix() {
@@ -81,6 +85,7 @@ write_config() {
 			i=$((i + 1))
 		done
 	} >"$PF/etc/virtual_mailbox"
+	printf 'relay.test\tsmtp:[127.0.0.1]:%s\n' "$RELAY_SINK_PORT" >"$PF/etc/transport"
 
 	cat >"$PF/etc/main.cf" <<-CF
 	# Private benchmark instance written by bench/postfix-setup.sh.
@@ -99,8 +104,8 @@ write_config() {
 	inet_protocols = ipv4
 	mynetworks = 127.0.0.1/32
 
-	# bench.test goes into Maildirs; nothing is relayed or delivered
-	# anywhere else.
+	# bench.test goes into Maildirs, relay.test to the smtp-sink on
+	# loopback; nothing is relayed or delivered anywhere else.
 	mydestination =
 	alias_maps =
 	alias_database =
@@ -112,6 +117,8 @@ write_config() {
 	virtual_gid_maps = static:$gid
 	virtual_mailbox_limit = 0
 	relayhost =
+	relay_domains = relay.test
+	transport_maps = texthash:$PF/etc/transport
 	default_transport = error:no outside delivery in the benchmark
 	relay_transport = error:no outside delivery in the benchmark
 	smtpd_relay_restrictions = permit_mynetworks reject_unauth_destination
@@ -162,6 +169,7 @@ write_config() {
 	retry unix - - n - - error
 	discard unix - - n - - discard
 	virtual unix - n n - - virtual
+	smtp unix - - n - - smtp
 	anvil unix - - n - 1 anvil
 	scache unix - - n - 1 scache
 	postlog unix-dgram n - n - 1 postlogd

@@ -12,7 +12,10 @@
 # turn within each round, so that a change of load on a shared machine
 # hits them alike.
 #
-#   bench/relaymode.sh [-r ROUNDS] [-n N] [-c CONC] NAME=MXGUARD ...
+#   bench/relaymode.sh [-r ROUNDS] [-n N] [-c CONC] [-p] NAME=MXGUARD ...
+#
+# -p pins as bench/run.sh does: mxguard to core 0, mxload, smtp-sink and the
+# DNS server to core 1 (taskset); without it they share every core.
 #
 # For example, before and after a change:
 #
@@ -24,17 +27,18 @@
 # listens on loopback ports the kernel picked free; the work directory is
 # removed at the end.
 set -euo pipefail
-ROUNDS=3 N=10000 CONC=50
-while getopts r:n:c: o; do
+ROUNDS=3 N=10000 CONC=50 SRV=() LOAD=()
+while getopts r:n:c:p o; do
 	case $o in
 	r) ROUNDS=$OPTARG ;;
 	n) N=$OPTARG ;;
 	c) CONC=$OPTARG ;;
+	p) SRV=(taskset -c 0) LOAD=(taskset -c 1) ;;
 	*) exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || { echo "usage: $0 [-r ROUNDS] [-n N] [-c CONC] NAME=MXGUARD ..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 [-r ROUNDS] [-n N] [-c CONC] [-p] NAME=MXGUARD ..." >&2; exit 2; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d)
 chmod 755 "$W" # smtp-sink runs as nobody
@@ -46,15 +50,15 @@ free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 waitport() { for _ in $(seq 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 DNS=$(free) MX=$(free) SINK=$(free) ADMIN=$(free)
 printf '$ORIGIN bench.test.\n@\t3600\tIN\tA\t127.0.0.1\n' >"$W/zone"
-"$W/bin/mxguard-testdns" -zone "$W/zone" -listen "127.0.0.1:$DNS" >"$W/dns.log" 2>&1 &
+"${LOAD[@]}" "$W/bin/mxguard-testdns" -zone "$W/zone" -listen "127.0.0.1:$DNS" >"$W/dns.log" 2>&1 &
 pids+=($!)
-/usr/sbin/smtp-sink -c -u nobody "inet:127.0.0.1:$SINK" 1024 >"$W/sink.out" 2>"$W/sink.err" &
+"${LOAD[@]}" /usr/sbin/smtp-sink -c -u nobody "inet:127.0.0.1:$SINK" 1024 >"$W/sink.out" 2>"$W/sink.err" &
 pids+=($!)
 waitport "$DNS" && waitport "$SINK" || { echo "DNS server or smtp-sink did not start" >&2; exit 1; }
 echo user@bench.test >"$W/recipients"
 sinkmsgs() { tr '\r' '\n' <"$W/sink.out" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1; }
 
-echo "# $(date -u +%FT%TZ) N=$N sessions=$CONC size=1024 msgs-per-conn=1 cores=$(nproc)"
+echo "# $(date -u +%FT%TZ) N=$N sessions=$CONC size=1024 msgs-per-conn=1 cores=$(nproc) pinned=${SRV[*]:+server on 0, load on 1}"
 for round in $(seq "$ROUNDS"); do
 	for arg in "$@"; do
 		name=${arg%%=*} bin=${arg#*=}
@@ -76,13 +80,13 @@ for round in $(seq "$ROUNDS"); do
 					echo "relay = \"smtp://127.0.0.1:$SINK\""
 				fi
 			} >"$W/mxguard.toml"
-			"$bin" serve --config "$W/mxguard.toml" >"$W/mxguard.log" 2>&1 &
+			"${SRV[@]}" "$bin" serve --config "$W/mxguard.toml" >"$W/mxguard.log" 2>&1 &
 			mx=$!
 			waitport "$MX" || { echo "mxguard did not start:" >&2; cat "$W/mxguard.log" >&2; exit 1; }
 			sunk=$(sinkmsgs)
 			sunk=${sunk:-0}
 			t0=$(date +%s.%N)
-			"$W/bin/mxload" -addr "127.0.0.1:$MX" -c "$CONC" -n "$N" -size 1024 -rcpts 1 -msgs-per-conn 1 \
+			"${LOAD[@]}" "$W/bin/mxload" -addr "127.0.0.1:$MX" -c "$CONC" -n "$N" -size 1024 -rcpts 1 -msgs-per-conn 1 \
 				-from load@client.test -to user@bench.test -json >"$W/r.json" 2>>"$W/mxload.log"
 			delivered=
 			if [ "$mode" = relay ]; then

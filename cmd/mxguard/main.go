@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"syscall"
@@ -107,6 +108,28 @@ func loadConfig(path string) (*config.Config, error) {
 	return config.Load(path)
 }
 
+// minProcs is the fewest Ps (GOMAXPROCS) the server runs with in relay
+// mode, even on one core. The spool's group committer blocks in fdatasync
+// holding its P, and the runtime hands a P in a system call to another
+// thread only when goroutines wait in that P's run queue, not when they
+// wait in the network poller, as every session between two commands does.
+// With one P a whole fdatasync passed with no session read: the next group
+// commit found almost nothing waiting, and relay mode pinned to one core
+// committed 0.5 to 1.8 fsyncs a message at 1,500 to 4,600 msgs/s, where a
+// second P gave 0.15 at 6,000 (BENCHMARKS.md, "Relay mode on one core").
+// The kernel still shares the one core between the two. Local delivery
+// keeps the runtime's choice: its fsyncs are the sessions' own, and under
+// a flood a second P cost about 2% in refusals per CPU-second.
+const minProcs = 2
+
+// atLeastProcs raises GOMAXPROCS to n unless it is that already or the
+// operator set it (the GOMAXPROCS environment variable).
+func atLeastProcs(n int) {
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < n {
+		runtime.GOMAXPROCS(n)
+	}
+}
+
 func serve(args []string, stderr io.Writer) int {
 	fs := flags("serve", stderr)
 	path := fs.String("config", "", "configuration file (TOML); defaults serve localhost on 127.0.0.1:2525")
@@ -133,6 +156,10 @@ func serve(args []string, stderr io.Writer) int {
 		if cfg, err = config.Load(*path); err != nil {
 			return fail(err)
 		}
+	}
+	if cfg.Delivery.Relay != "" {
+		// The spool's committer is on the path of every 250 (minProcs).
+		atLeastProcs(minProcs)
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	var h slog.Handler = slog.NewTextHandler(out, opts)

@@ -143,7 +143,7 @@ func (h *Holder) add(t *Ticket, fd int32) error {
 	h.taken++
 	heap.Push(&h.due, t)
 	if t.index == 0 {
-		h.p.wake() // a new earliest deadline: the wait in Run is too long now
+		h.p.setDeadline(h.deadline()) // a new earliest: the wait in Run is too long now
 	}
 	return nil
 }
@@ -209,8 +209,8 @@ func (h *Holder) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() {
 		h.mu.Lock()
 		h.running = false
+		h.p.setDeadline(time.Unix(1, 0)) // the wait returns at once
 		h.mu.Unlock()
-		h.p.wake()
 	})
 	defer stop()
 	var (
@@ -219,17 +219,17 @@ func (h *Holder) Run(ctx context.Context) error {
 	)
 	for {
 		h.mu.Lock()
-		wait := -1 // milliseconds; -1: no deadline pending
-		if len(h.due) > 0 {
-			d := time.Duration(h.due[0].until) - time.Since(h.base)
-			wait = max(int((d+time.Millisecond-1)/time.Millisecond), 0)
-		}
 		running := h.running
+		if running {
+			// Under h.mu, as Hold sets an earlier one: the last word is
+			// the heap's.
+			h.p.setDeadline(h.deadline())
+		}
 		h.mu.Unlock()
 		if !running {
 			break
 		}
-		ready = h.p.wait(ready[:0], wait)
+		ready = h.p.wait(ready[:0])
 
 		h.mu.Lock()
 		for _, ev := range ready {
@@ -262,6 +262,15 @@ func (h *Holder) Run(ctx context.Context) error {
 	}
 	h.p.close()
 	return nil
+}
+
+// deadline is when the earliest hold is up; zero when none is held.
+// h.mu held.
+func (h *Holder) deadline() time.Time {
+	if len(h.due) == 0 {
+		return time.Time{}
+	}
+	return h.base.Add(time.Duration(h.due[0].until))
 }
 
 // deadlines is a min-heap of tickets by deadline (container/heap).

@@ -1,18 +1,26 @@
 package hold
 
 import (
-	"encoding/binary"
+	"fmt"
 	"net"
 	"os"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// poller is an epoll set of its own (not the runtime's) and an eventfd to
-// interrupt its wait.
+// poller is an epoll set of its own, not the runtime's, which itself sits
+// in the runtime's poller as a file: the holder's goroutine waits for it
+// to turn readable (any held socket has an event) like any goroutine
+// waits for a socket, parked, with no thread blocked in epoll_wait. A
+// blocked thread would keep its P until the runtime's monitor took it
+// back (up to 10 ms), and with one P (a server pinned to one core) nothing
+// else would run meanwhile. The next deadline is the file's read deadline.
 type poller struct {
-	ep, ev int
-	buf    []unix.EpollEvent
+	f   *os.File
+	rc  syscall.RawConn
+	buf []unix.EpollEvent
 }
 
 func newPoller() (poller, error) {
@@ -20,18 +28,23 @@ func newPoller() (poller, error) {
 	if err != nil {
 		return poller{}, os.NewSyscallError("epoll_create1", err)
 	}
-	ev, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
+		return poller{}, os.NewSyscallError("fcntl", err)
+	}
+	f := os.NewFile(uintptr(ep), "hold")
+	rc, err := f.SyscallConn()
 	if err != nil {
-		unix.Close(ep)
-		return poller{}, os.NewSyscallError("eventfd", err)
+		f.Close()
+		return poller{}, err
 	}
-	// The eventfd's generation is 0, which no hold has (they start at 1).
-	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, ev, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(ev)}); err != nil {
-		unix.Close(ep)
-		unix.Close(ev)
-		return poller{}, os.NewSyscallError("epoll_ctl", err)
+	p := poller{f: f, rc: rc, buf: make([]unix.EpollEvent, 256)}
+	// Without the runtime's poller, a deadline would not end a wait.
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		f.Close()
+		return poller{}, fmt.Errorf("hold: the epoll set is not pollable: %w", err)
 	}
-	return poller{ep: ep, ev: ev, buf: make([]unix.EpollEvent, 256)}, nil
+	return p, nil
 }
 
 // add watches fd for readability once (EPOLLONESHOT: a client that goes
@@ -39,48 +52,43 @@ func newPoller() (poller, error) {
 // reported EPOLLHUP and EPOLLERR make a client that leaves readable too.
 func (p *poller) add(fd int32, gen uint32) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: fd, Pad: int32(gen)}
-	if err := unix.EpollCtl(p.ep, unix.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
+	var err error
+	if cerr := p.rc.Control(func(ep uintptr) { err = unix.EpollCtl(int(ep), unix.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil {
+		return cerr
+	}
+	if err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	return nil
 }
 
 // del stops watching fd. The runtime's own registration of the same
-// socket is not touched, so the connection goes on working as a net.Conn.
+// socket, if it has one, is not touched.
 func (p *poller) del(fd int32) {
-	unix.EpollCtl(p.ep, unix.EPOLL_CTL_DEL, int(fd), nil)
+	p.rc.Control(func(ep uintptr) { unix.EpollCtl(int(ep), unix.EPOLL_CTL_DEL, int(fd), nil) })
 }
 
-// wake makes a wait return now.
-func (p *poller) wake() {
-	var one [8]byte
-	binary.NativeEndian.PutUint64(one[:], 1)
-	unix.Write(p.ev, one[:])
-}
+// setDeadline makes a wait return at t, or at once if t has passed; zero:
+// no deadline.
+func (p *poller) setDeadline(t time.Time) { p.f.SetReadDeadline(t) }
 
-// wait blocks up to ms milliseconds (-1: until an event) and appends the
-// descriptors found readable to out. It blocks a thread, not only a
-// goroutine: one thread for the whole holder.
-func (p *poller) wait(out []event, ms int) []event {
-	n, err := unix.EpollWait(p.ep, p.buf, ms)
-	if err != nil {
-		return out // EINTR: the caller computes the wait again
-	}
-	for _, e := range p.buf[:n] {
-		if e.Fd == int32(p.ev) && e.Pad == 0 {
-			var b [8]byte
-			unix.Read(p.ev, b[:])
-			continue
+// wait returns when a held socket has an event or the deadline has come,
+// and appends the sockets found readable to out.
+func (p *poller) wait(out []event) []event {
+	p.rc.Read(func(ep uintptr) bool {
+		n, err := unix.EpollWait(int(ep), p.buf, 0)
+		if err != nil || n == 0 {
+			return false // nothing yet (EINTR too): wait for the set to turn readable
 		}
-		out = append(out, event{fd: e.Fd, gen: uint32(e.Pad)})
-	}
+		for _, e := range p.buf[:n] {
+			out = append(out, event{fd: e.Fd, gen: uint32(e.Pad)})
+		}
+		return true
+	})
 	return out
 }
 
-func (p *poller) close() {
-	unix.Close(p.ep)
-	unix.Close(p.ev)
-}
+func (p *poller) close() { p.f.Close() }
 
 // Detach takes the socket out of tc and closes tc: what is left is the
 // descriptor alone, without the runtime's poller entry or tc's own state

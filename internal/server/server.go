@@ -633,8 +633,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	// A client with nothing to wait for but its greeting waits without
 	// its session or goroutine (see smtpd.HoldGreeting): the cheapest
 	// state a flood's connections can be in.
-	pause := smtpd.ConnInfo{Remote: ap, GreetPause: d.GreetPause}
-	if !d.ListsAsked() && s.smtp.HoldGreeting(nc, pause, func(nc net.Conn, held smtpd.ConnInfo) {
+	if !d.ListsAsked() && s.smtp.HoldGreeting(nc, ap.Addr(), d.GreetPause, func(nc net.Conn, held smtpd.Held) {
 		if nc == nil {
 			d.Release() // the client is lost
 			return
@@ -643,13 +642,12 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	}) {
 		return
 	}
-	s.serveSession(ctx, nc, ap, proxied, d, pause)
+	s.serveSession(ctx, nc, ap, proxied, d, smtpd.Held{})
 }
 
-// serveSession runs the SMTP session of an admitted client. pause carries
-// how a greeting pause held before it ended (smtpd.ConnInfo.Held), if one
-// was.
-func (s *Server) serveSession(ctx context.Context, nc net.Conn, ap netip.AddrPort, proxied bool, d *admit.Decision, pause smtpd.ConnInfo) {
+// serveSession runs the SMTP session of an admitted client, after the
+// greeting pause held before it, if one was.
+func (s *Server) serveSession(ctx context.Context, nc net.Conn, ap netip.AddrPort, proxied bool, d *admit.Decision, held smtpd.Held) {
 	// After admission, so that a flood turned away there costs nothing
 	// more: a PROXY header from this client is refused wherever it comes.
 	nc = proxyhdr.Guard(nc, func(int) {
@@ -673,8 +671,14 @@ func (s *Server) serveSession(ctx context.Context, nc net.Conn, ap netip.AddrPor
 		client: policy.Client{Addr: ap.Addr(), Host: d.Host, Trusted: d.Trusted,
 			Relay: d.Relay, Discard: d.Discard},
 	}
-	info := pause
-	info.Host, info.Defer, info.Tarpit = d.Host, d.Defer, tarpit{d, s.metrics}
+	info := smtpd.ConnInfo{
+		Remote:     ap,
+		Host:       d.Host,
+		GreetPause: d.GreetPause,
+		Defer:      d.Defer,
+		Tarpit:     tarpit{d, s.metrics},
+		Held:       held,
+	}
 	if d.ListsAsked() {
 		start := time.Now()
 		info.Screen = func(ctx context.Context) (*reply.Reply, bool) {

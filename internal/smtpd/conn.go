@@ -259,7 +259,7 @@ var errPauseEnded = errors.New("greeting pause ended")
 // Nothing the client sent early is ever parsed. held is true when the
 // pause went to the Holder: the session is then resume's.
 func (c *conn) greet() (ok, held bool) {
-	if r := c.sess.Held; r != 0 {
+	if r := c.sess.Held.Result; r != 0 {
 		// HoldGreeting held the pause: judge how it ended.
 		n, err := c.heldOutcome(r)
 		return c.judgePause(n, err) && c.sendGreeting(), false

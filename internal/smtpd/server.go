@@ -142,11 +142,15 @@ type ConnInfo struct {
 	// a client that talks first, are skipped.
 	Screen func(ctx context.Context) (reject *reply.Reply, pass bool)
 
-	// Held is set by HoldGreeting: how the greeting pause it held ended,
-	// for the session to judge as its own, and Since is when it began
-	// (the session's time counts from there).
-	Held  hold.Result
-	Since time.Time
+	// Held is the greeting pause HoldGreeting held before the session,
+	// for the session to judge as its own.
+	Held Held
+}
+
+// Held is how a greeting pause held before its session ended.
+type Held struct {
+	Result hold.Result // 0: none was held
+	Since  time.Time   // when it began: the session's time counts from there
 }
 
 // Tarpit says how long to hold the replies to a client now (its score may
@@ -245,7 +249,7 @@ func (srv *Server) SetStress(p *Stress) {
 func (srv *Server) ServeConn(ctx context.Context, nc net.Conn, info ConnInfo, h Handler) {
 	cfg := srv.cfg.Load()
 	mc := &meteredConn{Conn: nc, max: cfg.MaxSessionBytes}
-	c := &conn{srv: srv, h: h, raw: nc, mc: mc, nc: mc, ctx: ctx, cfg: cfg, start: info.Since}
+	c := &conn{srv: srv, h: h, raw: nc, mc: mc, nc: mc, ctx: ctx, cfg: cfg, start: info.Held.Since}
 	if c.start.IsZero() {
 		c.start = time.Now()
 	}
@@ -271,34 +275,35 @@ func (srv *Server) ServeConn(ctx context.Context, nc net.Conn, info ConnInfo, h 
 	c.serve()
 }
 
-// HoldGreeting holds nc's greeting pause before its session exists, with
-// the Holder, so that a client waiting for its greeting costs a socket and
-// a few hundred octets rather than a session and its goroutine: in a flood
-// nearly every open connection is one. nc's socket is taken out of it
-// (hold.Detach) for the pause. When the pause ends (its time is up, the
-// client talks or leaves, Shutdown, or the Holder's context is done),
-// start runs in a new goroutine with the socket as a new net.Conn, and
-// info.Held and info.Since set; it must call ServeConn with them: the
-// session judges the pause as if it had waited itself. If the socket
-// cannot be made a net.Conn again (out of descriptors), start gets nil,
-// to release what the caller holds for the client. The sessions' ctx must
-// be the Holder's.
+// HoldGreeting holds the greeting pause of client's connection nc before
+// its session exists, with the Holder, so that a client waiting for its
+// greeting costs a socket and a few hundred octets rather than a session
+// and its goroutine: in a flood nearly every open connection is one. nc's
+// socket is taken out of it (hold.Detach) for the pause. When the pause
+// ends (its time is up, the client talks or leaves, Shutdown, or the
+// Holder's context is done), start runs in a new goroutine with the socket
+// as a new net.Conn and how the pause ended; it must call ServeConn with
+// them (ConnInfo.Held), and the session judges the pause as if it had
+// waited itself. If the socket cannot be made a net.Conn again (out of
+// descriptors), start gets nil, to release what the caller holds for the
+// client. The sessions' ctx must be the Holder's.
 //
 // HoldGreeting holds nothing and reports false when the pause cannot be
-// held this way: no pause, a Screen to wait for first, no Holder running,
-// nc not a plain TCP connection, or the server shutting down. The caller
-// then calls ServeConn with nc itself.
-func (srv *Server) HoldGreeting(nc net.Conn, info ConnInfo, start func(net.Conn, ConnInfo)) bool {
+// held this way: no pause, no Holder running, nc not a plain TCP
+// connection, or the server shutting down. The caller then calls
+// ServeConn with nc itself. A session with a ConnInfo.Screen to wait for
+// first must not be held this way.
+func (srv *Server) HoldGreeting(nc net.Conn, client netip.Addr, pause time.Duration, start func(net.Conn, Held)) bool {
 	cfg := srv.cfg.Load()
-	p := srv.greetPause(info.GreetPause)
+	p := srv.greetPause(pause)
 	tc, ok := nc.(*net.TCPConn)
-	if cfg.Holder == nil || !cfg.Holder.Running() || !ok || p <= 0 || info.Screen != nil || srv.draining.Load() {
+	if cfg.Holder == nil || !cfg.Holder.Running() || !ok || p <= 0 || srv.draining.Load() {
 		return false
 	}
-	info.Since = time.Now()
-	until := info.Since.Add(p)
+	since := time.Now()
+	until := since.Add(p)
 	if cfg.MaxSessionTime > 0 && cfg.MaxSessionTime < p {
-		until = info.Since.Add(cfg.MaxSessionTime)
+		until = since.Add(cfg.MaxSessionTime)
 	}
 	fd, err := hold.Detach(tc)
 	if err != nil {
@@ -308,6 +313,8 @@ func (srv *Server) HoldGreeting(nc net.Conn, info ConnInfo, start func(net.Conn,
 	srv.pausing.Add(1)
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
+	// What end keeps is all that stays in memory for the client, with
+	// the Ticket and what the caller's start keeps.
 	var t *hold.Ticket
 	end := func(r hold.Result) {
 		// In a goroutine of its own: End runs this under srv.mu
@@ -321,11 +328,10 @@ func (srv *Server) HoldGreeting(nc net.Conn, info ConnInfo, start func(net.Conn,
 			srv.mu.Unlock()
 			nc, err := hold.Attach(fd)
 			if err != nil {
-				srv.log.Warn("connection lost after the greeting pause", "ip", info.Remote.Addr().String(), "err", err.Error())
+				srv.log.Warn("connection lost after the greeting pause", "ip", client.String(), "err", err.Error())
 				nc = nil
 			}
-			info.Held = r
-			start(nc, info)
+			start(nc, Held{Result: r, Since: since})
 		}()
 	}
 	if srv.draining.Load() {

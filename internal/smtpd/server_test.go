@@ -251,9 +251,12 @@ func TestShutdownEndsGreetPause(t *testing.T) {
 					return
 				}
 				info := ConnInfo{Remote: netip.MustParseAddrPort(nc.RemoteAddr().String()), GreetPause: time.Minute}
-				serve := func(nc net.Conn, info ConnInfo) { srv.ServeConn(context.Background(), nc, info, &memHandler{}) }
-				if mode != "early" || !srv.HoldGreeting(nc, info, serve) {
-					serve(nc, info)
+				serve := func(nc net.Conn, held Held) {
+					info.Held = held
+					srv.ServeConn(context.Background(), nc, info, &memHandler{})
+				}
+				if mode != "early" || !srv.HoldGreeting(nc, info.Remote.Addr(), info.GreetPause, serve) {
+					serve(nc, Held{})
 				}
 			}()
 			_, br := dial(t, ln.Addr().String())

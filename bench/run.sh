@@ -1264,7 +1264,7 @@ for run in $(runs d "$RUNS"); do
 			BG_PID=$!
 			f=$OUT/d-$mib-$srv-$run.json
 			send_load "$srv" "$f" "$n" $((mib << 20)) 1 4 large@bench.test
-			kill -INT "$BG_PID"
+			kill -INT "$BG_PID" 2>/dev/null || true # memwatch may have ended by itself (its JSON is written)
 			wait "$BG_PID" || true
 			BG_PID=
 			m=$OUT/d-$mib-$srv-$run.mem.json

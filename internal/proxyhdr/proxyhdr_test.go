@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -362,5 +363,46 @@ func TestGuardPartialThenTimeout(t *testing.T) {
 	var ne net.Error
 	if string(got) != "PROX" || !errors.As(err, &ne) || !ne.Timeout() || seen() != 0 {
 		t.Errorf("read %q, %v (header seen: %d); want \"PROX\" and a timeout", got, err, seen())
+	}
+}
+
+// TestSyscallConn: the greeting pause's holder may watch the socket under
+// a Conn or a guard only while no octet the client sent waits above it,
+// where the socket turning readable would never tell of it.
+func TestSyscallConn(t *testing.T) {
+	srv, cli := pair(t)
+	cli.Write([]byte("PROXY TCP4 192.0.2.10 198.51.100.1 40000 25\r\nEHLO"))
+	c, _, err := Read(context.Background(), srv, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		t.Fatal("a Conn is not a syscall.Conn")
+	}
+	if _, err := sc.SyscallConn(); err == nil {
+		t.Error("SyscallConn with the client's EHLO read along with the header")
+	}
+	io.ReadFull(c, make([]byte, 4))
+	if _, err := sc.SyscallConn(); err != nil {
+		t.Errorf("SyscallConn once the buffered octets are read: %v", err)
+	}
+
+	srv, cli = pair(t)
+	g := Guard(srv, func(int) {}).(syscall.Conn)
+	if _, err := g.SyscallConn(); err != nil {
+		t.Errorf("SyscallConn of a fresh guard: %v", err)
+	}
+	cli.Write([]byte("PROX")) // could be a header: the guard reads on and keeps it
+	srv.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	gg := Guard(srv, func(int) {})
+	gg.Read(make([]byte, 1))
+	if _, err := gg.(syscall.Conn).SyscallConn(); err == nil {
+		t.Error("SyscallConn of a guard holding the client's octets")
+	}
+
+	var nc net.Conn = Guard(struct{ net.Conn }{srv}, func(int) {})
+	if _, err := nc.(syscall.Conn).SyscallConn(); err == nil {
+		t.Error("SyscallConn of a guard over a connection without a socket")
 	}
 }

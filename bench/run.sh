@@ -829,11 +829,13 @@ EOF
 # Relay mode (workload a2): relay.test relayed to the smtp-sink; the
 # admin listener for the fsync count.
 echo user@relay.test >"$W/mxguard/relay-recipients"
-cat >"$W/mxguard/mxguard-relay.toml" <<EOF
+# mx_config DOMAIN RECIPIENTS: what both configurations share.
+mx_config() {
+	cat <<EOF
 hostname = "mxguard.bench.localhost"
 listen = ["127.0.0.1:$MX_PORT"]
 data_dir = "$W/mxguard/data"
-local_domains = ["relay.test"]
+local_domains = ["$1"]
 trusted_networks = ["127.0.0.1/32"]
 resolver = "127.0.0.1:$DNS_PORT"
 access_map = "$W/mxguard/access"
@@ -842,7 +844,13 @@ access_map = "$W/mxguard/access"
 max_message_size = "25MiB"
 
 [recipients]
-file = "$W/mxguard/relay-recipients"
+file = "$2"
+EOF
+}
+mx_config bench.test "$W/mxguard/recipients" >"$W/mxguard/mxguard.toml"
+{
+	mx_config relay.test "$W/mxguard/relay-recipients"
+	cat <<EOF
 
 [delivery]
 relay = "smtp://127.0.0.1:$RELAY_SINK_PORT"
@@ -850,22 +858,10 @@ relay = "smtp://127.0.0.1:$RELAY_SINK_PORT"
 [admin]
 listen = "127.0.0.1:$MX_ADMIN_PORT"
 EOF
-cat >"$W/mxguard/mxguard.toml" <<EOF
-hostname = "mxguard.bench.localhost"
-listen = ["127.0.0.1:$MX_PORT"]
-data_dir = "$W/mxguard/data"
-local_domains = ["bench.test"]
-trusted_networks = ["127.0.0.1/32"]
-resolver = "127.0.0.1:$DNS_PORT"
-access_map = "$W/mxguard/access"
-
-[limits]
-max_message_size = "25MiB"
-
-[recipients]
-file = "$W/mxguard/recipients"
-EOF
-"$BIN/mxguard" check --config "$W/mxguard/mxguard.toml" >&2 || die "mxguard config rejected"
+} >"$W/mxguard/mxguard-relay.toml"
+for f in mxguard mxguard-relay; do
+	"$BIN/mxguard" check --config "$W/mxguard/$f.toml" >&2 || die "mxguard config $f.toml rejected"
+done
 wait_listen "$DNS_PORT"
 
 # The downstream of workload a2: Postfix's smtp-sink, started here, so on

@@ -183,20 +183,9 @@ run_exim() { (peer_ns "$BINDS" -- "$EXIM" "$@"); }
 
 start_exim() {
 	write_config
-	# -bdf: the daemon stays in the foreground, so $! is its process id.
-	(peer_ns "$BINDS" -- "$EXIM" -bdf </dev/null >>"$EX/log/stdout" 2>&1) &
-	pid=$!
-	for _ in $(seq 50); do
-		if [ -n "$(ss -Hltn "src 127.0.0.1:$EX_PORT")" ]; then
-			peer_ns_of "$pid" >"$EX/ns"
-			return 0
-		fi
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	echo "exim-setup: the daemon did not start; see $EX/log" >&2
-	kill -KILL "$pid" 2>/dev/null || true
-	return 1
+	# -bdf: the daemon stays in the foreground, so its process is the one
+	# peer_start watches.
+	peer_start "exim-setup: the daemon" "$EX_PORT" "$EX/ns" "$EX/log/stdout" "$BINDS" "$EXIM" -bdf
 }
 
 ns() { cat "$EX/ns" 2>/dev/null || true; }

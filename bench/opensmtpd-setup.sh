@@ -103,19 +103,7 @@ start_opensmtpd() {
 	write_config
 	# Each connection is a descriptor in one process: raise the limit.
 	ulimit -n "$(ulimit -Hn)"
-	(peer_ns "$BINDS" -- "$SMTPD" -d -f /etc/smtpd.conf </dev/null >>"$OS/smtpd.log" 2>&1) &
-	pid=$!
-	for _ in $(seq 50); do
-		if [ -n "$(ss -Hltn "src 127.0.0.1:$OS_PORT")" ]; then
-			peer_ns_of "$pid" >"$OS/ns"
-			return 0
-		fi
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	echo "opensmtpd-setup: smtpd did not start; see $OS/smtpd.log" >&2
-	kill -KILL "$pid" 2>/dev/null || true
-	return 1
+	peer_start "opensmtpd-setup: smtpd" "$OS_PORT" "$OS/ns" "$OS/smtpd.log" "$BINDS" "$SMTPD" -d -f /etc/smtpd.conf
 }
 
 ns() { cat "$OS/ns" 2>/dev/null || true; }

@@ -88,6 +88,29 @@ peer_pids() {
 # peer_ns_of PID prints the mount namespace of process PID.
 peer_ns_of() { readlink "/proc/$1/ns/mnt"; }
 
+# peer_start NAME PORT NSFILE LOG BINDS COMMAND... runs COMMAND in the
+# background in a namespace with BINDS (peer_ns), its output to LOG, and
+# waits up to 5 s until something listens on 127.0.0.1:PORT; then it writes
+# the namespace to NSFILE (for peer_stop and peer_pids). If COMMAND ends or
+# does not listen in time, it says so naming NAME and LOG, and fails.
+peer_start() {
+	name=$1 port=$2 nsfile=$3 log=$4 binds=$5
+	shift 5
+	(peer_ns "$binds" -- "$@" </dev/null >>"$log" 2>&1) &
+	pid=$!
+	for _ in $(seq 50); do
+		if [ -n "$(ss -Hltn "src 127.0.0.1:$port")" ]; then
+			peer_ns_of "$pid" >"$nsfile"
+			return 0
+		fi
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "$name did not start; see $log" >&2
+	kill -KILL "$pid" 2>/dev/null || true
+	return 1
+}
+
 # peer_stop NS stops every process in namespace NS: SIGTERM, then after
 # 5 s SIGKILL.
 peer_stop() {

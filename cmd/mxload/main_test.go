@@ -13,7 +13,10 @@ import (
 	"time"
 )
 
-func TestRunFloodJSON(t *testing.T) {
+// refuser is a server on loopback that answers every connection with 421
+// and closes it; it returns its address.
+func refuser(t *testing.T) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -29,10 +32,15 @@ func TestRunFloodJSON(t *testing.T) {
 			c.Close()
 		}
 	}()
+	return l.Addr().String()
+}
+
+func TestRunFloodJSON(t *testing.T) {
+	addr := refuser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	err = run(ctx, []string{"-mode", "flood", "-addr", l.Addr().String(), "-c", "2", "-duration", "100ms", "-json"},
+	err := run(ctx, []string{"-mode", "flood", "-addr", addr, "-c", "2", "-duration", "100ms", "-json"},
 		&out, io.Discard, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -51,25 +59,11 @@ func TestRunFloodJSON(t *testing.T) {
 }
 
 func TestRunFloodRateJSON(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("421 4.3.2 test\r\n"))
-			c.Close()
-		}
-	}()
+	addr := refuser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	err = run(ctx, []string{"-mode", "flood", "-addr", l.Addr().String(), "-rate", "200", "-max-outstanding", "50",
+	err := run(ctx, []string{"-mode", "flood", "-addr", addr, "-rate", "200", "-max-outstanding", "50",
 		"-duration", "250ms", "-json"}, &out, io.Discard, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

@@ -43,20 +43,27 @@ func TestFloodSink(t *testing.T) {
 	}
 }
 
+// floodFailure is a server that fails each connection one way, and the
+// error kind a flood counts it as.
+type floodFailure struct {
+	name string
+	addr func(t testing.TB) string
+	want string
+}
+
+// floodFailures are the failures both flood modes count alike.
+var floodFailures = []floodFailure{
+	{"nobody listening", smtpsink.FreePort, "ECONNREFUSED"},
+	{"closed without a reply", func(t testing.TB) string {
+		return startLineServer(t, func(net.Conn) {}).addr
+	}, "EOF"},
+	{"garbage reply", func(t testing.TB) string {
+		return startLineServer(t, func(c net.Conn) { c.Write([]byte("hello there\r\n")) }).addr
+	}, "protocol"},
+}
+
 func TestFloodErrors(t *testing.T) {
-	tests := []struct {
-		name string
-		addr func(t testing.TB) string
-		want string
-	}{
-		{"nobody listening", smtpsink.FreePort, "ECONNREFUSED"},
-		{"closed without a reply", func(t testing.TB) string {
-			return startLineServer(t, func(net.Conn) {}).addr
-		}, "EOF"},
-		{"garbage reply", func(t testing.TB) string {
-			return startLineServer(t, func(c net.Conn) { c.Write([]byte("hello there\r\n")) }).addr
-		}, "protocol"},
-	}
+	tests := floodFailures
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res, err := Flood(testCtx(t), FloodConfig{Addr: tt.addr(t), Concurrency: 2, Duration: 100 * time.Millisecond})
@@ -226,22 +233,9 @@ func testFloodRateCancel(t *testing.T, engine string) {
 // TestFloodRateErrors: each engine counts each failure by its kind, the
 // same kinds, and a server that says nothing by the timeout.
 func TestFloodRateErrors(t *testing.T) {
-	tests := []struct {
-		name string
-		addr func(t testing.TB) string
-		want string
-	}{
-		{"nobody listening", smtpsink.FreePort, "ECONNREFUSED"},
-		{"closed without a reply", func(t testing.TB) string {
-			return startLineServer(t, func(net.Conn) {}).addr
-		}, "EOF"},
-		{"garbage reply", func(t testing.TB) string {
-			return startLineServer(t, func(c net.Conn) { c.Write([]byte("hello there\r\n")) }).addr
-		}, "protocol"},
-		{"silent", func(t testing.TB) string {
-			return startLineServer(t, func(net.Conn) { time.Sleep(2 * time.Second) }).addr
-		}, "timeout"},
-	}
+	tests := append(floodFailures[:len(floodFailures):len(floodFailures)], floodFailure{"silent", func(t testing.TB) string {
+		return startLineServer(t, func(net.Conn) { time.Sleep(2 * time.Second) }).addr
+	}, "timeout"})
 	for _, engine := range engines() {
 		for _, tt := range tests {
 			t.Run(engine+"/"+tt.name, func(t *testing.T) {

@@ -33,11 +33,8 @@ DNS_PORT=${DNS_PORT:-2563}
 OUT=$W/run-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$BIN" "$OUT"
 
-log() { printf '%s %s\n' "$(date -u +%T)" "$*" >&2; }
-die() {
-	log "abuse.sh: $*"
-	exit 1
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh" # log, die, wait_listen
 
 MX_PID= DNS_PID=
 stop() {
@@ -59,13 +56,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_listen() {
-	for _ in $(seq 100); do
-		[ -z "$(ss -Hltn "src 127.0.0.1:$1")" ] || return 0
-		sleep 0.1
-	done
-	die "nothing listens on 127.0.0.1:$1"
-}
 for p in "$MX_PORT" "$DNS_PORT"; do
 	[ -z "$(ss -Hltn "src 127.0.0.1:$p")" ] || die "127.0.0.1:$p is in use; set MX_PORT / DNS_PORT"
 done

@@ -51,11 +51,8 @@ REDIS_PORT=${REDIS_PORT:-6391}
 OUT=$W/run-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$BIN" "$OUT"
 
-log() { printf '%s %s\n' "$(date -u +%T)" "$*" >&2; }
-die() {
-	log "fleet.sh: $*"
-	exit 1
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh" # log, die, wait_listen
 
 PIDS=()
 stop() {
@@ -82,13 +79,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_listen() {
-	for _ in $(seq 100); do
-		[ -z "$(ss -Hltn "src 127.0.0.1:$1")" ] || return 0
-		sleep 0.1
-	done
-	die "nothing listens on 127.0.0.1:$1"
-}
 NODE_PORTS=("$MX_PORT" $((MX_PORT + 1)) $((MX_PORT + 2)))
 for p in "${NODE_PORTS[@]}" "$DNS_PORT" "$REDIS_PORT"; do
 	[ -z "$(ss -Hltn "src 127.0.0.1:$p")" ] || die "127.0.0.1:$p is in use; set MX_PORT / DNS_PORT / REDIS_PORT"

@@ -161,11 +161,8 @@ want() { [[ " $WORKLOADS " == *" $1 "* ]]; }
 # runs WORKLOAD N prints the run numbers 1 to N when WORKLOAD is to run, none otherwise.
 runs() { if want "$1"; then seq "$2"; fi; }
 
-log() { printf '%s %s\n' "$(date -u +%T)" "$*" >&2; }
-die() {
-	log "run.sh: $*"
-	exit 1
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh" # log, die, wait_listen
 
 label() {
 	case $1 in
@@ -227,15 +224,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# wait_listen waits until something listens on 127.0.0.1:$1.
-wait_listen() {
-	for _ in $(seq 100); do
-		[ -z "$(ss -Hltn "src 127.0.0.1:$1")" ] || return 0
-		sleep 0.1
-	done
-	die "nothing listens on 127.0.0.1:$1"
-}
 
 # port_free fails when something already listens on 127.0.0.1:$1.
 port_free() {

@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -39,7 +40,8 @@ func StartCluster(t testing.TB, n int) *Cluster {
 			"--cluster-node-timeout", "5000",
 		))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	deadline := time.Now().Add(readyTimeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
@@ -49,27 +51,14 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	for _, s := range c.Nodes {
 		rc := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DisableIdentity: true,
 			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
-		for {
+		waitReady(t, deadline, 20*time.Millisecond, "cluster node "+s.Addr+" ok", func() (bool, string) {
 			ci, err := rc.ClusterInfo(ctx).Result()
-			if err == nil && strings.Contains(ci, "cluster_state:ok") {
-				break
-			}
-			if ctx.Err() != nil {
-				rc.Close()
-				t.Fatalf("redistest: cluster node %s not ok within %v: %v\n%s", s.Addr, readyTimeout, err, ci)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return err == nil && strings.Contains(ci, "cluster_state:ok"), fmt.Sprintf("%v\n%s", err, ci)
+		})
 		rc.Close()
 	}
 	return c
 }
 
 // Addrs are the nodes' addresses.
-func (c *Cluster) Addrs() []string {
-	var out []string
-	for _, s := range c.Nodes {
-		out = append(out, s.Addr)
-	}
-	return out
-}
+func (c *Cluster) Addrs() []string { return addrs(c.Nodes) }

@@ -253,3 +253,28 @@ func tail(path string) string {
 	}
 	return "log: " + strings.TrimSpace(string(b))
 }
+
+// addrs are the servers' addresses.
+func addrs(servers []*Server) []string {
+	out := make([]string, len(servers))
+	for i, s := range servers {
+		out[i] = s.Addr
+	}
+	return out
+}
+
+// waitReady asks ready every interval until it says yes; past deadline
+// the test fails, naming what it waited for and ready's last word.
+func waitReady(t testing.TB, deadline time.Time, every time.Duration, what string, ready func() (bool, string)) {
+	t.Helper()
+	for {
+		ok, last := ready()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redistest: no %s within %v: %s", what, readyTimeout, last)
+		}
+		time.Sleep(every)
+	}
+}

@@ -100,12 +100,10 @@ func StartSentinels(t testing.TB, cfg SentinelConfig) *Sentinels {
 	// which it asks at once and then only every 10 s.
 	deadline := time.Now().Add(readyTimeout)
 	for _, r := range g.Data[1:] {
-		for info(t, r.Addr, "replication")["master_link_status"] != "up" {
-			if time.Now().After(deadline) {
-				t.Fatalf("redistest: replica %s did not sync with %s within %v", r.Addr, primary.Addr, readyTimeout)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitReady(t, deadline, 20*time.Millisecond, "replica "+r.Addr+" in sync with "+primary.Addr, func() (bool, string) {
+			st := info(t, r.Addr, "replication")["master_link_status"]
+			return st == "up", "master_link_status " + st
+		})
 	}
 
 	for i := range cfg.Sentinels {
@@ -130,32 +128,19 @@ func StartSentinels(t testing.TB, cfg SentinelConfig) *Sentinels {
 
 	for _, w := range g.Watchers {
 		c := g.sentinelClient(w.Addr)
-		for {
+		what := fmt.Sprintf("sentinel %s finding %d replicas and %d other sentinels", w.Addr, cfg.Replicas, cfg.Sentinels-1)
+		waitReady(t, deadline, 50*time.Millisecond, what, func() (bool, string) {
 			m, err := c.Master(context.Background(), cfg.MasterName).Result()
-			if err == nil && m["num-slaves"] == strconv.Itoa(cfg.Replicas) &&
-				m["num-other-sentinels"] == strconv.Itoa(cfg.Sentinels-1) {
-				break
-			}
-			if time.Now().After(deadline) {
-				c.Close()
-				t.Fatalf("redistest: sentinel %s did not find %d replicas and %d other sentinels within %v: %v, %v",
-					w.Addr, cfg.Replicas, cfg.Sentinels-1, readyTimeout, m, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return err == nil && m["num-slaves"] == strconv.Itoa(cfg.Replicas) &&
+				m["num-other-sentinels"] == strconv.Itoa(cfg.Sentinels-1), fmt.Sprintf("%v, %v", m, err)
+		})
 		c.Close()
 	}
 	return g
 }
 
 // Addrs are the Sentinels' addresses, for a client's configuration.
-func (g *Sentinels) Addrs() []string {
-	var out []string
-	for _, w := range g.Watchers {
-		out = append(out, w.Addr)
-	}
-	return out
-}
+func (g *Sentinels) Addrs() []string { return addrs(g.Watchers) }
 
 // Primary is the data server the Sentinels name as the primary now (the
 // first Sentinel that answers).

@@ -168,7 +168,10 @@ func y(v, top float64) float64 { return plotB - min(v/top, 1)*(plotB-plotT) }
 
 // line is the path of a line through v.
 func line(v []float64, top float64) string {
-	b := make([]byte, 0, len(v)*14)
+	return string(appendLine(make([]byte, 0, len(v)*14), v, top))
+}
+
+func appendLine(b []byte, v []float64, top float64) []byte {
 	for i, r := range v {
 		if i == 0 {
 			b = append(b, 'M')
@@ -177,20 +180,13 @@ func line(v []float64, top float64) string {
 		}
 		b = point(b, x(i, len(v)), y(r, top))
 	}
-	return string(b)
+	return b
 }
 
-// area is the path of the band between lower and upper.
+// area is the path of the band between lower and upper: along upper, then
+// back along lower.
 func area(lower, upper []float64, top float64) string {
-	b := make([]byte, 0, len(upper)*28)
-	for i, r := range upper {
-		if i == 0 {
-			b = append(b, 'M')
-		} else {
-			b = append(b, ' ', 'L')
-		}
-		b = point(b, x(i, len(upper)), y(r, top))
-	}
+	b := appendLine(make([]byte, 0, len(upper)*28), upper, top)
 	for i := len(lower) - 1; i >= 0; i-- {
 		b = append(b, ' ', 'L')
 		b = point(b, x(i, len(lower)), y(lower[i], top))

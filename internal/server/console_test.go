@@ -19,13 +19,11 @@ import (
 	"github.com/mxguard/mxguard/internal/reason"
 )
 
-// newTestServer builds (without running) a server from toml, with its
-// data in a directory of the test's own.
-func newTestServer(t *testing.T, toml string) *Server {
+// loadConfig writes toml to dir/mxguard.toml, loads it and makes its data
+// directory, as serve does.
+func loadConfig(t *testing.T, dir, toml string) *config.Config {
 	t.Helper()
-	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "mxguard.toml")
-	toml = "hostname = \"mx.test\"\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\ntrusted_networks = [\"127.0.0.1/32\"]\n" + toml
 	if err := os.WriteFile(cfgFile, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -36,6 +34,14 @@ func newTestServer(t *testing.T, toml string) *Server {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+// newTestServer builds (without running) a server from toml, with its
+// data in a directory of the test's own.
+func newTestServer(t *testing.T, toml string) *Server {
+	t.Helper()
+	cfg := loadConfig(t, t.TempDir(), "hostname = \"mx.test\"\nlisten = [\"127.0.0.1:0\"]\ndata_dir = \"data\"\ntrusted_networks = [\"127.0.0.1/32\"]\n"+toml)
 	srv, err := New(cfg, slog.New(slog.NewTextHandler(testLog{t}, nil)), WithVerifier(noDNS{}))
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/resolve"
 	"github.com/mxguard/mxguard/internal/smtptest"
 )
@@ -89,17 +88,7 @@ func playTranscript(t *testing.T, file string) {
 		fmt.Fprintf(&b, "%s = %q\n", name, file)
 	}
 	b.WriteString(strings.Join(conf, "\n") + "\n")
-	cfgFile := filepath.Join(dir, "mxguard.toml")
-	if err := os.WriteFile(cfgFile, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(cfgFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		t.Fatal(err)
-	}
+	cfg := loadConfig(t, dir, b.String())
 	logger := slog.New(slog.NewTextHandler(testLog{t}, nil))
 	srv, err := New(cfg, logger, WithVerifier(noDNS{}))
 	if err != nil {
